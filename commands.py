@@ -1,0 +1,207 @@
+"""The admin verbs of scheduler.py: init-db, schema, check, enqueue, status, render, retry.
+
+Each takes parsed arguments and returns an exit code: 0 ok, 1 runtime failure,
+2 bad usage or bad config. Output goes to stdout; problems to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timedelta
+from typing import Any
+
+import clock
+from config import Config, ConfigError, load_config
+from db.connection import connect, ddl_text, init_schema
+from db.models import FINISHED, STATUSES, MsgList
+from logs import redact
+from templates import RenderError, TemplateError, load_templates, render_row
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+
+
+def err(msg: str) -> None:
+    print(redact(msg), file=sys.stderr)
+
+
+def safe_url(url: str) -> str:
+    """A database URL fit for output: the password masked."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        if ":" in cred:
+            cred = cred.split(":", 1)[0] + ":***"
+        return f"{scheme}://{cred}@{host}"
+    return url
+
+
+def load(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def parse_when(text: str | None, name: str) -> datetime | None:
+    """An ISO time for --send-at/--expire-at; no offset means UTC; '+90s' style is relative."""
+    if text is None:
+        return None
+    from config import parse_duration
+
+    if text.startswith("+"):
+        return clock.now() + timedelta(seconds=parse_duration(text[1:], name))
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=clock.now().tzinfo)
+    return dt
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(ddl_text(args.dialect))
+    return EXIT_OK
+
+
+def cmd_init_db(args: argparse.Namespace) -> int:
+    cfg = load(args)
+    db = connect(cfg.database)
+    init_schema(db)
+    print(f"msg_list and access_token ready in {safe_url(cfg.database)}")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        cfg = load(args)
+    except ConfigError as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    try:
+        tset = load_templates(cfg.templates)
+    except TemplateError as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    problems = [
+        f"{cfg.templates.name}: template {t.name}: app {t.app!r} is not configured "
+        f"(configured: {', '.join(cfg.apps)})"
+        for t in tset.templates.values()
+        if t.app and t.app not in cfg.apps
+    ]
+    if problems:
+        err("\n".join(problems))
+        return EXIT_USAGE
+    print(f"config ok: {cfg.path}")
+    print(f"  database  {safe_url(cfg.database)}")
+    print(f"  apps      {', '.join(f'{a.name} ({a.token_source})' for a in cfg.apps.values())}")
+    print(f"  templates {len(tset.templates)} in {cfg.templates}: "
+          f"{', '.join(tset.templates)}")
+    return EXIT_OK
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    cfg = load(args)
+    connect(cfg.database)
+    params = args.params
+    try:
+        json.loads(params)
+    except ValueError as exc:
+        err(f"--params is not valid JSON: {exc}")
+        return EXIT_USAGE
+    values: dict[Any, Any] = {
+        MsgList.template: args.template,
+        MsgList.openid: args.openid,
+        MsgList.params: params,
+        MsgList.priority: args.priority,
+    }
+    for field, text, name in ((MsgList.send_at, args.send_at, "--send-at"),
+                              (MsgList.expire_at, args.expire_at, "--expire-at")):
+        try:
+            when = parse_when(text, name)
+        except (ValueError, ConfigError) as exc:
+            err(f"{name}: {text!r} is not a time (ISO 8601, or +90s/+5m/+1h): {exc}")
+            return EXIT_USAGE
+        if when is not None:
+            values[field] = when
+    for field, value in ((MsgList.app, args.app), (MsgList.page, args.page),
+                         (MsgList.dedup_key, args.dedup_key)):
+        if value is not None:
+            values[field] = value
+    row_id = MsgList.insert(values).execute()
+    print(row_id)
+    return EXIT_OK
+
+
+def status_report(now: datetime, failures: int = 10) -> dict[str, Any]:
+    counts = dict.fromkeys(STATUSES, 0)
+    for status, n in MsgList.select(MsgList.status, MsgList.id.count()).group_by(
+            MsgList.status).tuples():
+        counts[status] = n
+    oldest = (MsgList.select(MsgList.send_at).where((MsgList.status == "wait")
+              & (MsgList.send_at <= now)).order_by(MsgList.send_at).limit(1).scalar())
+    if isinstance(oldest, str | datetime):
+        oldest = MsgList.send_at.python_value(oldest)
+    recent = (MsgList.select(MsgList.id, MsgList.template, MsgList.openid, MsgList.errcode,
+                             MsgList.error, MsgList.updated_at)
+              .where(MsgList.status == "fail").order_by(MsgList.updated_at.desc(),
+                                                        MsgList.id.desc()).limit(failures))
+    return {
+        "counts": counts,
+        "oldest_due_wait_seconds": (now - oldest).total_seconds() if oldest else None,
+        "recent_failures": [
+            {"id": r.id, "template": r.template, "errcode": r.errcode, "error": r.error,
+             "updated_at": r.updated_at.isoformat() if r.updated_at else None}
+            for r in recent
+        ],
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = load(args)
+    connect(cfg.database)
+    report = status_report(clock.now(), args.failures)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    counts = report["counts"]
+    print("status     rows")
+    for s in STATUSES:
+        print(f"{s:<10} {counts[s]:>8}")
+    age = report["oldest_due_wait_seconds"]
+    print(f"oldest due waiting row: {'none' if age is None else f'{age:.0f}s old'}")
+    if report["recent_failures"]:
+        print("recent failures:")
+        for f in report["recent_failures"]:
+            print(f"  #{f['id']} {f['template']} errcode={f['errcode']}: {f['error']}")
+    return EXIT_OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    cfg = load(args)
+    tset = load_templates(cfg.templates)
+    if args.id is not None:
+        connect(cfg.database)
+        row = MsgList.get_or_none(MsgList.id == args.id)
+        if row is None:
+            err(f"no row with id {args.id}")
+            return EXIT_RUNTIME
+        fields = {"template": row.template, "openid": row.openid, "params": row.params,
+                  "page": row.page, "app": row.app, "row_id": row.id}
+    else:
+        if not args.template:
+            err("render: give a row id, or --template with --params and --openid")
+            return EXIT_USAGE
+        fields = {"template": args.template, "openid": args.openid, "params": args.params,
+                  "page": args.page, "app": args.app}
+    try:
+        req = render_row(tset, **fields)
+    except RenderError as exc:
+        err(f"would fail: {exc.reason}")
+        return EXIT_RUNTIME
+    print(f"POST {cfg.api_base}/cgi-bin/message/subscribe/send?access_token=<token of app "
+          f"{req.app or 'default'}>")
+    print(json.dumps(req.body, ensure_ascii=False, indent=2))
+    if req.truncated:
+        print(f"note: truncated to WeChat's limit: {', '.join(req.truncated)}")
+    return EXIT_OK
+
+
+__all__ = ["FINISHED", "cmd_check", "cmd_enqueue", "cmd_init_db", "cmd_render", "cmd_schema",
+           "cmd_status"]

@@ -1,0 +1,290 @@
+"""The dispatch job: claim due rows, render, send on a pool of threads, record.
+
+The loop keeps the send pool full: it claims the next batch as soon as fewer rows
+are ready or in flight than there are workers, so a backlog drains at the pool's
+full speed instead of one batch per poll, and finishes only when a claim comes back
+short and nothing is left in flight. Rows to one openid go out one after another
+(WeChat answers 43108 to concurrent sends to one user). Results are written in
+groups (db/outcomes.py), each in one short transaction.
+
+On stop (SIGTERM) it claims nothing more, hands back rows it claimed but did not
+start, lets in-flight sends finish and records them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import clock
+from db.claim import claim_batch, expire_overdue
+from db.models import MsgList
+from db.outcomes import Outcome, record
+from policy import TOKEN_WAIT, decide
+from runtime import Runtime
+from templates import RenderError, Request, render_row
+from tokens import TokenUnavailable
+from wechat.client import Answer
+from wechat.errors import Kind
+
+log = logging.getLogger("herald.dispatch")
+
+FLUSH_EVERY = 0.2  # seconds: how long a finished result may wait to be written
+FLUSH_SIZE = 200  # results per write transaction
+
+
+@dataclass
+class Stats:
+    claimed: int = 0
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    expired: int = 0
+    released: int = 0
+    lost_ownership: int = 0
+    truncated: int = 0
+
+    def summary(self) -> str:
+        return (f"claimed {self.claimed}, sent {self.sent}, failed {self.failed}, "
+                f"retry later {self.retried}, expired {self.expired}")
+
+
+@dataclass
+class Job:
+    row: MsgList
+    request: Request
+    app: str
+    token: str = ""
+    token_retried: bool = False
+    started: float = 0.0
+
+
+@dataclass
+class _State:
+    ready: deque[Job] = field(default_factory=deque)
+    parked: dict[str, deque[Job]] = field(default_factory=dict)  # openid -> jobs behind a send
+    busy: set[str] = field(default_factory=set)  # openids with a send in flight
+    in_flight: dict[Future, Job] = field(default_factory=dict)
+    outcomes: list[tuple[Outcome, str]] = field(default_factory=list)  # (outcome, template)
+    last_flush: float = field(default_factory=time.monotonic)
+    app_hold: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # quota/token holds
+
+
+def _send(rt: Runtime, job: Job) -> Answer:
+    """Runs on a pool thread: wait for the app's rate limit, then one HTTP call."""
+    rt.limiters.acquire(job.app)
+    job.started = time.monotonic()
+    return rt.client.send(job.token, job.request.body)
+
+
+def run(
+    rt: Runtime,
+    *,
+    now: Callable[[], datetime] = clock.now,
+    pool: ThreadPoolExecutor | None = None,
+    rng: random.Random | None = None,
+) -> Stats:
+    """One dispatch run: drain what is due, then return."""
+    cfg = rt.config
+    stats = Stats()
+    st = _State()
+    own_pool = pool is None
+    pool = pool or ThreadPoolExecutor(cfg.dispatch.workers, thread_name_prefix="send")
+    workers = cfg.dispatch.workers
+    more = True
+    try:
+        stats.expired = expire_overdue(rt.db, now=now())
+        if stats.expired:
+            log.info("%d waiting rows passed expire_at and ended fail (expired)", stats.expired)
+        while True:
+            stopping = rt.stopping.is_set()
+            if stopping and (st.ready or st.parked):
+                _release_unstarted(rt, st, stats, now())
+            if more and not stopping and len(st.ready) + len(st.in_flight) < workers:
+                rows = claim_batch(rt.db, daemon_id=rt.daemon_id, now=now(),
+                                   lease=cfg.dispatch.lease, limit=cfg.dispatch.batch_size)
+                more = len(rows) == cfg.dispatch.batch_size
+                stats.claimed += len(rows)
+                for row in rows:
+                    _prepare(rt, st, stats, row, now())
+            _submit(rt, st, pool, workers)
+            if not st.in_flight and not st.ready and not st.parked:
+                if not more or stopping:
+                    break
+                continue
+            if st.in_flight:
+                done, _ = wait(list(st.in_flight), timeout=FLUSH_EVERY,
+                               return_when=FIRST_COMPLETED)
+                for fut in done:
+                    _finished(rt, st, stats, st.in_flight.pop(fut), fut, now(), rng)
+            if (len(st.outcomes) >= FLUSH_SIZE
+                    or time.monotonic() - st.last_flush >= FLUSH_EVERY):
+                _flush(rt, st, stats, now())
+    finally:
+        # whatever happened above, what was sent gets recorded
+        for fut, job in list(st.in_flight.items()):
+            try:
+                _finished(rt, st, stats, job, fut, now(), rng, allow_resend=False)
+            except Exception:  # noqa: BLE001 - recording must go on for the others
+                log.exception("row %s: recording failed", job.row.id)
+        if st.ready or st.parked:
+            _release_unstarted(rt, st, stats, now())
+        _flush(rt, st, stats, now())
+        if own_pool:
+            pool.shutdown(wait=True)
+    if stats.claimed or stats.expired:
+        log.info("dispatch: %s", stats.summary())
+    return stats
+
+
+def _prepare(rt: Runtime, st: _State, stats: Stats, row: MsgList, now: datetime) -> None:
+    """Render a claimed row and find its token; a row that cannot be sent is decided here."""
+    base = {"row_id": row.id, "claim_attempts": row.attempts}
+    if row.expire_at is not None and row.expire_at <= now:
+        _add(st, Outcome(status="fail", error="expired: expire_at passed before the message "
+                         "could be sent", **base), row.template)
+        return
+    try:
+        req = render_row(rt.templates.current, template=row.template, openid=row.openid,
+                         params=row.params, page=row.page, app=row.app, row_id=row.id)
+    except RenderError as exc:
+        log.warning("row %s (template %r) fails: %s", row.id, row.template, exc.reason,
+                    extra={"row_id": row.id, "template": row.template})
+        _add(st, Outcome(status="fail", error=exc.reason, **base), row.template)
+        return
+    app = req.app or "default"
+    if app not in rt.config.apps:
+        configured = ", ".join(rt.config.apps)
+        _add(st, Outcome(status="fail", error=f"unknown app {app!r} (configured: {configured})",
+                         **base), row.template)
+        return
+    if req.truncated:
+        stats.truncated += 1
+        log.info("row %s (template %s): truncated %s to WeChat's length limit", row.id,
+                 req.template.name, ", ".join(req.truncated),
+                 extra={"row_id": row.id, "template": req.template.name})
+    job = Job(row=row, request=req, app=app)
+    held = st.app_hold.get(app)
+    if held and held[0] > now:
+        _hold(st, job, held)
+        return
+    try:
+        job.token = rt.tokens.get(app, now)
+    except TokenUnavailable as exc:
+        until = now + timedelta(seconds=TOKEN_WAIT)
+        st.app_hold[app] = (until, f"no access token: {exc.reason}")
+        _hold(st, job, st.app_hold[app])
+        return
+    st.ready.append(job)
+
+
+def _hold(st: _State, job: Job, hold: tuple[datetime, str]) -> None:
+    """Back to wait without sending, the attempt refunded (quota or token trouble)."""
+    until, why = hold
+    _add(st, Outcome(row_id=job.row.id, claim_attempts=job.row.attempts, status="wait",
+                     send_at=until, error=why, refund_attempt=True), job.request.template.name)
+
+
+def _add(st: _State, outcome: Outcome, template: str) -> None:
+    st.outcomes.append((outcome, template))
+
+
+def _submit(rt: Runtime, st: _State, pool: ThreadPoolExecutor, workers: int) -> None:
+    while st.ready and len(st.in_flight) < workers:
+        job = st.ready.popleft()
+        openid = job.request.body["touser"]
+        if openid in st.busy:
+            st.parked.setdefault(openid, deque()).append(job)
+            continue
+        st.busy.add(openid)
+        st.in_flight[pool.submit(_send, rt, job)] = job
+
+
+def _finished(rt: Runtime, st: _State, stats: Stats, job: Job, fut: Future, now: datetime,
+              rng: random.Random | None, allow_resend: bool = True) -> None:
+    openid = job.request.body["touser"]
+    try:
+        answer: Answer = fut.result()
+    except Exception as exc:  # noqa: BLE001 - a bug in one send must not stop the batch
+        log.exception("row %s: send raised", job.row.id)
+        answer = Answer(Kind.TRANSIENT, None, f"internal error while sending: {exc!r}"[:200])
+    if job.started:
+        rt.metrics.send_duration(time.monotonic() - job.started)
+    if answer.kind is Kind.TOKEN and not job.token_retried and allow_resend:
+        # our token went stale: expire it (only if still the stored one), fetch, resend once
+        rt.tokens.expire(job.app, job.token, now)
+        try:
+            job.token = rt.tokens.get(job.app, now)
+            job.token_retried = True
+            log.info("row %s: %s; resending once with a fresh token", job.row.id, answer.reason)
+            st.busy.discard(openid)
+            st.ready.appendleft(job)
+            return
+        except TokenUnavailable as exc:
+            answer = Answer(Kind.CREDENTIAL, answer.errcode, f"no access token: {exc.reason}")
+    outcome = decide(row_id=job.row.id, attempts=job.row.attempts, answer=answer, now=now,
+                     retry=rt.config.retry, rng=rng)
+    if answer.kind in (Kind.QUOTA_DAY, Kind.QUOTA_MINUTE):
+        # the app's quota is spent: hold its other rows instead of burning requests
+        st.app_hold[job.app] = (outcome.send_at, outcome.error or answer.reason)
+    _add(st, outcome, job.request.template.name)
+    if outcome.status == "fail":
+        log.warning("row %s (template %s) failed: %s", job.row.id, job.request.template.name,
+                    outcome.error, extra={"row_id": job.row.id, "errcode": answer.errcode,
+                                          "template": job.request.template.name})
+    st.busy.discard(openid)
+    queue = st.parked.get(openid)
+    if queue:
+        st.ready.appendleft(queue.popleft())
+        if not queue:
+            del st.parked[openid]
+
+
+def _release_unstarted(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
+    """Rows claimed but never sent go back to wait as they were (stop or error)."""
+    jobs = list(st.ready) + [j for q in st.parked.values() for j in q]
+    st.ready.clear()
+    st.parked.clear()
+    for job in jobs:
+        _add(st, Outcome(row_id=job.row.id, claim_attempts=job.row.attempts, status="wait",
+                         send_at=job.row.send_at, error=job.row.error, errcode=job.row.errcode,
+                         refund_attempt=True), job.request.template.name)
+    stats.released += len(jobs)
+
+
+def _flush(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
+    if not st.outcomes:
+        st.last_flush = time.monotonic()
+        return
+    batch = st.outcomes
+    outcomes = [o for o, _ in batch]
+    # a busy or briefly unreachable database must not lose results: try a few times
+    for attempt in range(5):
+        try:
+            written = record(rt.db, outcomes, daemon_id=rt.daemon_id, now=now)
+            break
+        except Exception as exc:  # noqa: BLE001
+            if attempt == 4:
+                raise
+            log.warning("writing %d results failed (%s); retrying", len(outcomes), exc)
+            time.sleep(0.5 * (attempt + 1))
+    st.outcomes = []
+    st.last_flush = time.monotonic()
+    stats.lost_ownership += len(outcomes) - written
+    for o, template in batch:
+        if o.status == "success":
+            stats.sent += 1
+        elif o.status == "fail":
+            stats.failed += 1
+        elif not o.refund_attempt or o.errcode is not None:
+            stats.retried += 1
+        rt.metrics.finished(template, o.status, o.errcode)
+    if len(outcomes) != written:
+        log.warning("%d results not written: those rows are no longer ours (lease ran out and "
+                    "another daemon took them)", len(outcomes) - written)

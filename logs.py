@@ -1,0 +1,91 @@
+"""Logging for journald: text for people or one JSON object a line, never a secret.
+
+Every record passes through a redacting filter: access tokens travel in the URL
+query string (urllib3 and requests print URLs in their own messages), and app
+secrets sit in token requests. Known secret values are registered with
+add_secret(); anything shaped like access_token=/secret= is masked as well.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+from datetime import UTC, datetime
+
+_QUERY_RE = re.compile(r"(?i)((?:access_token|secret)[\"']?\s*[=:]\s*[\"']?)([^&\s\"',}]+)")
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+MASK = "<redacted>"
+
+
+def add_secret(value: str | None) -> None:
+    """Mask this exact value wherever it would appear in a log line or error text."""
+    if value and len(value) >= 4:
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    text = _QUERY_RE.sub(lambda m: m.group(1) + MASK, text)
+    for s in list(_secrets):
+        if s in text:
+            text = text.replace(s, MASK)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        clean = redact(msg)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        record.msg, record.args = clean, None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One object a line: time, level, logger, message, and row/template/errcode when
+    the call passed them in `extra`."""
+
+    FIELDS = ("row_id", "template", "errcode", "app", "job")
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for f in self.FIELDS:
+            if hasattr(record, f):
+                out[f] = getattr(record, f)
+        if record.exc_text:
+            out["exception"] = record.exc_text
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def setup_logging(fmt: str = "text", level: str = "INFO", stream=None) -> logging.Handler:
+    """Configure the root logger once (stderr by default: journald takes it)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RedactingFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        # journald adds its own timestamp; keep ours for runs outside systemd.
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_herald", False):
+            root.removeHandler(h)
+    handler._herald = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    # urllib3 logs every URL (with the token) at DEBUG: keep it at WARNING.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    return handler

@@ -1,0 +1,74 @@
+"""What an answer from WeChat means for its row: the delivery semantics in one place.
+
+decide() turns (row, answer, now) into an Outcome that db/outcomes.py writes. It is a
+pure function of its inputs (randomness comes in through `rng`), so the back-off
+schedule and every errcode's action can be tested without a clock or a server.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+from config import RetryConfig
+from db.outcomes import Outcome
+from wechat.client import Answer
+from wechat.errors import Kind
+
+USER_BUSY_DELAY = 3.0  # 43108: the other send to this user finishes within seconds
+TOKEN_WAIT = 60.0  # no token for the app: look again in a minute
+
+
+def backoff_delay(attempts: int, retry: RetryConfig, rng: random.Random | None = None) -> float:
+    """Seconds to wait after the `attempts`-th failed try: base * factor^(attempts-1),
+    capped at max, then spread by +-jitter so a burst of failures does not come back
+    as a burst."""
+    b = retry.backoff
+    delay = min(b.max, b.base * (b.factor ** max(0, attempts - 1)))
+    if b.jitter:
+        delay *= 1 + (rng or random).uniform(-b.jitter, b.jitter)
+    return max(0.0, delay)
+
+
+def next_minute(now: datetime) -> datetime:
+    return now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+
+
+def decide(
+    *,
+    row_id: int,
+    attempts: int,
+    answer: Answer,
+    now: datetime,
+    retry: RetryConfig,
+    rng: random.Random | None = None,
+) -> Outcome:
+    """The outcome of one send. `attempts` counts this try (as the claim set it)."""
+    kind = answer.kind
+    common = {"row_id": row_id, "claim_attempts": attempts, "errcode": answer.errcode}
+    if kind is Kind.SUCCESS:
+        return Outcome(status="success", msgid=answer.msgid, **common)
+    if kind is Kind.PERMANENT:
+        return Outcome(status="fail", error=answer.reason, **common)
+    if kind is Kind.QUOTA_DAY:
+        # not the row's fault: wait for the quota day, the attempt does not count
+        return Outcome(status="wait", send_at=retry.daily_quota_reset.next_after(now),
+                       error=f"deferred to the next quota day: {answer.reason}",
+                       refund_attempt=True, **common)
+    if kind is Kind.QUOTA_MINUTE:
+        return Outcome(status="wait", send_at=next_minute(now),
+                       error=f"deferred to the next minute: {answer.reason}",
+                       refund_attempt=True, **common)
+    if kind is Kind.CREDENTIAL:
+        return Outcome(status="wait", send_at=now + timedelta(seconds=TOKEN_WAIT),
+                       error=answer.reason, refund_attempt=True, **common)
+    # TRANSIENT, USER_BUSY, and TOKEN after its one immediate resend: they count
+    if attempts >= retry.max_attempts:
+        return Outcome(status="fail", error=f"gave up after {attempts} attempts: {answer.reason}",
+                       **common)
+    if kind is Kind.USER_BUSY:
+        delay = USER_BUSY_DELAY
+    else:
+        delay = backoff_delay(attempts, retry, rng)
+    return Outcome(status="wait", send_at=now + timedelta(seconds=delay),
+                   error=f"will retry: {answer.reason}", **common)

@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Herald: deliver WeChat subscribe messages from the msg_list table.
+
+    python scheduler.py run        the daemon (under systemd: see systemd/)
+    python scheduler.py demo       everything local: SQLite, the sandbox, sample rows
+
+This file stays thin: it parses the command line, wires the jobs of jobs/ to
+APScheduler and handles signals. What a job does lives in its module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
+from apscheduler.schedulers.background import BackgroundScheduler
+
+import commands
+from config import Config, ConfigError, load_config
+from db.connection import connect
+from jobs import dispatch, token_refresh
+from logs import redact, setup_logging
+from runtime import Runtime
+
+log = logging.getLogger("herald")
+
+
+class Daemon:
+    """APScheduler wiring for one running Herald: jobs, reload, graceful stop."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        cfg = rt.config
+        self.pool = ThreadPoolExecutor(cfg.dispatch.workers, thread_name_prefix="send")
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC,
+            # misfire_grace_time=None: after a stall the coalesced run still happens
+            # (the 1 s default would drop it); coalesce + max_instances=1: a slow run
+            # never piles up copies of itself.
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        self.scheduler.add_listener(self._job_error, EVENT_JOB_ERROR)
+        self.jobs: dict[str, Callable[[], object]] = {
+            "dispatch": lambda: dispatch.run(rt, pool=self.pool),
+            "token_refresh": lambda: token_refresh.run(rt),
+        }
+        for name, fn in self.jobs.items():
+            self.scheduler.add_job(
+                self._wrap(fn), "interval", seconds=cfg.jobs[name].every, id=name, name=name,
+                next_run_time=datetime.now(UTC) if name == "dispatch" else None,
+            )
+
+    def _wrap(self, fn: Callable[[], object]) -> Callable[[], object]:
+        def job() -> object:
+            # one connection per job run, closed after: pool threads live forever
+            with self.rt.db.connection_context():
+                return fn()
+        return job
+
+    def _job_error(self, event: JobExecutionEvent) -> None:
+        # a failed run (database away, a bug) costs that run only; the next one carries on
+        log.error("job %s failed: %s", event.job_id, redact(repr(event.exception)))
+
+    def wake(self, name: str = "dispatch") -> None:
+        self.scheduler.modify_job(name, next_run_time=datetime.now(UTC))
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        """Stop claiming, let in-flight sends finish and be recorded, then return."""
+        self.rt.stopping.set()
+        self.scheduler.shutdown(wait=True)
+        self.pool.shutdown(wait=True)
+        self.rt.close()
+
+
+def build(cfg: Config) -> Runtime:
+    db = connect(cfg.database)
+    with db.connection_context():
+        missing = {"msg_list", "access_token"} - set(db.get_tables())
+    if missing:
+        raise SystemExit(f"tables {', '.join(sorted(missing))} missing in the database: "
+                         "run `python scheduler.py init-db` first")
+    return Runtime.build(cfg, db)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    setup_logging(cfg.log.format, cfg.log.level)
+    rt = build(cfg)
+    with rt.db.connection_context():
+        problems = {a: r for a, r in token_refresh.run(rt).items() if r != "ok"}
+    for app, reason in problems.items():
+        log.error("app %s: no access token at start: %s (rows wait until it works)", app, reason)
+    daemon = Daemon(rt)
+    stop = threading.Event()
+    reload = threading.Event()
+
+    def on_stop(signum: int, _frame: object) -> None:
+        log.info("%s: stopping after in-flight sends", signal.Signals(signum).name)
+        rt.stopping.set()  # dispatch stops claiming at once
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    daemon.start()
+    log.info("herald running as %s: %d apps, %d templates, dispatch every %ss",
+             rt.daemon_id, len(cfg.apps), len(rt.templates.current.templates),
+             cfg.jobs["dispatch"].every)
+    ticks = 0
+    # The main thread only waits: no scheduler work runs inside a signal handler.
+    while not stop.wait(0.5):
+        ticks += 1
+        if reload.is_set():
+            reload.clear()
+            rt.templates.reload()
+        elif ticks % 4 == 0:
+            rt.templates.reload_if_changed()
+    daemon.stop()
+    log.info("herald stopped")
+    return commands.EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import demo
+
+    return demo.main(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python scheduler.py",
+        description="Herald delivers WeChat Mini Program subscribe messages from the "
+                    "msg_list table. Exit codes: 0 ok, 1 runtime failure, 2 bad usage or "
+                    "bad config.",
+    )
+    p.add_argument("--config", metavar="PATH",
+                   help="config file (default: $HERALD_CONFIG, else ./config.yaml)")
+    sub = p.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    s = sub.add_parser("run", help="run the daemon (stop with SIGTERM or Ctrl-C)",
+                       description="Run the daemon: dispatch due rows, keep tokens fresh. "
+                                   "SIGHUP reloads templates.yaml; SIGTERM/SIGINT stop "
+                                   "claiming, finish in-flight sends and exit 0.")
+    s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("demo", help="run everything locally: SQLite, sandbox, sample rows",
+                       description="Build a SQLite queue in ./demo-run, start the local "
+                                   "WeChat sandbox, insert sample rows (successes and "
+                                   "failures), run the daemon until they settle and print "
+                                   "them. Needs no WeChat account.")
+    s.add_argument("--dir", default="demo-run", help="scratch folder (default: demo-run)")
+    s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("init-db", help="create msg_list and access_token (idempotent)")
+    s.set_defaults(fn=commands.cmd_init_db)
+
+    s = sub.add_parser("schema", help="print the reference DDL for a database dialect")
+    s.add_argument("--dialect", choices=["sqlite", "postgres", "mysql"], default="sqlite")
+    s.set_defaults(fn=commands.cmd_schema)
+
+    s = sub.add_parser("check", help="validate config.yaml and templates.yaml",
+                       description="Validate the config and the templates; print what "
+                                   "is wrong with key, value and what is allowed; exit 2 "
+                                   "on any problem.")
+    s.set_defaults(fn=commands.cmd_check)
+
+    s = sub.add_parser("enqueue", help="insert one message row",
+                       description="Insert a row into msg_list, as an application would. "
+                                   "Prints the new row's id.")
+    s.add_argument("template", help="template name from templates.yaml (or its template_id)")
+    s.add_argument("openid", help="recipient openid")
+    s.add_argument("--params", default="[]", help="JSON array (positional) or object")
+    s.add_argument("--page", help="override the template's page")
+    s.add_argument("--app", help="configured app name (default: default)")
+    s.add_argument("--priority", type=int, default=0, help="higher is sent first")
+    s.add_argument("--send-at", help="not before this time: ISO 8601 (UTC if no offset) or +5m")
+    s.add_argument("--expire-at", help="never after this time: ISO 8601 or +1h")
+    s.add_argument("--dedup-key", help="unique key: a second insert with it is rejected")
+    s.set_defaults(fn=commands.cmd_enqueue)
+
+    s = sub.add_parser("status", help="counts by status, oldest waiting row, recent failures")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--failures", type=int, default=10, help="how many recent failures")
+    s.set_defaults(fn=commands.cmd_status)
+
+    s = sub.add_parser("render", help="show the exact request a row would produce (no send)",
+                       description="Render a row (by id) or ad-hoc values into the request "
+                                   "body WeChat would get. Sends nothing; the token is never "
+                                   "shown.")
+    s.add_argument("id", nargs="?", type=int, help="msg_list row id")
+    s.add_argument("--template")
+    s.add_argument("--openid", default="oPREVIEW")
+    s.add_argument("--params", default="[]")
+    s.add_argument("--page")
+    s.add_argument("--app")
+    s.set_defaults(fn=commands.cmd_render)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as exc:
+        print(redact(str(exc)), file=sys.stderr)
+        return commands.EXIT_USAGE
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback, for operators
+        logging.getLogger("herald").debug("failure", exc_info=True)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return commands.EXIT_RUNTIME
+
+
+if __name__ == "__main__":
+    sys.exit(main())

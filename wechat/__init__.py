@@ -1,0 +1,1 @@
+"""Everything that speaks WeChat's HTTP API: the client, the errcode table, the sandbox."""

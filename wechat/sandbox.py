@@ -1,0 +1,887 @@
+"""A local stand-in for WeChat's token and subscribe-message endpoints, on 127.0.0.1.
+
+Herald's tests, its `demo` verb and its benchmarks all talk to this server instead of
+api.weixin.qq.com. It answers the way WeChat does (HTTP 200 with an errcode in JSON, the
+same checks in the same order, msgids above 2**53), records what it accepted so a test can
+assert on deliveries, and lets the caller inject the failures a real network and a real
+WeChat produce: errcodes, 5xx pages, HTML where JSON was expected, hangs and resets.
+
+It is built for a benchmark of ~1,000 sends a second over 64 keep-alive connections on two
+cores, so the per-request path is kept short: one thread per connection (not per request),
+one response write per answer, no logging, and the shared lock is held only for dict and
+list updates, never across the simulated latency.
+
+Run it on its own with `python -m wechat.sandbox` from the project folder; see main().
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+import keywords
+
+__all__ = [
+    "DEFAULT_APPID",
+    "DEFAULT_SECRET",
+    "FIRST_MSGID",
+    "Attempt",
+    "Sandbox",
+    "main",
+]
+
+DEFAULT_APPID = "wxsandbox000000001"
+DEFAULT_SECRET = "sandbox-secret"
+
+# Real msgids are above 2**53, where a float (or a JavaScript number) loses digits; starting
+# there makes any client that parses them as floats fail visibly instead of in production.
+FIRST_MSGID = 1988810812324364291
+
+# How long a legacy (/cgi-bin/token) token keeps working after a newer one was issued, and
+# how close to expiry a stable token must be before a non-force call replaces it.
+LEGACY_GRACE = 300.0
+STABLE_RENEW_WITHIN = 300.0
+
+# Upper bound for a 'timeout' fault: long enough for any client timeout a test would use,
+# short enough that a forgotten sandbox does not pin a thread forever.
+TIMEOUT_HOLD = 60.0
+
+VALID_STATES = frozenset({"developer", "trial", "formal"})
+VALID_LANGS = frozenset({"zh_CN", "en_US", "zh_HK", "zh_TW"})
+
+ERRMSGS: dict[int, str] = {
+    -1: "system error",
+    40001: "invalid credential, access_token is invalid or not latest",
+    40002: "invalid grant_type",
+    40003: "invalid openid",
+    40013: "invalid appid",
+    40037: "invalid template_id",
+    40125: "invalid appsecret",
+    41030: "invalid page",
+    42001: "access_token expired",
+    43001: "require GET method",
+    43002: "require POST method",
+    43101: "user refuse to accept the msg",
+    43108: "concurrent send to one user is not allowed",
+    45009: "reach max api daily quota limit",
+    45011: "api minute-quota reach limit  mustslower  retry next minute",
+    47001: "data format error",
+    47003: "argument invalid!",
+    48001: "api unauthorized",
+}
+
+_NAMED_FAULTS = frozenset({"non_json", "timeout", "reset"})
+_HTTP_REASONS = {
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+# struct linger {int l_onoff; int l_linger;}: on with a zero timeout makes close() send RST.
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One send request that reached the handler, whatever became of it.
+
+    errcode is None for faults that produce no errcode (HTTP status, non-JSON, timeout,
+    reset); fault names the injected fault ('http_502', 'timeout', or the errcode as text,
+    e.g. '-1'), or is None for a request the sandbox judged on its merits.
+    """
+
+    touser: str | None
+    template_id: str | None
+    errcode: int | None
+    fault: str | None
+    at: float
+
+
+@dataclass(slots=True)
+class _Token:
+    appid: str
+    kind: str  # 'stable' or 'legacy'
+    expires_at: float
+    # When the token stops being "the latest": force_refresh sets it to now, a newer legacy
+    # token to now + LEGACY_GRACE. Past it the answer is 40001, not 42001.
+    superseded_at: float | None = None
+    # Set by expire_tokens(): expired regardless of the clock, which a test may have frozen.
+    expired: bool = False
+
+
+@dataclass(slots=True)
+class _Fault:
+    fault: str | int
+    times: int
+    openid: str | None
+
+
+@dataclass(slots=True)
+class _Records:
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    token_calls: Counter[str] = field(default_factory=Counter)
+    by_openid: Counter[str] = field(default_factory=Counter)
+    # (touser, template_id, canonical data JSON) -> times accepted; kept up to date on each
+    # accept so /_sandbox/stats stays cheap while a benchmark polls it.
+    seen: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    duplicates: int = 0
+    violations: int = 0
+
+
+def _normalise_fault(fault: str | int) -> str | int:
+    """Validate a fault spec up front, so a typo fails in the test that wrote it."""
+    if isinstance(fault, bool):
+        raise ValueError(f"unknown fault {fault!r}")
+    if isinstance(fault, int):
+        return fault
+    if isinstance(fault, str):
+        text = fault.strip()
+        if text.lstrip("-").isdigit():
+            return int(text)
+        if text in _NAMED_FAULTS:
+            return text
+        if text.startswith("http_") and text[5:].isdigit() and 400 <= int(text[5:]) <= 599:
+            return text
+    raise ValueError(
+        f"unknown fault {fault!r}: expected an int errcode, 'http_500'/'http_502'/'http_503', "
+        "'non_json', 'timeout' or 'reset'"
+    )
+
+
+def _json_bytes(obj: Any) -> bytes:
+    # ensure_ascii=False keeps Chinese values readable in /_sandbox/accepted; compact
+    # separators because the benchmark pays for every byte.
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class Sandbox:
+    """A WeChat look-alike HTTP server. Use as a context manager or start()/stop()."""
+
+    def __init__(
+        self,
+        *,
+        apps: dict[str, str] | None = None,
+        templates: dict[str, list[str]] | None = None,
+        pages: set[str] | None = None,
+        token_ttl: float = 7200.0,
+        latency: float = 0.0,
+        token_latency: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.apps: dict[str, str] = (
+            dict(apps) if apps is not None else {DEFAULT_APPID: DEFAULT_SECRET}
+        )
+        self.templates: dict[str, list[str]] | None = (
+            {tid: list(keys) for tid, keys in templates.items()} if templates is not None else None
+        )
+        self.pages: set[str] | None = set(pages) if pages is not None else None
+        self.token_ttl = float(token_ttl)
+        # Read once per request without the lock: a float attribute swap is atomic, and a
+        # request racing a change may use either value, which is all a caller can expect.
+        self.latency = float(latency)
+        self.token_latency = float(token_latency)
+        self.host = host
+        self.port = port
+        self.clock = clock
+
+        self._lock = threading.Lock()
+        self._tokens: dict[str, _Token] = {}
+        self._stable: dict[str, str] = {}  # appid -> current stable token
+        self._legacy: dict[str, str] = {}  # appid -> newest legacy token
+        self._unsubscribed: set[str] = set()
+        self._inflight: set[str] = set()
+        self._faults: list[_Fault] = []
+        self._next_msgid = FIRST_MSGID
+        self._expire_after: int | None = None
+        self._records = _Records()
+        # Set by stop(): wakes every request parked by a 'timeout' fault.
+        self._release = threading.Event()
+
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> Sandbox:
+        if self._server is not None:
+            raise RuntimeError("sandbox already started")
+        self._release.clear()
+        server = _Server((self.host, self.port), _Handler)
+        server.sandbox = self
+        self._server = server
+        self.port = server.server_address[1]
+        # poll_interval bounds how long stop() waits for the loop to notice shutdown; the
+        # default 0.5 s would add up over a test suite that starts a sandbox per test.
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"sandbox:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._release.set()
+        server.shutdown()
+        server.server_close()
+        # Idle keep-alive connections would otherwise keep answering on their handler
+        # threads after stop(), so a pooled client could still reach a "stopped" sandbox.
+        server.close_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("sandbox not started")
+        return f"http://{self.host}:{self.port}"
+
+    # --- records ---------------------------------------------------------------------
+
+    @property
+    def accepted(self) -> list[dict[str, Any]]:
+        with self._lock:
+            records = list(self._records.accepted)
+        return copy.deepcopy(records)
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        with self._lock:
+            return list(self._records.attempts)
+
+    @property
+    def token_calls(self) -> dict[str, int]:
+        with self._lock:
+            calls = self._records.token_calls
+            return {"stable": calls["stable"], "legacy": calls["legacy"]}
+
+    def accepted_count(self, openid: str | None = None) -> int:
+        with self._lock:
+            if openid is None:
+                return len(self._records.accepted)
+            return self._records.by_openid[openid]
+
+    def concurrency_violations(self) -> int:
+        """43108 answers the sandbox gave on its own judgement (injected 43108s excluded).
+
+        Injected ones are left out because this counter exists to catch Herald sending to
+        one user concurrently; a test that injects 43108 to exercise retries is not that.
+        """
+        with self._lock:
+            return self._records.violations
+
+    def stats(self) -> dict[str, Any]:
+        """The body of GET /_sandbox/stats."""
+        with self._lock:
+            r = self._records
+            return {
+                "accepted": len(r.accepted),
+                "attempts": len(r.attempts),
+                "violations": r.violations,
+                "token_calls": {
+                    "stable": r.token_calls["stable"],
+                    "legacy": r.token_calls["legacy"],
+                },
+                "by_openid": dict(r.by_openid),
+                "duplicates": r.duplicates,
+            }
+
+    def reset_records(self) -> None:
+        """Forget what was recorded; tokens, faults, unsubscribes and msgids carry on."""
+        with self._lock:
+            self._records = _Records()
+
+    # --- control ---------------------------------------------------------------------
+
+    def unsubscribe(self, openid: str) -> None:
+        with self._lock:
+            self._unsubscribed.add(openid)
+
+    def expire_tokens(self) -> None:
+        with self._lock:
+            self._expire_all_locked()
+
+    def expire_tokens_after(self, n: int) -> None:
+        with self._lock:
+            if n <= 0:
+                self._expire_after = None
+                self._expire_all_locked()
+            else:
+                self._expire_after = n
+
+    def inject(self, fault: str | int, *, times: int = 1, openid: str | None = None) -> None:
+        spec = _normalise_fault(fault)
+        if times < 1:
+            raise ValueError(f"times must be at least 1, got {times}")
+        with self._lock:
+            self._faults.append(_Fault(spec, times, openid))
+
+    def clear_faults(self) -> None:
+        """Drop injected faults that have not fired yet."""
+        with self._lock:
+            self._faults.clear()
+
+    # --- tokens (called by the handler) -----------------------------------------------
+
+    def _expire_all_locked(self) -> None:
+        for token in self._tokens.values():
+            token.expired = True
+
+    def _mint_locked(self, appid: str, kind: str, now: float) -> str:
+        # 'sbx' marks sandbox tokens in logs; the random part makes them unguessable enough
+        # that a test cannot pass by sending a token it invented.
+        value = f"sbx_{kind[0]}_{os.urandom(24).hex()}"
+        self._tokens[value] = _Token(appid, kind, now + self.token_ttl)
+        return value
+
+    def _check_app(self, grant_type: object, appid: object, secret: object) -> int:
+        if grant_type != "client_credential":
+            return 40002
+        if not isinstance(appid, str) or appid not in self.apps:
+            return 40013
+        if secret != self.apps[appid]:
+            return 40125
+        return 0
+
+    def _stable_token(self, body: dict[str, Any]) -> dict[str, Any]:
+        appid = body.get("appid")
+        err = self._check_app(body.get("grant_type"), appid, body.get("secret"))
+        with self._lock:
+            self._records.token_calls["stable"] += 1
+            if err:
+                return {"errcode": err, "errmsg": ERRMSGS[err]}
+            assert isinstance(appid, str)
+            now = self.clock()
+            current = self._tokens.get(self._stable.get(appid, ""))
+            if body.get("force_refresh") is True:
+                if current is not None:
+                    current.superseded_at = now
+                current = None
+            elif current is not None and (
+                current.expired
+                or current.superseded_at is not None
+                or current.expires_at - now < STABLE_RENEW_WITHIN
+            ):
+                # The old token is left alone: it keeps working until its own expiry.
+                current = None
+            if current is None:
+                value = self._mint_locked(appid, "stable", now)
+                self._stable[appid] = value
+                current = self._tokens[value]
+            else:
+                value = self._stable[appid]
+            return {"access_token": value, "expires_in": int(current.expires_at - now)}
+
+    def _legacy_token(self, query: dict[str, str]) -> dict[str, Any]:
+        appid = query.get("appid")
+        err = self._check_app(query.get("grant_type"), appid, query.get("secret"))
+        with self._lock:
+            self._records.token_calls["legacy"] += 1
+            if err:
+                return {"errcode": err, "errmsg": ERRMSGS[err]}
+            assert isinstance(appid, str)
+            now = self.clock()
+            previous = self._tokens.get(self._legacy.get(appid, ""))
+            if previous is not None:
+                grace_end = now + LEGACY_GRACE
+                if previous.superseded_at is None or previous.superseded_at > grace_end:
+                    previous.superseded_at = grace_end
+            value = self._mint_locked(appid, "legacy", now)
+            self._legacy[appid] = value
+            return {"access_token": value, "expires_in": int(self.token_ttl)}
+
+    # --- sends (called by the handler) ------------------------------------------------
+
+    def _take_fault(self, touser: str | None) -> str | int | None:
+        with self._lock:
+            if not self._faults:
+                return None
+            for index, pending in enumerate(self._faults):
+                if pending.openid is None or pending.openid == touser:
+                    pending.times -= 1
+                    if pending.times <= 0:
+                        del self._faults[index]
+                    return pending.fault
+            return None
+
+    def _judge(self, token: str | None, msg: Any) -> tuple[int, str]:
+        """Everything WeChat checks before sending, in its order. (0, 'ok') if it passes."""
+        now = self.clock()
+        with self._lock:
+            info = self._tokens.get(token) if token else None
+            if info is None or (info.superseded_at is not None and now >= info.superseded_at):
+                return 40001, ERRMSGS[40001]
+            if info.expired or now >= info.expires_at:
+                return 42001, ERRMSGS[42001]
+            if not isinstance(msg, dict):
+                return 47001, ERRMSGS[47001]
+            touser = msg.get("touser")
+            if not isinstance(touser, str) or not touser:
+                return 40003, ERRMSGS[40003]
+            if touser in self._unsubscribed:
+                return 43101, ERRMSGS[43101]
+        # The rest reads only configuration fixed at construction, so no lock.
+        template_id = msg.get("template_id")
+        if not isinstance(template_id, str) or not template_id:
+            return 40037, ERRMSGS[40037]
+        template_keys = None
+        if self.templates is not None:
+            template_keys = self.templates.get(template_id)
+            if template_keys is None:
+                return 40037, ERRMSGS[40037]
+        page = msg.get("page")
+        if page is not None and page != "":
+            if not isinstance(page, str):
+                return 41030, ERRMSGS[41030]
+            if self.pages is not None and page.partition("?")[0] not in self.pages:
+                return 41030, ERRMSGS[41030]
+        state = msg.get("miniprogram_state")
+        if state is not None and state not in VALID_STATES:
+            return 47003, "argument invalid! miniprogram_state invalid"
+        lang = msg.get("lang")
+        if lang is not None and lang not in VALID_LANGS:
+            return 47003, "argument invalid! lang invalid"
+        data = msg.get("data")
+        if not isinstance(data, dict) or not data:
+            return 47003, "argument invalid! data invalid"
+        if template_keys is not None:
+            missing = [key for key in template_keys if key not in data]
+            extra = [key for key in data if key not in template_keys]
+            if missing or extra:
+                return 47003, f"argument invalid! data.{(missing or extra)[0]}.value invalid"
+        for key, item in data.items():
+            value = item.get("value") if isinstance(item, dict) else None
+            if not isinstance(value, str):
+                return 47003, f"argument invalid! data.{key}.value invalid"
+            try:
+                # truncate=False: WeChat refuses an over-long value, it never shortens one.
+                keywords.check_value(key, value, truncate=False)
+            except keywords.KeywordError:
+                return 47003, f"argument invalid! data.{key}.value invalid"
+        return 0, "ok"
+
+    def _enter(self, touser: str) -> bool:
+        """Mark touser in flight; False if another send to it already is (a 43108)."""
+        with self._lock:
+            if touser in self._inflight:
+                return False
+            self._inflight.add(touser)
+            return True
+
+    def _leave(self, touser: str) -> None:
+        with self._lock:
+            self._inflight.discard(touser)
+
+    def _record(
+        self,
+        touser: Any,
+        template_id: Any,
+        errcode: int | None,
+        fault: str | None,
+        at: float,
+        *,
+        violation: bool = False,
+    ) -> None:
+        attempt = Attempt(
+            touser if isinstance(touser, str) else None,
+            template_id if isinstance(template_id, str) else None,
+            errcode,
+            fault,
+            at,
+        )
+        with self._lock:
+            self._records.attempts.append(attempt)
+            if violation:
+                self._records.violations += 1
+
+    def _accept(self, msg: dict[str, Any], at: float) -> int:
+        touser: str = msg["touser"]
+        template_id: str = msg["template_id"]
+        data = msg["data"]
+        # Canonical text so that key order does not hide a duplicate.
+        fingerprint = json.dumps(data, sort_keys=True, ensure_ascii=False)
+        with self._lock:
+            msgid = self._next_msgid
+            self._next_msgid += 1
+            r = self._records
+            r.accepted.append(
+                {
+                    "touser": touser,
+                    "template_id": template_id,
+                    "page": msg.get("page"),
+                    "data": data,
+                    "miniprogram_state": msg.get("miniprogram_state"),
+                    "lang": msg.get("lang"),
+                    "msgid": str(msgid),
+                }
+            )
+            r.attempts.append(Attempt(touser, template_id, 0, None, at))
+            r.by_openid[touser] += 1
+            key = (touser, template_id, fingerprint)
+            r.seen[key] += 1
+            if r.seen[key] > 1:
+                r.duplicates += 1
+            if self._expire_after is not None:
+                self._expire_after -= 1
+                if self._expire_after <= 0:
+                    self._expire_after = None
+                    self._expire_all_locked()
+        return msgid
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    # The benchmark opens 64 connections at once; the default backlog of 5 would make
+    # some of them wait for a SYN retransmit (a full second) before being accepted.
+    request_queue_size = 256
+    sandbox: Sandbox
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._conn_lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._conn_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._conn_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._conn_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by its handler
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "herald-sandbox"
+    # One write per response already; TCP_NODELAY also stops Nagle from holding that write
+    # behind the client's delayed ACK on a kept-alive connection.
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Silent: at 1,000 requests a second stderr logging would cost more than the work.
+        pass
+
+    # --- plumbing --------------------------------------------------------------------
+
+    def _body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if not length:
+            return b""
+        size = int(length)
+        if size < 0:
+            # read(-1) would wait for EOF, i.e. hang a keep-alive connection forever.
+            raise ValueError(f"negative Content-Length {size}")
+        return self.rfile.read(size)
+
+    def _reply(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        reason = "OK" if status == 200 else _HTTP_REASONS.get(status, "Error")
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\n"
+            f"Content-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n"
+        )
+        if self.close_connection:
+            head += "Connection: close\r\n"
+        self.wfile.write(head.encode("latin-1") + b"\r\n" + body)
+
+    def _reply_json(self, obj: Any, status: int = 200) -> None:
+        self._reply(status, _json_bytes(obj))
+
+    def _split(self) -> tuple[str, dict[str, str]]:
+        path, _, query = self.path.partition("?")
+        if not query:
+            return path, {}
+        return path, {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
+
+    # --- dispatch --------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            body = self._body() if method == "POST" else b""
+        except ValueError:
+            self.close_connection = True
+            self._reply_json({"error": "bad Content-Length"}, 400)
+            return
+        path, query = self._split()
+        sandbox = self.server.sandbox
+        if path == "/cgi-bin/message/subscribe/send":
+            if method != "POST":
+                self._reply_json({"errcode": 43002, "errmsg": ERRMSGS[43002]})
+            else:
+                self._send(sandbox, query, body)
+        elif path == "/cgi-bin/stable_token":
+            if method != "POST":
+                self._reply_json({"errcode": 43002, "errmsg": ERRMSGS[43002]})
+                return
+            if sandbox.token_latency > 0:
+                time.sleep(sandbox.token_latency)
+            parsed = _loads(body)
+            if not isinstance(parsed, dict):
+                self._reply_json({"errcode": 47001, "errmsg": ERRMSGS[47001]})
+            else:
+                self._reply_json(sandbox._stable_token(parsed))
+        elif path == "/cgi-bin/token":
+            if method != "GET":
+                self._reply_json({"errcode": 43001, "errmsg": ERRMSGS[43001]})
+                return
+            if sandbox.token_latency > 0:
+                time.sleep(sandbox.token_latency)
+            self._reply_json(sandbox._legacy_token(query))
+        elif path.startswith("/_sandbox/"):
+            self._control(sandbox, method, path[len("/_sandbox/") :], body)
+        else:
+            self._reply_json({"error": f"no such endpoint {path}"}, 404)
+
+    # --- the send endpoint -----------------------------------------------------------
+
+    def _send(self, sandbox: Sandbox, query: dict[str, str], body: bytes) -> None:
+        at = time.monotonic()
+        msg = _loads(body)
+        touser = msg.get("touser") if isinstance(msg, dict) else None
+        template_id = msg.get("template_id") if isinstance(msg, dict) else None
+        fault = sandbox._take_fault(touser if isinstance(touser, str) else None)
+        latency = sandbox.latency
+        if fault is not None:
+            self._fault(sandbox, fault, touser, template_id, at, latency)
+            return
+        errcode, errmsg = sandbox._judge(query.get("access_token"), msg)
+        if errcode:
+            if latency > 0:
+                time.sleep(latency)
+            sandbox._record(touser, template_id, errcode, None, at)
+            self._reply_json({"errcode": errcode, "errmsg": errmsg})
+            return
+        assert isinstance(msg, dict)
+        # Only a send that would otherwise succeed takes the user's slot, and it keeps it
+        # through the latency, which is what makes an overlapping second send a 43108.
+        if not sandbox._enter(touser):
+            if latency > 0:
+                time.sleep(latency)
+            sandbox._record(touser, template_id, 43108, None, at, violation=True)
+            self._reply_json({"errcode": 43108, "errmsg": ERRMSGS[43108]})
+            return
+        try:
+            if latency > 0:
+                time.sleep(latency)
+            msgid = sandbox._accept(msg, at)
+        finally:
+            sandbox._leave(touser)
+        # json.dumps of a Python int writes every digit; a float would round past 2**53.
+        self._reply(200, b'{"errcode":0,"errmsg":"ok","msgid":%d}' % msgid)
+
+    def _fault(
+        self,
+        sandbox: Sandbox,
+        fault: str | int,
+        touser: Any,
+        template_id: Any,
+        at: float,
+        latency: float,
+    ) -> None:
+        if fault == "timeout":
+            sandbox._record(touser, template_id, None, "timeout", at)
+            sandbox._release.wait(TIMEOUT_HOLD)
+            # No answer at all: the client's read timeout is what should fire.
+            self.close_connection = True
+            return
+        if latency > 0:
+            time.sleep(latency)
+        if isinstance(fault, int):
+            sandbox._record(touser, template_id, fault, str(fault), at)
+            errmsg = ERRMSGS.get(fault, "injected error")
+            self._reply_json({"errcode": fault, "errmsg": errmsg})
+        elif fault == "reset":
+            sandbox._record(touser, template_id, None, "reset", at)
+            self.close_connection = True
+            conn = self.connection
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            # rfile holds a reference to the socket; close both so the close happens now
+            # (as an RST, thanks to the linger setting), not after the handler returns.
+            self.rfile.close()
+            conn.close()
+        elif fault == "non_json":
+            sandbox._record(touser, template_id, None, "non_json", at)
+            self._reply(200, b"<html>busy</html>", "text/html")
+        else:
+            assert isinstance(fault, str)
+            status = int(fault[5:])
+            sandbox._record(touser, template_id, None, fault, at)
+            reason = _HTTP_REASONS.get(status, "Error")
+            page = (
+                f"<html><head><title>{status} {reason}</title></head>"
+                f"<body><center><h1>{status} {reason}</h1></center></body></html>"
+            )
+            self._reply(status, page.encode("ascii"), "text/html")
+
+    # --- control API -----------------------------------------------------------------
+
+    def _control(self, sandbox: Sandbox, method: str, name: str, body: bytes) -> None:
+        if method == "GET" and name == "stats":
+            self._reply_json(sandbox.stats())
+            return
+        if method == "GET" and name == "accepted":
+            # Records are never mutated once appended, so serialising outside the lock
+            # is safe and keeps a large dump from stalling sends.
+            with sandbox._lock:
+                records = list(sandbox._records.accepted)
+            self._reply_json(records)
+            return
+        if method != "POST":
+            self._reply_json({"error": f"no such control GET {name}"}, 404)
+            return
+        args = _loads(body) if body else {}
+        if not isinstance(args, dict):
+            self._reply_json({"error": "body must be a JSON object"}, 400)
+            return
+        try:
+            if name == "config":
+                if "latency" in args:
+                    sandbox.latency = float(args["latency"])
+                if "token_latency" in args:
+                    sandbox.token_latency = float(args["token_latency"])
+            elif name == "inject":
+                sandbox.inject(
+                    args["fault"], times=int(args.get("times", 1)), openid=args.get("openid")
+                )
+            elif name == "expire_tokens":
+                sandbox.expire_tokens()
+            elif name == "expire_tokens_after":
+                sandbox.expire_tokens_after(int(args["n"]))
+            elif name == "unsubscribe":
+                sandbox.unsubscribe(str(args["openid"]))
+            elif name == "reset":
+                sandbox.reset_records()
+            elif name == "clear_faults":
+                sandbox.clear_faults()
+            else:
+                self._reply_json({"error": f"no such control POST {name}"}, 404)
+                return
+        except (KeyError, TypeError, ValueError) as exc:
+            self._reply_json({"error": f"{type(exc).__name__}: {exc}"}, 400)
+            return
+        self._reply_json({"ok": True})
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        return None
+
+
+# --- command line --------------------------------------------------------------------
+
+
+def _parse_app(text: str) -> tuple[str, str]:
+    appid, sep, secret = text.partition(":")
+    if not sep or not appid or not secret:
+        raise argparse.ArgumentTypeError(f"expected APPID:SECRET, got {text!r}")
+    return appid, secret
+
+
+def _write_port_file(path: str, port: int) -> None:
+    # Write then rename, so a reader polling for the file never sees it half written.
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="ascii") as handle:
+        handle.write(f"{port}\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m wechat.sandbox",
+        description="A local WeChat token and subscribe-message server for tests and benchmarks.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per send")
+    parser.add_argument("--token-latency", type=float, default=0.0, help="seconds per token call")
+    parser.add_argument("--token-ttl", type=float, default=7200.0)
+    parser.add_argument(
+        "--app",
+        type=_parse_app,
+        action="append",
+        metavar="APPID:SECRET",
+        help=f"may repeat; default {DEFAULT_APPID}:{DEFAULT_SECRET}",
+    )
+    parser.add_argument("--port-file", help="write the bound port here once listening")
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    sandbox = Sandbox(
+        apps=dict(args.app) if args.app else None,
+        token_ttl=args.token_ttl,
+        latency=args.latency,
+        token_latency=args.token_latency,
+        host=args.host,
+        port=args.port,
+    ).start()
+    try:
+        if args.port_file:
+            _write_port_file(args.port_file, sandbox.port)
+        print(f"sandbox listening on {sandbox.url}", flush=True)
+        # A timed wait, so the main thread gets back to the interpreter loop regularly and
+        # the signal handler runs promptly.
+        while not stop.wait(0.5):
+            pass
+    finally:
+        sandbox.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
