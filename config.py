@@ -876,8 +876,10 @@ class _Checker:
         maximum = self.duration(b, bp, "max", 3600.0)
         jitter = self.number(b, bp, "jitter", 0.2, lambda n: 0 <= n <= 1, "a number from 0 to 1")
         if maximum < base and not {f"{bp}.base", f"{bp}.max"} & self.bad_keys:
-            self.add(f"{bp}.max", f"{_show('', b.get('max'))} is shorter than {bp}.base "
-                                  f"{_show('', b.get('base'))} (max must be >= base)")
+            shown_max = _show("", b["max"]) if "max" in b else "the default 1h"
+            shown_base = _show("", b["base"]) if "base" in b else "the default 30s"
+            self.add(f"{bp}.max", f"{shown_max} is shorter than {bp}.base {shown_base} "
+                                  "(max must be >= base)")
         reset = self.quota_reset(s, p)
         return RetryConfig(
             max_attempts=max_attempts,

@@ -317,7 +317,8 @@ def test_backoff_rules(tmp_path: Path) -> None:
     assert found == [
         "retry.backoff.factor: 0.5 is not allowed (a number >= 1)",
         "retry.backoff.jitter: 1.5 is not allowed (a number from 0 to 1)",
-        "retry.backoff.max: null is shorter than retry.backoff.base '2h' (max must be >= base)",
+        "retry.backoff.max: the default 1h is shorter than retry.backoff.base '2h' "
+        "(max must be >= base)",
     ]
     found = dict_problems({"retry": {"backoff": {"base": "10m", "max": "5m"}}}, tmp_path)
     assert found == ["retry.backoff.max: '5m' is shorter than retry.backoff.base '10m' "
