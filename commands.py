@@ -12,6 +12,8 @@ import sys
 from datetime import datetime, timedelta
 from typing import Any
 
+from peewee import fn
+
 import clock
 from config import Config, ConfigError, load_config
 from db.connection import connect, ddl_text, init_schema
@@ -131,7 +133,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 def status_report(now: datetime, failures: int = 10) -> dict[str, Any]:
     counts = dict.fromkeys(STATUSES, 0)
-    for status, n in MsgList.select(MsgList.status, MsgList.id.count()).group_by(
+    for status, n in MsgList.select(MsgList.status, fn.COUNT(MsgList.id)).group_by(
             MsgList.status).tuples():
         counts[status] = n
     oldest = (MsgList.select(MsgList.send_at).where((MsgList.status == "wait")

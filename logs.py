@@ -36,16 +36,45 @@ def redact(text: str) -> str:
     return text
 
 
-class RedactingFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        clean = redact(msg)
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+def _redact_record(record: logging.LogRecord) -> None:
+    msg = record.getMessage()
+    clean = redact(msg)
+    if clean != msg or record.args:
         record.msg, record.args = clean, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+
+
+class RedactingFilter(logging.Filter):
+    """For handlers: belt and braces beside the record factory below."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        _redact_record(record)
         return True
+
+
+def _install_record_factory() -> None:
+    """Redact every record when it is made, whatever logger or handler it goes to.
+
+    A handler filter alone would miss handlers that others attach (pytest's caplog, a
+    library's own), and urllib3 and peewee log URLs and SQL parameters at DEBUG.
+    """
+    current = logging.getLogRecordFactory()
+    if getattr(current, "_herald", False):
+        return
+
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        record = current(*args, **kwargs)
+        _redact_record(record)
+        return record
+
+    factory._herald = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+_install_record_factory()
 
 
 class JsonFormatter(logging.Formatter):

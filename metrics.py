@@ -1,0 +1,254 @@
+"""Prometheus metrics: what was sent, how long it took, how the jobs and the queue are.
+
+Everything lives on a registry of its own (not prometheus_client's global one), so a
+process, or a test, can hold several Metrics without name clashes. Two kinds:
+
+- events the daemon reports as they happen: finished rows, send latency, job runs;
+- state read at scrape time: queue depth per status, the age of the oldest due row,
+  seconds until each app's access token expires. Reading it at scrape time means a
+  row inserted or cancelled by another program, or finished by another daemon on the
+  shared database, shows up at once, with no job keeping gauges in step.
+
+The endpoint serves each scrape on a new thread (prometheus_client's threading WSGI
+server), so the queue collector opens its own database connection and closes it
+before returning; otherwise every scrape would leave a connection behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from wsgiref.simple_server import WSGIServer
+
+from peewee import Database, fn
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+import clock
+from db.models import STATUSES, MsgList
+from logs import redact
+
+log = logging.getLogger("herald.metrics")
+
+# 10 ms .. 10 s: a WeChat call normally takes 50-300 ms; http.timeout defaults to 10 s
+SEND_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# a dispatch run that drains a backlog can take minutes; token refresh or purge, ms
+JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+# Row content chooses the template label when a row names an unknown template, so the
+# label set is capped: past this many names, new ones count under OTHER.
+MAX_TEMPLATES = 200
+OTHER = "(other)"
+
+TokenExpiry = Callable[[], Mapping[str, datetime | None]]
+
+# _created series double the series count for nothing Herald's dashboards use
+disable_created_metrics()
+
+
+class Metrics:
+    """The daemon's metrics; Runtime.metrics holds one (runtime.NullMetrics when off)."""
+
+    def __init__(
+        self,
+        *,
+        db: Database | None = None,
+        token_expiry: TokenExpiry | None = None,
+        now: Callable[[], datetime] = clock.now,
+        max_templates: int = MAX_TEMPLATES,
+    ) -> None:
+        self.registry = CollectorRegistry()
+        self._templates: set[str] = set()
+        self._templates_lock = threading.Lock()
+        self._max_templates = max_templates
+        self._finished = Counter(
+            "herald_messages_finished", "Rows settled by a send attempt: success, fail, "
+            "or wait (put back for a retry)", ["template", "status", "errcode"],
+            registry=self.registry)
+        self._send = Histogram(
+            "herald_send_duration_seconds", "Duration of one WeChat subscribe/send call",
+            buckets=SEND_BUCKETS, registry=self.registry)
+        self._job_runs = Counter(
+            "herald_job_runs", "Scheduled job runs by outcome", ["job", "outcome"],
+            registry=self.registry)
+        self._job_duration = Histogram(
+            "herald_job_duration_seconds", "Duration of one scheduled job run", ["job"],
+            buckets=JOB_BUCKETS, registry=self.registry)
+        self._job_last_ok = _LastSuccess()
+        self.registry.register(self._job_last_ok)
+        if db is not None:
+            self.registry.register(QueueCollector(db, now=now))
+        if token_expiry is not None:
+            self.registry.register(TokenExpiryCollector(token_expiry, now=now))
+
+    # ---- events (called from the jobs; prometheus_client's metrics are thread-safe)
+
+    def finished(self, template: str, status: str, errcode: int | None) -> None:
+        label = "" if errcode is None else str(errcode)
+        self._finished.labels(self._template_label(template), status, label).inc()
+
+    def send_duration(self, seconds: float) -> None:
+        self._send.observe(seconds)
+
+    def job_run(self, job: str, seconds: float, ok: bool) -> None:
+        self._job_runs.labels(job, "ok" if ok else "error").inc()
+        self._job_duration.labels(job).observe(seconds)
+        if ok:
+            self._job_last_ok.mark(job)
+
+    def _template_label(self, template: str) -> str:
+        with self._templates_lock:
+            if template in self._templates:
+                return template
+            if len(self._templates) < self._max_templates:
+                self._templates.add(template)
+                return template
+        return OTHER
+
+
+class _LastSuccess(Collector):
+    """herald_job_last_success_timestamp_seconds{job}: alert when a job stops succeeding."""
+
+    NAME = "herald_job_last_success_timestamp_seconds"
+    HELP = "Unix time of the last successful run of each job"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+
+    def mark(self, job: str) -> None:
+        with self._lock:
+            self._last[job] = clock.now().timestamp()
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(self.NAME, self.HELP, labels=["job"])]
+
+    def collect(self) -> Iterable[Metric]:
+        g = GaugeMetricFamily(self.NAME, self.HELP, labels=["job"])
+        with self._lock:
+            for job, ts in sorted(self._last.items()):
+                g.add_metric([job], ts)
+        yield g
+
+
+class QueueCollector(Collector):
+    """Queue depth and backlog age, read from msg_list at each scrape.
+
+    herald_queue_rows{status}: rows per status (all five, 0 when none).
+    herald_oldest_waiting_seconds: age of the oldest due waiting row (status wait,
+    send_at <= now); 0 when nothing is due. Scheduled rows are not backlog.
+    herald_database_up: 1 when the queries worked; 0 (and no queue series) when the
+    database could not be read, so a scrape still returns the other metrics.
+    """
+
+    def __init__(self, db: Database, *, now: Callable[[], datetime] = clock.now) -> None:
+        self.db = db
+        self.now = now
+
+    def describe(self) -> Iterable[Metric]:
+        # given, so registering does not run collect() (and query the database)
+        return list(self._families())
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily("herald_queue_rows", "msg_list rows per status",
+                              labels=["status"]),
+            GaugeMetricFamily("herald_oldest_waiting_seconds",
+                              "Age of the oldest due waiting row (0 when none is due)"),
+            GaugeMetricFamily("herald_database_up",
+                              "1 if the last scrape could read the queue, else 0"),
+        )
+
+    def collect(self) -> Iterable[Metric]:
+        rows, oldest, up = self._families()
+        try:
+            counts, age = self._read()
+        except Exception as exc:  # noqa: BLE001 - a scrape must not fail with the database
+            log.warning("metrics: cannot read the queue: %s", redact(str(exc)))
+            up.add_metric([], 0)
+            yield up
+            return
+        for status in STATUSES:
+            rows.add_metric([status], counts.get(status, 0))
+        oldest.add_metric([], age)
+        up.add_metric([], 1)
+        yield from (rows, oldest, up)
+
+    def _read(self) -> tuple[dict[str, int], float]:
+        if not self.db.is_closed():
+            # a caller's thread with its own open connection (a job, a test): reuse it
+            # and leave it open, it is not ours to close
+            return self._query()
+        # a scrape thread: open, query, close (connection_context closes on exit)
+        with self.db.connection_context():
+            return self._query()
+
+    def _query(self) -> tuple[dict[str, int], float]:
+        now = self.now()
+        counts = dict(MsgList.select(MsgList.status, fn.COUNT(MsgList.id))
+                      .group_by(MsgList.status).tuples())
+        # ORDER BY send_at LIMIT 1 walks the (status, send_at) index; MIN() would too on
+        # most engines, but would lose the field's conversion of SQLite text to datetime
+        first = (MsgList.select(MsgList.send_at)
+                 .where((MsgList.status == "wait") & (MsgList.send_at <= now))
+                 .order_by(MsgList.send_at).limit(1).first())
+        age = max(0.0, (now - first.send_at).total_seconds()) if first else 0.0
+        return counts, age
+
+
+class TokenExpiryCollector(Collector):
+    """herald_token_expiry_seconds{app}: seconds until the held token expires.
+
+    Computed at scrape from `source` (app -> expires_at); 0 when the app has no token
+    or it has expired, so one alert rule (`< 600`) covers both.
+    """
+
+    NAME = "herald_token_expiry_seconds"
+    HELP = "Seconds until the app's access token expires (0: none or expired)"
+
+    def __init__(self, source: TokenExpiry, *, now: Callable[[], datetime] = clock.now) -> None:
+        self.source = source
+        self.now = now
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(self.NAME, self.HELP, labels=["app"])]
+
+    def collect(self) -> Iterable[Metric]:
+        g = GaugeMetricFamily(self.NAME, self.HELP, labels=["app"])
+        try:
+            expiry = dict(self.source())
+        except Exception as exc:  # noqa: BLE001 - never fail the whole scrape
+            log.warning("metrics: cannot read token expiry: %s", redact(str(exc)))
+            expiry = {}
+        now = self.now()
+        for app, expires_at in sorted(expiry.items()):
+            left = 0.0 if expires_at is None else (expires_at - now).total_seconds()
+            g.add_metric([app], max(0.0, left))
+        yield g
+
+
+def start_server(metrics: Metrics, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
+    """Serve /metrics on host:port from a daemon thread; port 0 picks a free port.
+
+    Returns (server, thread): server.server_port is the bound port; stop with
+    server.shutdown(), then server.server_close().
+    """
+    server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    log.info("metrics on http://%s:%d/metrics", f"[{host}]" if ":" in host else host,
+             server.server_port)
+    return server, thread
+
+
+def stop_server(server: WSGIServer, thread: threading.Thread, timeout: float = 5.0) -> None:
+    """Stop serving and release the port (a scrape in progress finishes on its thread)."""
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout)

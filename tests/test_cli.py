@@ -1,0 +1,131 @@
+"""The CLI verbs as an operator runs them: real subprocesses, exit codes, messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from db.connection import ddl_text
+from tests.conftest import APPID, ROOT, SECRET
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "WECHAT_"))}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, str(ROOT / "scheduler.py"), *args], cwd=ROOT,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def write_config(tmp_path: Path, api_base: str = "http://127.0.0.1:9", **extra) -> Path:
+    data = {
+        "database": f"sqlite:///{tmp_path / 'herald.db'}",
+        "api_base": api_base,
+        "templates": str(ROOT / "templates.yaml"),
+        "apps": {"default": {"appid": APPID, "secret": SECRET}},
+        "metrics": {"listen": None},
+        **extra,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "env"),
+    [
+        ("dispatch:\n  wokers: 4\n", "dispatch.wokers", {"WECHAT_APPID": "wx1",
+                                                         "WECHAT_SECRET": "s"}),
+        ("jobs:\n  dispatch: {every: 5 minutes}\n", "jobs.dispatch.every",
+         {"WECHAT_APPID": "wx1", "WECHAT_SECRET": "s"}),
+        ("apps:\n  default: {secret: s}\n", "apps.default.appid", {}),
+        ("database: sqlite:///x.db\n", "WECHAT_APPID", {}),
+    ],
+)
+def test_config_errors_exit_2_naming_the_key(tmp_path, text, key, env):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    for verb in ("check", "run"):
+        res = cli("--config", str(path), verb, env=env)
+        assert res.returncode == 2, res.stderr
+        assert key in res.stderr
+        assert "Traceback" not in res.stderr
+
+
+def test_check_ok_and_config_from_env(tmp_path):
+    path = write_config(tmp_path)
+    res = cli("check", env={"HERALD_CONFIG": str(path)})
+    assert res.returncode == 0, res.stderr
+    assert "templates 2" in res.stdout
+    assert SECRET not in res.stdout + res.stderr
+
+
+def test_check_reports_a_broken_template_file(tmp_path):
+    bad = tmp_path / "templates.yaml"
+    bad.write_text("x:\n  template_id: T\n  data: {wat1: hi}\n")
+    path = write_config(tmp_path, templates=str(bad))
+    res = cli("--config", str(path), "check")
+    assert res.returncode == 2
+    assert "x.data.wat1" in res.stderr and "templates.yaml:" in res.stderr
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres", "mysql"])
+def test_schema_prints_the_reference_ddl(dialect):
+    res = cli("schema", "--dialect", dialect)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ddl_text(dialect)
+
+
+def test_init_db_enqueue_status_render(tmp_path):
+    path = write_config(tmp_path)
+    assert cli("--config", str(path), "init-db").returncode == 0
+    assert cli("--config", str(path), "init-db").returncode == 0  # idempotent
+    res = cli("--config", str(path), "enqueue", "order_status", "oUser",
+              "--params", '["Tea", 3, "shipped", "ok"]', "--priority", "2", "--send-at", "+1h")
+    assert res.returncode == 0, res.stderr
+    rid = int(res.stdout)
+    res = cli("--config", str(path), "render", str(rid))
+    assert res.returncode == 0, res.stderr
+    body = json.loads(res.stdout.split("\n", 1)[1])
+    assert body["data"]["amount3"] == {"value": "3元"} and body["touser"] == "oUser"
+    assert "access_token=<token" in res.stdout
+    res = cli("--config", str(path), "render", "--template", "order_status",
+              "--params", '["Tea"]')
+    assert res.returncode == 1 and "missing goods_price" in res.stderr
+    res = cli("--config", str(path), "status", "--json")
+    report = json.loads(res.stdout)
+    assert report["counts"]["wait"] == 1
+    assert report["oldest_due_wait_seconds"] is None  # scheduled an hour ahead
+    res = cli("--config", str(path), "status")
+    assert "wait" in res.stdout and res.returncode == 0
+
+
+def test_enqueue_rejects_bad_params_and_duplicate_dedup_key(tmp_path):
+    path = write_config(tmp_path)
+    cli("--config", str(path), "init-db")
+    res = cli("--config", str(path), "enqueue", "order_status", "o", "--params", "[")
+    assert res.returncode == 2 and "--params is not valid JSON" in res.stderr
+    ok = cli("--config", str(path), "enqueue", "order_status", "o", "--dedup-key", "order-1")
+    assert ok.returncode == 0
+    dup = cli("--config", str(path), "enqueue", "order_status", "o", "--dedup-key", "order-1")
+    assert dup.returncode == 1 and "UNIQUE" in dup.stderr.upper()
+
+
+def test_every_verb_has_help():
+    for verb in ("run", "demo", "init-db", "schema", "check", "enqueue", "status", "render",
+                 "retry"):
+        res = cli(verb, "--help")
+        assert res.returncode == 0, verb
+        assert "usage:" in res.stdout
+
+
+def test_run_without_tables_says_init_db(tmp_path):
+    path = write_config(tmp_path)
+    res = cli("--config", str(path), "run")
+    assert res.returncode == 1
+    assert "init-db" in res.stderr
