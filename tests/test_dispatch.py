@@ -7,8 +7,6 @@ import json
 import logging
 from datetime import timedelta
 
-import pytest
-
 import clock
 from db.claim import claim_batch
 from jobs import dispatch
@@ -157,7 +155,7 @@ def test_a_full_batch_claims_the_next_at_once(db, sandbox, runtime_factory):
 
 
 def test_priority_first_then_oldest(db, sandbox, runtime_factory):
-    rt = runtime_factory(db, sandbox, dispatch={"batch_size": 2, "workers": 1})
+    runtime_factory(db, sandbox, dispatch={"batch_size": 2, "workers": 1})
     low = insert_sql(db, template="order_status", openid="o1", params=GOOD,
                      send_at=sql_time(-60))
     high = insert_sql(db, template="order_status", openid="o2", params=GOOD, priority=5)
