@@ -207,3 +207,60 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 __all__ = ["FINISHED", "cmd_check", "cmd_enqueue", "cmd_init_db", "cmd_render", "cmd_schema",
            "cmd_status"]
+
+
+def retry_filter(args: argparse.Namespace, now: datetime):
+    """The WHERE clause of `retry`: failed rows matching every filter given."""
+    from config import parse_duration
+
+    cond = MsgList.status == "fail"
+    if args.ids:
+        cond &= MsgList.id.in_(args.ids)
+    if args.errcode is not None:
+        cond &= MsgList.errcode == args.errcode
+    if args.template:
+        cond &= MsgList.template == args.template
+    if args.failed_within:
+        cond &= MsgList.updated_at >= now - timedelta(
+            seconds=parse_duration(args.failed_within, "--failed-within"))
+    if args.failed_before:
+        cond &= MsgList.updated_at <= now - timedelta(
+            seconds=parse_duration(args.failed_before, "--failed-before"))
+    return cond
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    if not (args.ids or args.errcode is not None or args.template or args.failed_within
+            or args.failed_before or args.all):
+        err("retry: name the rows: ids, --errcode, --template, --failed-within, "
+            "--failed-before, or --all for every failed row")
+        return EXIT_USAGE
+    cfg = load(args)
+    db = connect(cfg.database)
+    now = clock.now()
+    try:
+        cond = retry_filter(args, now)
+    except ConfigError as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    with db.atomic():
+        ids = [r.id for r in MsgList.select(MsgList.id).where(cond).order_by(MsgList.id)]
+        if args.dry_run:
+            shown = ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "")
+            print(f"would re-drive {len(ids)} failed rows{': ' + shown if ids else ''}")
+            return EXIT_OK
+        n = 0
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            n += MsgList.update({
+                MsgList.status: "wait",
+                MsgList.attempts: 0,
+                MsgList.send_at: now,
+                MsgList.claimed_by: None,
+                MsgList.lease_until: None,
+                MsgList.updated_at: now,
+                MsgList.error: None,
+                MsgList.errcode: None,
+            }).where(cond & MsgList.id.in_(chunk)).execute()
+    print(f"re-drove {n} failed rows: back to wait, attempts reset")
+    return EXIT_OK

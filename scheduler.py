@@ -25,7 +25,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 import commands
 from config import Config, ConfigError, load_config
 from db.connection import connect
-from jobs import dispatch, token_refresh
+from jobs import dispatch, stale_retry, token_refresh
 from logs import redact, setup_logging
 from runtime import Runtime
 
@@ -50,12 +50,15 @@ class Daemon:
         self.jobs: dict[str, Callable[[], object]] = {
             "dispatch": lambda: dispatch.run(rt, pool=self.pool),
             "token_refresh": lambda: token_refresh.run(rt),
+            "stale_retry": lambda: stale_retry.run(rt),
         }
         for name, fn in self.jobs.items():
-            self.scheduler.add_job(
-                self._wrap(fn), "interval", seconds=cfg.jobs[name].every, id=name, name=name,
-                next_run_time=datetime.now(UTC) if name == "dispatch" else None,
-            )
+            extra = {}
+            if name == "dispatch":
+                extra["next_run_time"] = datetime.now(UTC)  # first run at start
+            # (passing next_run_time=None would add the job paused)
+            self.scheduler.add_job(self._wrap(fn), "interval", seconds=cfg.jobs[name].every,
+                                   id=name, name=name, **extra)
 
     def _wrap(self, fn: Callable[[], object]) -> Callable[[], object]:
         def job() -> object:
@@ -204,6 +207,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--page")
     s.add_argument("--app")
     s.set_defaults(fn=commands.cmd_render)
+
+    s = sub.add_parser("retry", help="send failed rows again (by id, errcode, template, age)",
+                       description="Put failed rows back to wait with attempts reset. All "
+                                   "filters given must match. Try --dry-run first.")
+    s.add_argument("ids", nargs="*", type=int, help="row ids")
+    s.add_argument("--errcode", type=int, help="only rows whose last errcode is this")
+    s.add_argument("--template", help="only rows of this template")
+    s.add_argument("--failed-within", metavar="DURATION", help="failed in the last 2h, 1d...")
+    s.add_argument("--failed-before", metavar="DURATION", help="failed more than 1h... ago")
+    s.add_argument("--all", action="store_true", help="every failed row (no other filter)")
+    s.add_argument("--dry-run", action="store_true", help="only count and list them")
+    s.set_defaults(fn=commands.cmd_retry)
     return p
 
 

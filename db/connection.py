@@ -8,7 +8,9 @@ Herald and by server defaults agree whatever the host's zone.
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 from peewee import (
     Database,
@@ -27,11 +29,37 @@ DDL_DIR = Path(__file__).parent / "ddl"
 DIALECTS = ("sqlite", "postgres", "mysql")
 
 
-class ReconnectingPostgres(ReconnectMixin, PostgresqlDatabase):
+class _Reconnecting(ReconnectMixin):
+    """ReconnectMixin, plus a rollback that survives the connection it rolls back.
+
+    ReconnectMixin retries a statement on a fresh connection only outside a
+    transaction (inside one, the work so far is lost and the caller must know). When
+    the server drops us mid-transaction, atomic() then rolls back on the dead
+    connection, and that second error would hide the first. The server discarded the
+    transaction with the connection, so the rollback has nothing left to do: close
+    our end (the next statement reconnects) and let the original error surface.
+    """
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        except (InterfaceError, OperationalError):
+            if self.is_connection_usable():
+                raise
+            try:
+                self.close()
+            except Exception:  # the driver may refuse to close a dead socket twice
+                self.dispose()
+
+
+class ReconnectingPostgres(_Reconnecting, PostgresqlDatabase):
     """Reconnects when the server dropped us (restart, pg_terminate_backend).
 
-    ReconnectMixin only retries outside a transaction, so a dropped connection costs
-    at most the statement or job run in progress, never the daemon.
+    The first statement on a dropped connection fails with OperationalError
+    ("server closed the connection unexpectedly", or "terminating connection" on a
+    shutdown), later ones with InterfaceError ("connection already closed"). Outside a
+    transaction the statement is retried once on a new connection, so a drop costs
+    at most the transaction in progress, never the daemon.
     """
 
     reconnect_errors = ReconnectMixin.reconnect_errors + (
@@ -40,12 +68,15 @@ class ReconnectingPostgres(ReconnectMixin, PostgresqlDatabase):
         (OperationalError, "connection already closed"),
         (InterfaceError, "connection already closed"),
         (OperationalError, "could not receive data"),
+        (OperationalError, "could not send data"),
         (OperationalError, "SSL connection has been closed"),
+        (OperationalError, "SSL SYSCALL error"),
     )
 
 
-class ReconnectingMySQL(ReconnectMixin, MySQLDatabase):
-    """MySQL/MariaDB: ReconnectMixin's defaults cover 2006/2013/2014/4031."""
+class ReconnectingMySQL(_Reconnecting, MySQLDatabase):
+    """MySQL/MariaDB: ReconnectMixin's defaults cover 2006/2013/2014/4031 and
+    PyMySQL's InterfaceError(0, '') on a dead socket (checked against KILL)."""
 
 
 def dialect_of(db: Database) -> str:
@@ -56,10 +87,19 @@ def dialect_of(db: Database) -> str:
     return "sqlite"
 
 
+def url_params(url: str) -> dict[str, Any]:
+    """Connection parameters of a database URL (database, user, host, port, ...).
+
+    User and password are percent-decoded, as libpq and the mysql client do, so a
+    password holding '@', ':' or '/' can be written in the URL (as %40, %3A, %2F).
+    """
+    return parse(url, unquote_password=True, unquote_user=True)
+
+
 def open_database(url: str) -> Database:
     """A peewee Database for `url`, not yet connected (connections open lazily)."""
     scheme = url.split(":", 1)[0].lower()
-    params = parse(url)
+    params = url_params(url)
     if scheme.startswith("sqlite"):
         path = params.pop("database")
         if path in ("", ":memory:"):
@@ -79,13 +119,13 @@ def open_database(url: str) -> Database:
         name = params.pop("database")
         params.setdefault("options", "-c timezone=UTC")
         params.setdefault("connect_timeout", 10)
-        return ReconnectingPostgres(name, autorollback=True, **params)
+        return ReconnectingPostgres(name, **params)
     if scheme.startswith("mysql"):
         name = params.pop("database")
         params.setdefault("init_command", "SET time_zone = '+00:00'")
         params.setdefault("charset", "utf8mb4")
         params.setdefault("connect_timeout", 10)
-        return ReconnectingMySQL(name, autorollback=True, **params)
+        return ReconnectingMySQL(name, **params)
     raise ValueError(f"database: unsupported URL scheme {scheme!r} "
                      "(use sqlite, postgresql or mysql)")
 
@@ -143,19 +183,29 @@ def split_statements(sql: str) -> list[str]:
     return statements
 
 
+_CREATE_INDEX = re.compile(
+    r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(IF\s+NOT\s+EXISTS\s+)?(\w+)\s+ON\s+(\w+)", re.I)
+
+
 def init_schema(db: Database) -> None:
-    """Create msg_list and access_token if they do not exist (idempotent)."""
+    """Create msg_list and access_token (and on PostgreSQL the NOTIFY trigger).
+
+    Idempotent: the DDL files use IF NOT EXISTS / OR REPLACE, and a CREATE INDEX
+    without IF NOT EXISTS (MySQL has none) is skipped when the index is there.
+    """
     dialect = dialect_of(db)
     with db.connection_context():
-        existing = set(db.get_tables())
-        for stmt in split_statements(ddl_text(dialect)):
-            # MySQL has no CREATE INDEX IF NOT EXISTS (MariaDB has); skip the
-            # index statements when the table was already there.
-            if dialect == "mysql" and stmt.upper().startswith("CREATE INDEX"):
-                if MsgList._meta.table_name in existing:
-                    continue
-            db.execute_sql(stmt)
+        # PostgreSQL DDL is transactional: all of init-db happens or none, and no
+        # insert runs between dropping and re-creating the trigger.
+        with db.atomic() if dialect == "postgres" else nullcontext():
+            for stmt in split_statements(ddl_text(dialect)):
+                m = _CREATE_INDEX.match(stmt)
+                if m and not m.group(1):
+                    index, table = m.group(2), m.group(3)
+                    if index in {i.name for i in db.get_indexes(table)}:
+                        continue
+                db.execute_sql(stmt)
 
 
-__all__ = ["AccessToken", "MsgList", "bind", "connect", "dialect_of", "init_schema",
-           "open_database"]
+__all__ = ["AccessToken", "MsgList", "bind", "connect", "ddl_text", "dialect_of",
+           "init_schema", "open_database", "split_statements", "url_params"]

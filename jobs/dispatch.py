@@ -113,7 +113,7 @@ def run(
                 stats.claimed += len(rows)
                 for row in rows:
                     _prepare(rt, st, stats, row, now())
-            _submit(rt, st, pool, workers)
+            _submit(rt, st, pool, workers, now())
             if not st.in_flight and not st.ready and not st.parked:
                 if not more or stopping:
                     break
@@ -169,19 +169,7 @@ def _prepare(rt: Runtime, st: _State, stats: Stats, row: MsgList, now: datetime)
         log.info("row %s (template %s): truncated %s to WeChat's length limit", row.id,
                  req.template.name, ", ".join(req.truncated),
                  extra={"row_id": row.id, "template": req.template.name})
-    job = Job(row=row, request=req, app=app)
-    held = st.app_hold.get(app)
-    if held and held[0] > now:
-        _hold(st, job, held)
-        return
-    try:
-        job.token = rt.tokens.get(app, now)
-    except TokenUnavailable as exc:
-        until = now + timedelta(seconds=TOKEN_WAIT)
-        st.app_hold[app] = (until, f"no access token: {exc.reason}")
-        _hold(st, job, st.app_hold[app])
-        return
-    st.ready.append(job)
+    st.ready.append(Job(row=row, request=req, app=app))
 
 
 def _hold(st: _State, job: Job, hold: tuple[datetime, str]) -> None:
@@ -195,9 +183,23 @@ def _add(st: _State, outcome: Outcome, template: str) -> None:
     st.outcomes.append((outcome, template))
 
 
-def _submit(rt: Runtime, st: _State, pool: ThreadPoolExecutor, workers: int) -> None:
+def _submit(rt: Runtime, st: _State, pool: ThreadPoolExecutor, workers: int,
+            now: datetime) -> None:
     while st.ready and len(st.in_flight) < workers:
         job = st.ready.popleft()
+        held = st.app_hold.get(job.app)
+        if not (held and held[0] > now):
+            try:
+                # the token is taken at submit time (a cache lookup), so rows already
+                # waiting pick up a refreshed token instead of failing with the old one
+                job.token = rt.tokens.get(job.app, now)
+            except TokenUnavailable as exc:
+                held = st.app_hold[job.app] = (now + timedelta(seconds=TOKEN_WAIT),
+                                               f"no access token: {exc.reason}")
+        if held and held[0] > now:
+            _hold(st, job, held)  # quota spent or no token: back to wait, attempt refunded
+            _unpark(st, job.request.body["touser"])
+            continue
         openid = job.request.body["touser"]
         if openid in st.busy:
             st.parked.setdefault(openid, deque()).append(job)
@@ -219,15 +221,11 @@ def _finished(rt: Runtime, st: _State, stats: Stats, job: Job, fut: Future, now:
     if answer.kind is Kind.TOKEN and not job.token_retried and allow_resend:
         # our token went stale: expire it (only if still the stored one), fetch, resend once
         rt.tokens.expire(job.app, job.token, now)
-        try:
-            job.token = rt.tokens.get(job.app, now)
-            job.token_retried = True
-            log.info("row %s: %s; resending once with a fresh token", job.row.id, answer.reason)
-            st.busy.discard(openid)
-            st.ready.appendleft(job)
-            return
-        except TokenUnavailable as exc:
-            answer = Answer(Kind.CREDENTIAL, answer.errcode, f"no access token: {exc.reason}")
+        job.token_retried = True
+        log.info("row %s: %s; resending once with a fresh token", job.row.id, answer.reason)
+        st.busy.discard(openid)
+        st.ready.appendleft(job)
+        return
     outcome = decide(row_id=job.row.id, attempts=job.row.attempts, answer=answer, now=now,
                      retry=rt.config.retry, rng=rng)
     if answer.kind in (Kind.QUOTA_DAY, Kind.QUOTA_MINUTE):
@@ -239,6 +237,13 @@ def _finished(rt: Runtime, st: _State, stats: Stats, job: Job, fut: Future, now:
                     outcome.error, extra={"row_id": job.row.id, "errcode": answer.errcode,
                                           "template": job.request.template.name})
     st.busy.discard(openid)
+    _unpark(st, openid)
+
+
+def _unpark(st: _State, openid: str) -> None:
+    """The next row for this openid may go now."""
+    if openid in st.busy:
+        return
     queue = st.parked.get(openid)
     if queue:
         st.ready.appendleft(queue.popleft())
@@ -282,7 +287,7 @@ def _flush(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
             stats.sent += 1
         elif o.status == "fail":
             stats.failed += 1
-        elif not o.refund_attempt or o.errcode is not None:
+        else:
             stats.retried += 1
         rt.metrics.finished(template, o.status, o.errcode)
     if len(outcomes) != written:

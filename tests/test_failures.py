@@ -1,0 +1,385 @@
+"""Failure handling: every errcode's action, back-off, quotas, token errors, rate limit,
+lease recovery and ownership, a database that goes away, hostile rows."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+
+import peewee
+import pytest
+
+import clock
+from config import RetryConfig
+from db.claim import claim_batch
+from db.models import AccessToken, MsgList
+from db.outcomes import Outcome, record
+from jobs import dispatch, stale_retry
+from policy import backoff_delay, decide
+from tests.conftest import APPID, SECRET, insert_sql, make_config, row
+from wechat.client import Answer, WeChatClient
+from wechat.errors import ERRCODES, Kind, meaning
+
+GOOD = '["Tea", 3, "shipped", "ok"]'
+T0 = datetime(2026, 11, 28, 3, 0, 0, tzinfo=UTC)
+
+
+def at(t: datetime):
+    return lambda: t
+
+
+def retry_cfg(tmp_path, **retry) -> RetryConfig:
+    return make_config("sqlite:///x.db", "http://127.0.0.1:9", tmp_path, retry=retry).retry
+
+
+# -- the classification table -----------------------------------------------------------
+TRANSPORT_FAULTS = ["http_500", "http_502", "http_503", "non_json", "reset", "timeout"]
+
+
+@pytest.mark.parametrize("code", sorted(ERRCODES))
+def test_every_errcode_in_the_table_is_classified_as_documented(sandbox, code):
+    client = WeChatClient(sandbox.url, timeout=1)
+    if code != 0:
+        sandbox.inject(code)
+    token = client.stable_token(APPID, SECRET).payload["access_token"]
+    body = {"touser": "o1", "template_id": "zT99mpoUCb28M02K7ohTO3h81IvBUlgt8JVRn6rkNSc",
+            "data": {"thing2": {"value": "a"}, "amount3": {"value": "1元"},
+                     "thing11": {"value": "b"}, "thing5": {"value": "c"}}}
+    ans = client.send(token, body)
+    assert ans.errcode == code
+    assert ans.kind is ERRCODES[code].kind
+    if code:
+        assert str(code) in ans.reason and ERRCODES[code].text in ans.reason
+    else:
+        assert ans.msgid and int(ans.msgid) > 2**53
+    client.close()
+
+
+@pytest.mark.parametrize("fault", TRANSPORT_FAULTS)
+def test_transport_faults_are_transient(sandbox, fault):
+    client = WeChatClient(sandbox.url, timeout=0.5)
+    sandbox.inject(fault)
+    ans = client.send("whatever", {"touser": "o"})
+    assert ans.kind is Kind.TRANSIENT and ans.errcode is None
+    assert ans.timed_out is (fault == "timeout")
+    assert "whatever" not in ans.reason  # the token never reaches an error text
+    client.close()
+
+
+def test_unknown_errcode_is_permanent():
+    assert meaning(99999).kind is Kind.PERMANENT
+
+
+def test_token_endpoint_40001_means_bad_credentials_not_stale_token(sandbox):
+    client = WeChatClient(sandbox.url, timeout=1)
+    ans = client.stable_token(APPID, "not-the-secret")
+    assert ans.kind is Kind.CREDENTIAL and ans.errcode == 40125
+    assert "not-the-secret" not in ans.reason
+    client.close()
+
+
+# -- decide(): the action for each kind ---------------------------------------------
+def answer(kind: Kind, code: int | None, reason: str = "why") -> Answer:
+    return Answer(kind, code, reason, msgid="123" if kind is Kind.SUCCESS else None)
+
+
+def test_backoff_schedule_is_exponential_and_capped(tmp_path):
+    r = retry_cfg(tmp_path, backoff={"base": "30s", "factor": 2, "max": "5m", "jitter": 0})
+    assert [backoff_delay(n, r) for n in range(1, 7)] == [30, 60, 120, 240, 300, 300]
+
+
+def test_backoff_jitter_stays_within_bounds(tmp_path):
+    r = retry_cfg(tmp_path, backoff={"base": "100s", "factor": 1, "max": "1h", "jitter": 0.2})
+    rng = random.Random(7)
+    delays = [backoff_delay(1, r, rng) for _ in range(500)]
+    assert min(delays) >= 80 and max(delays) <= 120
+    assert max(delays) - min(delays) > 30  # it does spread
+
+
+def test_transient_goes_back_to_wait_with_backoff_then_gives_up(tmp_path):
+    r = retry_cfg(tmp_path, max_attempts=3, backoff={"base": "30s", "factor": 2, "jitter": 0})
+    o = decide(row_id=1, attempts=1, answer=answer(Kind.TRANSIENT, -1, "-1 busy"), now=T0,
+               retry=r)
+    assert (o.status, o.send_at, o.errcode) == ("wait", T0 + timedelta(seconds=30), -1)
+    o = decide(row_id=1, attempts=2, answer=answer(Kind.TRANSIENT, -1, "-1 busy"), now=T0,
+               retry=r)
+    assert o.send_at == T0 + timedelta(seconds=60)
+    o = decide(row_id=1, attempts=3, answer=answer(Kind.TRANSIENT, -1, "-1 busy"), now=T0,
+               retry=r)
+    assert o.status == "fail" and o.error == "gave up after 3 attempts: -1 busy"
+
+
+def test_quota_and_user_busy_actions(tmp_path):
+    r = retry_cfg(tmp_path, daily_quota_reset="00:00+08:00")
+    now = datetime(2026, 11, 28, 3, 15, 42, tzinfo=UTC)
+    day = decide(row_id=1, attempts=2, answer=answer(Kind.QUOTA_DAY, 45009), now=now, retry=r)
+    assert day.status == "wait" and day.refund_attempt
+    assert day.send_at == datetime(2026, 11, 28, 16, 0, tzinfo=UTC)  # midnight in Beijing
+    minute = decide(row_id=1, attempts=2, answer=answer(Kind.QUOTA_MINUTE, 45011), now=now,
+                    retry=r)
+    assert minute.send_at == datetime(2026, 11, 28, 3, 16, tzinfo=UTC) and minute.refund_attempt
+    busy = decide(row_id=1, attempts=2, answer=answer(Kind.USER_BUSY, 43108), now=now, retry=r)
+    assert busy.status == "wait" and not busy.refund_attempt
+    assert timedelta(0) < busy.send_at - now <= timedelta(seconds=10)
+
+
+@pytest.mark.parametrize("code", [c for c, m in ERRCODES.items() if m.kind is Kind.PERMANENT])
+def test_permanent_codes_fail_at_once(tmp_path, code):
+    r = retry_cfg(tmp_path)
+    o = decide(row_id=1, attempts=1, answer=answer(meaning(code).kind, code), now=T0, retry=r)
+    assert o.status == "fail" and o.errcode == code
+
+
+# -- end to end through the sandbox ----------------------------------------------------
+def test_max_attempts_end_to_end(db, sandbox, runtime_factory):
+    rt = runtime_factory(db, sandbox, retry={"max_attempts": 3})
+    rid = insert_sql(db, template="order_status", openid="oX", params=GOOD)
+    sandbox.inject(-1, times=3)
+    t = clock.now()
+    for i in range(3):
+        dispatch.run(rt, now=at(t + timedelta(hours=i)))
+        r = row(rid)
+        assert r.attempts == i + 1
+    assert r.status == "fail"
+    assert r.error.startswith("gave up after 3 attempts: -1 WeChat system busy")
+    assert sandbox.accepted == []
+
+
+def test_a_backed_off_row_waits_until_its_send_at(db, sandbox, runtime_factory):
+    rt = runtime_factory(db, sandbox, retry={"backoff": {"base": "30s", "jitter": 0}})
+    rid = insert_sql(db, template="order_status", openid="oX", params=GOOD)
+    sandbox.inject("http_502")
+    t = clock.now()
+    dispatch.run(rt, now=at(t))
+    assert row(rid).status == "wait" and row(rid).error.startswith("will retry: WeChat answered")
+    dispatch.run(rt, now=at(t + timedelta(seconds=29)))
+    assert row(rid).attempts == 1  # not yet
+    dispatch.run(rt, now=at(t + timedelta(seconds=31)))
+    assert row(rid).status == "success" and row(rid).attempts == 2
+
+
+def test_daily_quota_defers_the_app_without_burning_attempts(db, sandbox, runtime_factory):
+    rt = runtime_factory(db, sandbox, dispatch={"workers": 1})
+    ids = [insert_sql(db, template="order_status", openid=f"o{i}", params=GOOD)
+           for i in range(5)]
+    sandbox.inject(45009)
+    dispatch.run(rt)
+    rows = [row(i) for i in ids]
+    assert all(r.status == "wait" and r.attempts == 0 for r in rows)
+    assert len({r.send_at for r in rows}) == 1 and rows[0].send_at > clock.now()
+    assert len(sandbox.attempts) == 1  # the other four were held, not sent into the quota
+
+
+def test_token_expiry_mid_run_costs_exactly_one_refresh(db, sandbox, runtime_factory):
+    rt = runtime_factory(db, sandbox, dispatch={"workers": 1})
+    ids = [insert_sql(db, template="order_status", openid=f"o{i}", params=GOOD)
+           for i in range(20)]
+    sandbox.expire_tokens_after(5)
+    dispatch.run(rt)
+    assert all(row(i).status == "success" and row(i).attempts == 1 for i in ids)
+    assert sandbox.token_calls["stable"] == 2
+    assert sum(1 for a in sandbox.attempts if a.errcode == 42001) == 1
+
+
+def test_token_error_twice_does_not_loop(db, sandbox, runtime_factory):
+    rt = runtime_factory(db, sandbox)
+    rid = insert_sql(db, template="order_status", openid="o1", params=GOOD)
+    sandbox.inject(40001, times=2)
+    dispatch.run(rt)
+    r = row(rid)
+    assert r.status == "wait" and r.errcode == 40001 and r.attempts == 1
+    assert sandbox.token_calls["stable"] == 2  # one refresh, one resend, then back off
+
+
+def test_transient_fault_on_one_row_does_not_delay_the_others(db, sandbox, runtime_factory):
+    rt = runtime_factory(db, sandbox, http={"timeout": "1.5s"}, dispatch={"workers": 4})
+    slow = insert_sql(db, template="order_status", openid="oSlow", params=GOOD)
+    others = [insert_sql(db, template="order_status", openid=f"o{i}", params=GOOD)
+              for i in range(12)]
+    sandbox.inject("timeout", openid="oSlow")
+    t0 = time.monotonic()
+    dispatch.run(rt)
+    accepted_at = [a.at - t0 for a in sandbox.attempts if a.errcode == 0]
+    assert len(accepted_at) == 12 and max(accepted_at) < 1.0  # done while oSlow hung
+    assert all(row(i).status == "success" for i in others)
+    r = row(slow)
+    assert r.status == "wait" and r.attempts == 1 and "timed out" in r.error
+
+
+def test_rate_limit_holds_over_a_backlog(db, sandbox, runtime_factory):
+    rate, n = 25, 100
+    rt = runtime_factory(db, sandbox, dispatch={"rate_limit": rate, "workers": 16})
+    for i in range(n):
+        insert_sql(db, template="order_status", openid=f"o{i}", params=GOOD)
+    dispatch.run(rt)
+    times = sorted(a.at for a in sandbox.attempts)
+    assert len(times) == n
+    # the bucket holds one second's tokens: after that burst, sends come at `rate` a second
+    span = times[-1] - times[0]
+    assert span >= (n - rate) / rate * 0.95
+    assert (n - rate) / span <= rate * 1.05
+    worst = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
+    assert worst <= 2 * rate
+
+
+def test_legacy_token_source(db, sandbox, runtime_factory):
+    rt = runtime_factory(db, sandbox, apps={"default": {"appid": APPID, "secret": SECRET,
+                                                        "token_source": "legacy"}})
+    rid = insert_sql(db, template="order_status", openid="o1", params=GOOD)
+    dispatch.run(rt)
+    assert row(rid).status == "success"
+    assert sandbox.token_calls == {"stable": 0, "legacy": 1}
+
+
+def test_external_token_source_reads_and_never_fetches(db, sandbox, runtime_factory):
+    rt = runtime_factory(db, sandbox, apps={"default": {"appid": APPID,
+                                                        "token_source": "external"}})
+    rid = insert_sql(db, template="order_status", openid="o1", params=GOOD)
+    dispatch.run(rt)
+    r = row(rid)
+    assert r.status == "wait" and r.attempts == 0 and "external token source" in r.error
+    # the other service writes a token it got from WeChat
+    client = WeChatClient(sandbox.url, timeout=2)
+    ans = client.stable_token(APPID, SECRET)
+    AccessToken.insert(app="default", token=ans.payload["access_token"],
+                       expires_at=clock.now() + timedelta(hours=2)).execute()
+    dispatch.run(rt, now=at(clock.now() + timedelta(minutes=2)))
+    assert row(rid).status == "success"
+    assert rt.tokens.fetches == 0 and sandbox.token_calls["stable"] == 1  # only the other's
+    client.close()
+
+
+def test_credential_error_leaves_rows_waiting_with_the_reason(db, sandbox, runtime_factory):
+    rt = runtime_factory(db, sandbox, apps={"default": {"appid": "wxnobody", "secret": "x1234"}})
+    rid = insert_sql(db, template="order_status", openid="o1", params=GOOD)
+    dispatch.run(rt)
+    r = row(rid)
+    assert (r.status, r.attempts) == ("wait", 0)
+    assert "40013" in r.error and "x1234" not in r.error
+
+
+# -- leases, stale rows and ownership -----------------------------------------------------
+@pytest.mark.parametrize(("on_stale", "status"), [("retry", "wait"), ("fail", "fail")])
+def test_stale_rows_are_recovered(db, sandbox, runtime_factory, on_stale, status):
+    rt = runtime_factory(db, sandbox, dispatch={"on_stale": on_stale, "lease": "1m"})
+    rid = insert_sql(db, template="order_status", openid="o1", params=GOOD)
+    t = clock.now()
+    claim_batch(db, daemon_id="dead-daemon", now=t, lease=60, limit=10)
+    assert stale_retry.run(rt, now=at(t + timedelta(seconds=59))) == 0
+    assert stale_retry.run(rt, now=at(t + timedelta(seconds=61))) == 1
+    r = row(rid)
+    assert r.status == status and "lease expired while sending" in r.error
+    assert r.lease_until is None
+
+
+def test_stale_row_with_attempts_spent_fails(db, sandbox, runtime_factory):
+    rt = runtime_factory(db, sandbox, retry={"max_attempts": 2})
+    rid = insert_sql(db, template="order_status", openid="o1", params=GOOD, attempts=1)
+    t = clock.now()
+    claim_batch(db, daemon_id="dead", now=t, lease=10, limit=1)
+    stale_retry.run(rt, now=at(t + timedelta(seconds=11)))
+    assert row(rid).status == "fail"
+    assert row(rid).error.startswith("gave up after 2 attempts: lease expired")
+
+
+def test_a_slow_daemon_cannot_overwrite_its_successors_result(db):
+    rid = insert_sql(db, template="order_status", openid="o1", params=GOOD)
+    t = clock.now()
+    [mine] = claim_batch(db, daemon_id="slow", now=t, lease=10, limit=1)
+    # lease runs out, another daemon recovers and sends it
+    MsgList.update(status="wait", claimed_by=None).where(MsgList.id == rid).execute()
+    [theirs] = claim_batch(db, daemon_id="fast", now=t + timedelta(seconds=11), lease=10, limit=1)
+    assert record(db, [Outcome(rid, theirs.attempts, "success", 0, None, "42")],
+                  daemon_id="fast", now=t) == 1
+    # the slow one finally answers: nothing written
+    assert record(db, [Outcome(rid, mine.attempts, "fail", -1, "late")],
+                  daemon_id="slow", now=t) == 0
+    assert (row(rid).status, row(rid).msgid) == ("success", "42")
+    # even the same daemon id with a stale claim (attempts differ) is refused
+    MsgList.update(status="sending", claimed_by="fast").where(MsgList.id == rid).execute()
+    assert record(db, [Outcome(rid, mine.attempts, "fail", -1, "late")],
+                  daemon_id="fast", now=t) == 0
+
+
+# -- the database going away ---------------------------------------------------------------
+def test_locked_database_fails_the_run_and_the_next_run_carries_on(tmp_path, sandbox):
+    from db.connection import bind, init_schema
+    from runtime import Runtime
+
+    path = tmp_path / "herald.db"
+    db = bind(peewee.SqliteDatabase(str(path), pragmas={"journal_mode": "wal",
+                                                         "busy_timeout": 200}, timeout=0.2))
+    init_schema(db)
+    rid = insert_sql(db, template="order_status", openid="o1", params=GOOD)
+    rt = Runtime.build(make_config(f"sqlite:///{path}", sandbox.url, tmp_path), db)
+    other = sqlite3.connect(path, timeout=0.1)
+    other.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(peewee.OperationalError, match="locked"):
+        dispatch.run(rt)
+    assert row(rid).status == "wait"
+    other.rollback()
+    other.close()
+    assert dispatch.run(rt).sent == 1
+    rt.close()
+
+
+def test_daemon_survives_a_failing_job_run(db, sandbox, runtime_factory, caplog):
+    from scheduler import Daemon
+
+    rt = runtime_factory(db, sandbox, jobs={"dispatch": {"every": "1s"}})
+    calls = []
+    daemon = Daemon(rt)
+    real = daemon.scheduler.get_job("dispatch").func
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise peewee.OperationalError("server closed the connection unexpectedly")
+        return real()
+
+    daemon.scheduler.modify_job("dispatch", func=flaky)
+    rid = insert_sql(db, template="order_status", openid="o1", params=GOOD)
+    daemon.start()
+    jobs = {j.id: j.next_run_time for j in daemon.scheduler.get_jobs()}
+    assert set(jobs) >= {"dispatch", "token_refresh", "stale_retry"}
+    assert all(jobs.values()), jobs  # none added paused
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and row(rid).status != "success":
+        time.sleep(0.1)
+    daemon.stop()
+    assert row(rid).status == "success" and len(calls) >= 2
+    assert "job dispatch failed" in caplog.text
+
+
+# -- hostile rows ----------------------------------------------------------------------------
+def test_null_template_or_openid_is_refused_by_the_database(db):
+    for cols in ({"openid": "o"}, {"template": "order_status"},
+                 {"template": None, "openid": "o"}, {"template": "t", "openid": None}):
+        with pytest.raises(peewee.IntegrityError):
+            insert_sql(db, **cols)
+
+
+def test_hostile_rows_fail_with_reasons(db, sandbox, runtime_factory):
+    rt = runtime_factory(db, sandbox)
+    huge = insert_sql(db, template="order_status", openid="o1",
+                      params=json.dumps(["x" * 70000, 1, "a", "b"]))
+    blank = insert_sql(db, template="   ", openid="o2", params=GOOD)
+    spaces = insert_sql(db, template="order_status", openid="  ", params=GOOD)
+    app = insert_sql(db, template="order_status", openid="o3", params=GOOD, app="shop")
+    dispatch.run(rt)
+    assert "over the 64 KiB limit" in row(huge).error
+    assert row(blank).error == "template is empty"
+    assert row(spaces).error == "openid is empty"
+    assert row(app).error == "unknown app 'shop' (configured: default)"
+    assert all(row(i).status == "fail" for i in (huge, blank, spaces, app))
+
+
+def test_second_insert_with_a_dedup_key_is_rejected(db):
+    insert_sql(db, template="order_status", openid="o", dedup_key="order-42-shipped")
+    with pytest.raises(peewee.IntegrityError):
+        insert_sql(db, template="order_status", openid="o", dedup_key="order-42-shipped")
+    insert_sql(db, template="order_status", openid="o")  # NULL keys never collide
+    insert_sql(db, template="order_status", openid="o")

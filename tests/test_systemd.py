@@ -1,0 +1,189 @@
+"""systemd/: the unit passes systemd-analyze (verify and security), the example config loads.
+
+`systemd-analyze verify` checks that ExecStart's program exists on this machine, so
+it runs on a copy whose ExecStart and WorkingDirectory point at this checkout and its
+interpreter; everything else is the shipped file. A second test proves the same check
+fails broken units, so a clean result means something.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "systemd" / "herald.service"
+EXAMPLE = ROOT / "systemd" / "config.example.yaml"
+PROD_EXEC = "ExecStart=/opt/herald/.venv/bin/python /opt/herald/scheduler.py run"
+MAX_EXPOSURE = 1.5
+ANALYZE = shutil.which("systemd-analyze")
+
+needs_analyze = pytest.mark.skipif(
+    ANALYZE is None, reason="systemd-analyze not installed (Debian: apt-get install systemd)")
+
+
+def settings(text: str) -> dict[str, list[str]]:
+    """Key -> every value it is given (units repeat keys: After=, SystemCallFilter=)."""
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";", "[")):
+            continue
+        key, _, value = line.partition("=")
+        out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def local_copy(directory: Path, text: str | None = None) -> Path:
+    """The unit with ExecStart/WorkingDirectory pointed at this checkout."""
+    text = UNIT.read_text(encoding="utf-8") if text is None else text
+    assert text.count(PROD_EXEC) == 1, "the production ExecStart line changed: update the test"
+    text = text.replace(PROD_EXEC, f"ExecStart={sys.executable} {ROOT / 'scheduler.py'} run")
+    text = re.sub(r"(?m)^WorkingDirectory=.*$", f"WorkingDirectory={ROOT}", text)
+    path = directory / "herald.service"  # the name matters: it is how systemd sees it
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def verify_problems(path: Path) -> list[str]:
+    """What `systemd-analyze verify` objects to in this unit; [] when it is clean.
+
+    --man=no: Documentation= may point at pages this machine lacks. --recursive-errors=no:
+    judge this unit, not units it names (network-online.target may be absent in a
+    container). A non-zero exit status counts even when nothing was printed.
+    """
+    proc = subprocess.run(
+        [ANALYZE, "verify", "--man=no", "--recursive-errors=no", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SYSTEMD_LOG_COLOR": "0",
+             "LANG": "C.UTF-8"},
+    )
+    lines = (proc.stdout + proc.stderr).splitlines()
+    problems = [line for line in lines if path.name in line]
+    if proc.returncode != 0 and not problems:
+        problems = [f"exit status {proc.returncode}: {' / '.join(lines) or '(no output)'}"]
+    return problems
+
+
+def exposure(path: Path) -> float:
+    proc = subprocess.run(
+        [ANALYZE, "security", "--offline=true", "--no-pager", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SYSTEMD_LOG_COLOR": "0",
+             "LANG": "C.UTF-8"},
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", proc.stdout)
+    assert match, f"no exposure level in:\n{proc.stdout}\n{proc.stderr}"
+    return float(match.group(1))
+
+
+@needs_analyze
+def test_unit_verifies_clean(tmp_path: Path) -> None:
+    assert verify_problems(local_copy(tmp_path)) == []
+
+
+@needs_analyze
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("Restart=on-failure", "Restart=sometimes"),
+        ("Type=notify", "Type=notify-reload"),  # systemd 253+, not Debian 12's 252
+        ("ProtectSystem=strict", "ProtectSytem=strict"),  # a typo is ignored by systemd
+        ("WatchdogSec=60", "WatchdogSec=a minute"),
+        ("[Install]", "[Instal]"),
+        (f"ExecStart={sys.executable}", "ExecStart=/nonexistent/bin/python"),
+    ],
+)
+def test_broken_units_fail_the_same_check(tmp_path: Path, old: str, new: str) -> None:
+    path = local_copy(tmp_path)
+    text = path.read_text(encoding="utf-8")
+    assert re.search(rf"(?m)^{re.escape(old)}", text), old
+    path.write_text(re.sub(rf"(?m)^{re.escape(old)}", lambda _: new, text, count=1),
+                    encoding="utf-8")
+    assert verify_problems(path) != []
+
+
+@needs_analyze
+def test_exposure_is_low(tmp_path: Path) -> None:
+    score = exposure(UNIT)
+    assert score <= MAX_EXPOSURE, f"exposure {score} > {MAX_EXPOSURE}: a hardening line went"
+
+
+@needs_analyze
+def test_exposure_check_catches_an_unhardened_unit(tmp_path: Path) -> None:
+    """The parser and the bound are real: the same unit without hardening fails them."""
+    keep = ("[", "Description", "Type", "ExecStart", "ExecReload", "Restart", "WatchdogSec")
+    lines = [line for line in UNIT.read_text(encoding="utf-8").splitlines()
+             if line.startswith(keep)]
+    path = tmp_path / "herald.service"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert exposure(path) > MAX_EXPOSURE
+
+
+def test_unit_has_the_required_settings() -> None:
+    s = settings(UNIT.read_text(encoding="utf-8"))
+    assert s["Type"] == ["notify"]
+    assert s["NotifyAccess"] == ["main"]
+    assert s["ExecStart"] == [PROD_EXEC.removeprefix("ExecStart=")]
+    assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert s["Restart"] == ["on-failure"]
+    assert s["DynamicUser"] == ["yes"]
+    assert s["StateDirectory"] == ["herald"]
+    assert s["ConfigurationDirectory"] == ["herald"]
+    assert s["WorkingDirectory"] == ["/opt/herald"]
+    assert "HERALD_CONFIG=/etc/herald/config.yaml" in s["Environment"]
+    assert s["LoadCredential"] == ["wechat_secret:/etc/herald/wechat_secret"]
+    assert int(s["WatchdogSec"][0]) >= 30
+    families = s["RestrictAddressFamilies"][0].split()
+    assert {"AF_UNIX", "AF_INET", "AF_INET6"} <= set(families)
+
+
+def test_stop_timeout_covers_an_in_flight_send(tmp_path: Path) -> None:
+    cfg = _load_example(tmp_path)
+    stop = int(settings(UNIT.read_text(encoding="utf-8"))["TimeoutStopSec"][0])
+    # a send may take http.timeout, then the results are written (busy wait up to 10 s)
+    assert stop >= cfg.http.timeout + 10 + 5
+
+
+def _load_example(tmp_path: Path, *, secret: str | None = "s3cret-from-credential"):
+    etc = tmp_path / "etc" / "herald"
+    etc.mkdir(parents=True)
+    shutil.copy(EXAMPLE, etc / "config.yaml")
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    if secret is not None:
+        (creds / "wechat_secret").write_text(secret + "\n", encoding="utf-8")
+    env = {"WECHAT_APPID": "wx1234567890abcdef", "CREDENTIALS_DIRECTORY": str(creds),
+           "HERALD_CONFIG": str(etc / "config.yaml")}
+    return load_config(None, env=env)
+
+
+def test_example_config_validates_for_the_unit(tmp_path: Path) -> None:
+    cfg = _load_example(tmp_path)
+    assert cfg.database == f"sqlite:///{Path('/var/lib/herald/herald.db').resolve()}"
+    assert cfg.apps["default"].secret is not None
+    assert cfg.apps["default"].secret.reveal() == "s3cret-from-credential"
+    assert cfg.templates == (tmp_path / "etc" / "herald" / "templates.yaml").resolve()
+    assert cfg.log.format == "json"
+    assert (cfg.metrics.host, cfg.metrics.port) == ("127.0.0.1", 9464)
+
+
+def test_example_database_lives_in_the_units_state_directory() -> None:
+    state = settings(UNIT.read_text(encoding="utf-8"))["StateDirectory"][0]
+    raw = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    assert raw["database"] == f"sqlite:////var/lib/{state}/herald.db"
+    assert raw["apps"]["default"]["secret_file"] == "wechat_secret"
+    assert "secret" not in raw["apps"]["default"]  # never inline in a 0644 file
+
+
+def test_example_config_needs_the_credential(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="secret_file"):
+        _load_example(tmp_path, secret=None)
