@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from peewee import Database
 
 from config import Config
+from notify import Heartbeat
 from ratelimit import RateLimiters
 from templates import TemplateHolder
 from tokens import TokenManager
@@ -27,6 +28,7 @@ class NullMetrics:
 
     def finished(self, template: str, status: str, errcode: int | None) -> None: ...
     def send_duration(self, seconds: float) -> None: ...
+    def job_run(self, job: str, seconds: float, ok: bool) -> None: ...
 
 
 @dataclass
@@ -40,6 +42,8 @@ class Runtime:
     limiters: RateLimiters
     stopping: threading.Event = field(default_factory=threading.Event)
     metrics: object = field(default_factory=NullMetrics)
+    # progress reports from dispatch, read by the watchdog loop in scheduler.py
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)
 
     @classmethod
     def build(cls, config: Config, db: Database, *, daemon_id: str | None = None) -> Runtime:

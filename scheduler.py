@@ -15,18 +15,23 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
+from peewee import fn
 
 import commands
 from config import Config, ConfigError, load_config
 from db.connection import connect
-from jobs import dispatch, stale_retry, token_refresh
+from db.models import MsgList
+from jobs import dispatch, purge, stale_retry, token_refresh
 from logs import redact, setup_logging
+from notify import notify, watchdog_interval
+from reload import reload_config
 from runtime import Runtime
 
 log = logging.getLogger("herald")
@@ -51,21 +56,31 @@ class Daemon:
             "dispatch": lambda: dispatch.run(rt, pool=self.pool),
             "token_refresh": lambda: token_refresh.run(rt),
             "stale_retry": lambda: stale_retry.run(rt),
+            "purge": lambda: purge.run(rt),
         }
-        for name, fn in self.jobs.items():
+        for name, body in self.jobs.items():
             extra = {}
             if name == "dispatch":
                 extra["next_run_time"] = datetime.now(UTC)  # first run at start
             # (passing next_run_time=None would add the job paused)
-            self.scheduler.add_job(self._wrap(fn), "interval", seconds=cfg.jobs[name].every,
-                                   id=name, name=name, **extra)
+            self.scheduler.add_job(self._wrap(name, body), "interval",
+                                   seconds=cfg.jobs[name].every, id=name, name=name, **extra)
 
-    def _wrap(self, fn: Callable[[], object]) -> Callable[[], object]:
+    def _wrap(self, name: str, fn: Callable[[], object]) -> Callable[[], object]:
         def job() -> object:
-            # one connection per job run, closed after: pool threads live forever
-            with self.rt.db.connection_context():
-                return fn()
+            t0, ok = time.monotonic(), False
+            try:
+                # one connection per job run, closed after: pool threads live forever
+                with self.rt.db.connection_context():
+                    result = fn()
+                ok = True
+                return result
+            finally:
+                self.rt.metrics.job_run(name, time.monotonic() - t0, ok)
         return job
+
+    def reschedule(self, name: str, every: float) -> None:
+        self.scheduler.reschedule_job(name, trigger="interval", seconds=every)
 
     def _job_error(self, event: JobExecutionEvent) -> None:
         # a failed run (database away, a bug) costs that run only; the next one carries on
@@ -95,10 +110,33 @@ def build(cfg: Config) -> Runtime:
     return Runtime.build(cfg, db)
 
 
+def queue_status(rt: Runtime) -> str:
+    """One line for systemd's STATUS= (what `systemctl status` shows)."""
+    try:
+        with rt.db.connection_context():
+            counts = dict(MsgList.select(MsgList.status, fn.COUNT(MsgList.id))
+                          .where(MsgList.status.in_(["wait", "sending"]))
+                          .group_by(MsgList.status).tuples())
+    except Exception as exc:  # noqa: BLE001 - a status line must not kill the loop
+        return f"database unavailable: {redact(str(exc))[:80]}"
+    return f"{counts.get('wait', 0)} waiting, {counts.get('sending', 0)} sending"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging(cfg.log.format, cfg.log.level)
     rt = build(cfg)
+    server = None
+    if cfg.metrics.listen:
+        from metrics import Metrics, start_server
+
+        rt.metrics = Metrics(db=rt.db, token_expiry=lambda: {
+            a: rt.tokens.expires_at(a) for a in rt.config.apps})
+        try:
+            server = start_server(rt.metrics, cfg.metrics.host, cfg.metrics.port)
+        except OSError as exc:
+            log.error("metrics.listen %s: cannot listen: %s", cfg.metrics.listen, exc)
+            return commands.EXIT_RUNTIME
     with rt.db.connection_context():
         problems = {a: r for a, r in token_refresh.run(rt).items() if r != "ok"}
     for app, reason in problems.items():
@@ -107,8 +145,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     reload = threading.Event()
 
+    signals: list[str] = []
+
     def on_stop(signum: int, _frame: object) -> None:
-        log.info("%s: stopping after in-flight sends", signal.Signals(signum).name)
+        # no logging here: a handler that logs can deadlock on the logging lock
+        signals.append(signal.Signals(signum).name)
         rt.stopping.set()  # dispatch stops claiming at once
         stop.set()
 
@@ -116,19 +157,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
     daemon.start()
+    notify("READY=1", f"STATUS={queue_status(rt)}")
     log.info("herald running as %s: %d apps, %d templates, dispatch every %ss",
              rt.daemon_id, len(cfg.apps), len(rt.templates.current.templates),
              cfg.jobs["dispatch"].every)
+    ping_every = watchdog_interval()
+    # a dispatch run that makes no progress for this long is hung: stop the pings and
+    # let systemd restart us (sends are bounded by http.timeout, writes by busy waits)
+    hung_after = max(120.0, 3 * cfg.http.timeout)
+    last_ping = last_status = 0.0
+    warned = False
     ticks = 0
     # The main thread only waits: no scheduler work runs inside a signal handler.
     while not stop.wait(0.5):
         ticks += 1
+        mono = time.monotonic()
+        if ping_every and mono - last_ping >= ping_every:
+            if rt.heartbeat.healthy(mono, hung_after):
+                notify("WATCHDOG=1")
+                last_ping, warned = mono, False
+            elif not warned:
+                log.error("dispatch made no progress for %.0fs: watchdog pings stopped",
+                          hung_after)
+                warned = True
+        if mono - last_status >= 30:
+            notify(f"STATUS={queue_status(rt)}")
+            last_status = mono
         if reload.is_set():
             reload.clear()
+            notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            reload_config(rt, daemon)
             rt.templates.reload()
+            notify("READY=1", f"STATUS={queue_status(rt)}")
         elif ticks % 4 == 0:
             rt.templates.reload_if_changed()
+    log.info("%s: stopping; no new claims, waiting for in-flight sends",
+             signals[0] if signals else "stop")
+    notify("STOPPING=1")
     daemon.stop()
+    if server is not None:
+        from metrics import stop_server
+
+        stop_server(*server)
     log.info("herald stopped")
     return commands.EXIT_OK
 

@@ -44,7 +44,8 @@ class _Reconnecting(ReconnectMixin):
         try:
             super().rollback()
         except (InterfaceError, OperationalError):
-            if self.is_connection_usable():
+            # inside an outer transaction (an explicit rollback) the caller must see it
+            if self.in_transaction() or self.is_connection_usable():
                 raise
             try:
                 self.close()
@@ -76,7 +77,19 @@ class ReconnectingPostgres(_Reconnecting, PostgresqlDatabase):
 
 class ReconnectingMySQL(_Reconnecting, MySQLDatabase):
     """MySQL/MariaDB: ReconnectMixin's defaults cover 2006/2013/2014/4031 and
-    PyMySQL's InterfaceError(0, '') on a dead socket (checked against KILL)."""
+    PyMySQL's InterfaceError(0, '') on a dead socket (checked against KILL).
+
+    Sessions run in READ COMMITTED, PostgreSQL's default. Under InnoDB's REPEATABLE
+    READ every locking scan also locks the gaps and keeps every row it read locked:
+    an UPDATE over the waiting rows (expire_overdue, stale_retry) would hold all of
+    them, another daemon's claim would skip them all, an application's INSERT would
+    wait, and even two claims would queue on each other's index gaps.
+    """
+
+    def _initialize_connection(self, conn) -> None:
+        super()._initialize_connection(conn)
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
 
 def dialect_of(db: Database) -> str:
@@ -187,6 +200,9 @@ _CREATE_INDEX = re.compile(
     r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(IF\s+NOT\s+EXISTS\s+)?(\w+)\s+ON\s+(\w+)", re.I)
 
 
+INIT_LOCK_KEY = 0x4845_5241_4C44  # "HERALD": the advisory lock of init_schema
+
+
 def init_schema(db: Database) -> None:
     """Create msg_list and access_token (and on PostgreSQL the NOTIFY trigger).
 
@@ -198,6 +214,11 @@ def init_schema(db: Database) -> None:
         # PostgreSQL DDL is transactional: all of init-db happens or none, and no
         # insert runs between dropping and re-creating the trigger.
         with db.atomic() if dialect == "postgres" else nullcontext():
+            if dialect == "postgres":
+                # Two init-db at once (daemons on several hosts starting together)
+                # would race in CREATE TABLE IF NOT EXISTS and one would fail on
+                # pg_type's unique index: take turns instead.
+                db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (INIT_LOCK_KEY,))
             for stmt in split_statements(ddl_text(dialect)):
                 m = _CREATE_INDEX.match(stmt)
                 if m and not m.group(1):

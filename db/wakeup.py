@@ -46,6 +46,8 @@ class PgWakeup:
         tick: float = 0.5,
         backoff: tuple[float, float] = (0.5, 30.0),
     ) -> None:
+        if not url.lower().startswith("postgres"):
+            raise ValueError("LISTEN/NOTIFY wake-up needs a PostgreSQL database URL")
         self.url = url
         self.on_notify = on_notify
         self.debounce = debounce

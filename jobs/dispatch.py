@@ -96,6 +96,21 @@ def run(
     st = _State()
     own_pool = pool is None
     pool = pool or ThreadPoolExecutor(cfg.dispatch.workers, thread_name_prefix="send")
+    rt.heartbeat.busy(True)
+    try:
+        _drain(rt, st, stats, pool, now, rng)
+    finally:
+        rt.heartbeat.busy(False)
+        if own_pool:
+            pool.shutdown(wait=True)
+    if stats.claimed or stats.expired:
+        log.info("dispatch: %s", stats.summary())
+    return stats
+
+
+def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
+           now: Callable[[], datetime], rng: random.Random | None) -> None:
+    cfg = rt.config
     workers = cfg.dispatch.workers
     more = True
     try:
@@ -103,6 +118,7 @@ def run(
         if stats.expired:
             log.info("%d waiting rows passed expire_at and ended fail (expired)", stats.expired)
         while True:
+            rt.heartbeat.beat()  # the watchdog pings only while this loop moves
             stopping = rt.stopping.is_set()
             if stopping and (st.ready or st.parked):
                 _release_unstarted(rt, st, stats, now())
@@ -136,11 +152,6 @@ def run(
         if st.ready or st.parked:
             _release_unstarted(rt, st, stats, now())
         _flush(rt, st, stats, now())
-        if own_pool:
-            pool.shutdown(wait=True)
-    if stats.claimed or stats.expired:
-        log.info("dispatch: %s", stats.summary())
-    return stats
 
 
 def _prepare(rt: Runtime, st: _State, stats: Stats, row: MsgList, now: datetime) -> None:

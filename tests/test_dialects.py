@@ -146,8 +146,13 @@ def test_mysql_times_from_a_plus8_session_are_utc(tmp_path):
             value = getattr(row, name)
             assert value.tzinfo is UTC and near_now(value), (name, value)
         assert MsgList.get_by_id(local_id).send_at == datetime(2030, 1, 1, 0, 0, tzinfo=UTC)
-        # Herald's own session is UTC
+        # Herald's own session is UTC, and READ COMMITTED (see ReconnectingMySQL)
         assert db.execute_sql("SELECT @@session.time_zone").fetchone()[0] == "+00:00"
+        try:
+            level = db.execute_sql("SELECT @@session.transaction_isolation").fetchone()[0]
+        except OperationalError:  # MariaDB before 11.1
+            level = db.execute_sql("SELECT @@session.tx_isolation").fetchone()[0]
+        assert level == "READ-COMMITTED"
     db.close()
 
 
@@ -336,12 +341,25 @@ def test_open_claim_transaction_does_not_block_another_claim(server_db):
         rows_b = claim_batch(server_db, daemon_id="B", now=now, lease=60, limit=3)
         assert time.monotonic() - started < 1.0
         assert [r.id for r in rows_b] == ids[3:6]
+        # an application's INSERT does not wait for the open claims either
+        app = raw_connection(server_db)
+        try:
+            with app.cursor() as cur:
+                if dialect_of(server_db) == "mysql":
+                    cur.execute("SET SESSION innodb_lock_wait_timeout = 5")
+                started = time.monotonic()
+                cur.execute("INSERT INTO msg_list (template, openid, send_at) "
+                            "VALUES ('t', 'late', '2020-01-01 00:00:00')")
+                assert time.monotonic() - started < 1.0
+        finally:
+            app.close()
     finally:
         release.set()
         th.join(10)
     assert not errors, errors
     rows = {r.id: r.claimed_by for r in MsgList.select()}
     assert [rows[i] for i in ids] == ["A"] * 3 + ["B"] * 3 + [None] * 2
+    assert len(rows) == len(ids) + 1
 
 
 @pytest.mark.parametrize("rows", [1, 250])
@@ -534,3 +552,8 @@ def test_wakeup_keeps_retrying_an_unreachable_server():
     started = time.monotonic()
     w.stop()
     assert time.monotonic() - started < 1.5
+
+
+def test_wakeup_is_for_postgres_only():
+    with pytest.raises(ValueError):
+        PgWakeup("mysql://root@127.0.0.1/test", lambda: None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -207,3 +208,25 @@ def test_split_statements_keeps_dollar_bodies_and_strings():
     assert split_statements("SELECT 'a;b'; -- c; d\nSELECT 2;") == ["SELECT 'a;b'", "SELECT 2"]
     for dialect in ("sqlite", "mysql"):
         assert all(s and not s.startswith("--") for s in split_statements(ddl_text(dialect)))
+
+
+@pytest.mark.parametrize("dialect", ["postgres", "mysql"])
+def test_concurrent_init_db_runs_all_succeed(tmp_path, dialect):
+    """Daemons on several hosts may run init-db at the same moment."""
+    db = connect(database_url(dialect, tmp_path))
+    errors: list[BaseException] = []
+
+    def init() -> None:
+        try:
+            init_schema(db)  # one connection per thread
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=init) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors, errors
+    assert {"msg_list", "access_token"} <= set(db.get_tables())
+    db.close()

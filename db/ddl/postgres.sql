@@ -1,4 +1,4 @@
--- Herald reference schema, PostgreSQL 11+ (FOR UPDATE SKIP LOCKED, EXECUTE FUNCTION).
+-- Herald reference schema, PostgreSQL 12+ (FOR UPDATE SKIP LOCKED; the claim uses WITH ... AS MATERIALIZED).
 -- Applications insert rows with plain SQL; every column but template and openid
 -- has a server-side default. Timestamps are timestamptz: an instant, whatever the
 -- session time zone of the client that writes or reads it.
