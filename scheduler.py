@@ -26,7 +26,7 @@ from peewee import fn
 
 import commands
 from config import Config, ConfigError, load_config
-from db.connection import connect
+from db.connection import connect, dialect_of
 from db.models import MsgList
 from jobs import dispatch, purge, stale_retry, token_refresh
 from logs import redact, setup_logging
@@ -52,8 +52,9 @@ class Daemon:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         self.scheduler.add_listener(self._job_error, EVENT_JOB_ERROR)
+        self._wake = threading.Event()
         self.jobs: dict[str, Callable[[], object]] = {
-            "dispatch": lambda: dispatch.run(rt, pool=self.pool),
+            "dispatch": self._dispatch,
             "token_refresh": lambda: token_refresh.run(rt),
             "stale_retry": lambda: stale_retry.run(rt),
             "purge": lambda: purge.run(rt),
@@ -86,8 +87,21 @@ class Daemon:
         # a failed run (database away, a bug) costs that run only; the next one carries on
         log.error("job %s failed: %s", event.job_id, redact(repr(event.exception)))
 
+    def _dispatch(self) -> None:
+        # A wake-up that arrives while a run is finishing would be dropped by
+        # max_instances=1; the flag makes the run go round once more instead.
+        while True:
+            self._wake.clear()
+            dispatch.run(self.rt, pool=self.pool)
+            if not self._wake.is_set() or self.rt.stopping.is_set():
+                return
+
     def wake(self, name: str = "dispatch") -> None:
-        self.scheduler.modify_job(name, next_run_time=datetime.now(UTC))
+        """Run a job now (PostgreSQL NOTIFY: a row was inserted)."""
+        if name == "dispatch":
+            self._wake.set()
+        if self.scheduler.running:
+            self.scheduler.modify_job(name, next_run_time=datetime.now(UTC))
 
     def start(self) -> None:
         self.scheduler.start()
@@ -137,10 +151,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         except OSError as exc:
             log.error("metrics.listen %s: cannot listen: %s", cfg.metrics.listen, exc)
             return commands.EXIT_RUNTIME
-    with rt.db.connection_context():
-        problems = {a: r for a, r in token_refresh.run(rt).items() if r != "ok"}
-    for app, reason in problems.items():
-        log.error("app %s: no access token at start: %s (rows wait until it works)", app, reason)
+    try:
+        with rt.db.connection_context():
+            token_refresh.run(rt)
+    except token_refresh.TokenRefreshFailed as exc:
+        for app, reason in exc.problems.items():
+            log.error("app %s: no access token at start: %s (rows wait until it works)",
+                      app, reason)
     daemon = Daemon(rt)
     stop = threading.Event()
     reload = threading.Event()
@@ -157,6 +174,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
     daemon.start()
+    wakeup = None
+    if dialect_of(rt.db) == "postgres":
+        # an INSERT trigger NOTIFYs: new rows go out in about a second, not at the next
+        # poll (which stays as the fallback)
+        from db.wakeup import PgWakeup
+
+        wakeup = PgWakeup(cfg.database, lambda: daemon.wake("dispatch"))
+        wakeup.start()
     notify("READY=1", f"STATUS={queue_status(rt)}")
     log.info("herald running as %s: %d apps, %d templates, dispatch every %ss",
              rt.daemon_id, len(cfg.apps), len(rt.templates.current.templates),
@@ -194,6 +219,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info("%s: stopping; no new claims, waiting for in-flight sends",
              signals[0] if signals else "stop")
     notify("STOPPING=1")
+    if wakeup is not None:
+        wakeup.stop()
     daemon.stop()
     if server is not None:
         from metrics import stop_server

@@ -11,6 +11,7 @@ from freezegun import freeze_time
 import clock
 from db.models import AccessToken
 from jobs import token_refresh
+from tests.conftest import SECRET
 from tokens import TokenManager, TokenUnavailable
 from wechat.client import WeChatClient
 
@@ -86,3 +87,15 @@ def test_token_manager_rejects_unknown_app(db, sandbox, runtime_factory):
     assert isinstance(rt.tokens, TokenManager)
     with pytest.raises(TokenUnavailable, match="not a configured app"):
         rt.tokens.refresh("shop", clock.now())
+
+
+def test_token_refresh_job_fails_its_run_when_an_app_has_no_token(db, sandbox, runtime_factory):
+    rt = runtime_factory(db, sandbox, apps={
+        "default": {"appid": "wxtest0000000001", "secret": SECRET},
+        "shop": {"appid": "wxunknown", "secret": "nope-nope"},
+    })
+    with pytest.raises(token_refresh.TokenRefreshFailed) as info:
+        token_refresh.run(rt)
+    assert set(info.value.problems) == {"shop"} and "40013" in str(info.value)
+    assert "nope-nope" not in str(info.value)
+    assert AccessToken.get_by_id("default").token  # the good app still got its token
