@@ -26,7 +26,7 @@ from peewee import fn
 
 import commands
 from config import Config, ConfigError, load_config
-from db.connection import connect, dialect_of
+from db.connection import connect, dialect_of, init_schema
 from db.models import MsgList
 from jobs import dispatch, purge, stale_retry, token_refresh
 from logs import redact, setup_logging
@@ -119,8 +119,16 @@ def build(cfg: Config) -> Runtime:
     with db.connection_context():
         missing = {"msg_list", "access_token"} - set(db.get_tables())
     if missing:
-        raise SystemExit(f"tables {', '.join(sorted(missing))} missing in the database: "
-                         "run `python scheduler.py init-db` first")
+        # First start (e.g. systemd's fresh state directory): create the schema as the
+        # service's own user, so the SQLite file belongs to it. A server account
+        # without CREATE rights gets a clear message instead.
+        try:
+            init_schema(db)
+            log.info("created tables %s", ", ".join(sorted(missing)))
+        except Exception as exc:  # noqa: BLE001
+            raise SystemExit(f"tables {', '.join(sorted(missing))} missing and could not be "
+                             f"created ({redact(str(exc))}): run `python scheduler.py "
+                             "init-db` with an account that may create tables") from None
     return Runtime.build(cfg, db)
 
 

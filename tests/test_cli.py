@@ -124,37 +124,23 @@ def test_every_verb_has_help():
         assert "usage:" in res.stdout
 
 
-def test_run_without_tables_says_init_db(tmp_path):
-    path = write_config(tmp_path)
-    res = cli("--config", str(path), "run")
-    assert res.returncode == 1
-    assert "init-db" in res.stderr
+def test_run_creates_the_schema_on_first_start(tmp_path):
+    """systemd's fresh StateDirectory: the service creates its own SQLite file."""
+    import signal
+    import time
 
-
-def test_retry_verb_redrives_failed_rows_by_filter(tmp_path):
-    from db.connection import connect
-    from tests.conftest import insert_sql
+    from tests.test_daemon import start_daemon, wait_for
 
     path = write_config(tmp_path)
-    cli("--config", str(path), "init-db")
-    db = connect(f"sqlite:///{tmp_path / 'herald.db'}")
-    with db.connection_context():
-        old = "2026-01-01 00:00:00"
-        a = insert_sql(db, template="order_status", openid="o", status="fail", errcode=-1,
-                       attempts=5, error="gave up", updated_at=old)
-        b = insert_sql(db, template="order_status", openid="o", status="fail", errcode=43101)
-        c = insert_sql(db, template="vip_pay_success", openid="o", status="fail", errcode=-1)
-        d = insert_sql(db, template="order_status", openid="o", status="success")
-    assert cli("--config", str(path), "retry").returncode == 2  # no filter: refused
-    res = cli("--config", str(path), "retry", "--errcode", "-1", "--dry-run")
-    assert res.returncode == 0 and f"would re-drive 2 failed rows: {a}, {c}" in res.stdout
-    res = cli("--config", str(path), "retry", "--errcode", "-1", "--template", "order_status",
-              "--failed-before", "1d")
-    assert res.returncode == 0 and "re-drove 1 failed rows" in res.stdout
-    res = cli("--config", str(path), "retry", str(b), str(d))
-    assert "re-drove 1 failed rows" in res.stdout  # the success row is not touched
-    with db.connection_context():
-        rows = {r[0]: r[1:] for r in db.execute_sql(
-            "SELECT id, status, attempts, error FROM msg_list").fetchall()}
-    assert rows[a] == ("wait", 0, None) and rows[b][0] == "wait"
-    assert rows[c][0] == "fail" and rows[d][0] == "success"
+    proc = start_daemon(path)
+    try:
+        assert wait_for(lambda: (tmp_path / "herald.db").exists())
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "created tables access_token, msg_list" in err
+    res = cli("--config", str(path), "status", "--json")
+    assert json.loads(res.stdout)["counts"]["wait"] == 0
