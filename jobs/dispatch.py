@@ -112,6 +112,7 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
            now: Callable[[], datetime], rng: random.Random | None) -> None:
     cfg = rt.config
     workers = cfg.dispatch.workers
+    limit = claim_limit(cfg.dispatch.batch_size, cfg.dispatch.rate_limit, cfg.dispatch.lease)
     more = True
     try:
         stats.expired = expire_overdue(rt.db, now=now())
@@ -124,8 +125,8 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
                 _release_unstarted(rt, st, stats, now())
             if more and not stopping and len(st.ready) + len(st.in_flight) < workers:
                 rows = claim_batch(rt.db, daemon_id=rt.daemon_id, now=now(),
-                                   lease=cfg.dispatch.lease, limit=cfg.dispatch.batch_size)
-                more = len(rows) == cfg.dispatch.batch_size
+                                   lease=cfg.dispatch.lease, limit=limit)
+                more = len(rows) == limit
                 stats.claimed += len(rows)
                 for row in rows:
                     _prepare(rt, st, stats, row, now())
@@ -152,6 +153,15 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
         if st.ready or st.parked:
             _release_unstarted(rt, st, stats, now())
         _flush(rt, st, stats, now())
+
+
+def claim_limit(batch_size: int, rate_limit: float | None, lease: float) -> int:
+    """Rows to claim at once. Under a rate limit, claimed rows queue here at `rate` a
+    second; claiming more than a quarter lease's worth would let leases run out on
+    rows still queued, and stale_retry would hand them to another daemon: a duplicate."""
+    if not rate_limit:
+        return batch_size
+    return max(1, min(batch_size, int(rate_limit * lease / 4)))
 
 
 def _prepare(rt: Runtime, st: _State, stats: Stats, row: MsgList, now: datetime) -> None:

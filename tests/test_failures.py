@@ -383,3 +383,12 @@ def test_second_insert_with_a_dedup_key_is_rejected(db):
         insert_sql(db, template="order_status", openid="o", dedup_key="order-42-shipped")
     insert_sql(db, template="order_status", openid="o")  # NULL keys never collide
     insert_sql(db, template="order_status", openid="o")
+
+
+def test_claims_stay_small_enough_under_a_slow_rate_limit():
+    from jobs.dispatch import claim_limit
+
+    assert claim_limit(100, None, 300) == 100
+    assert claim_limit(100, 50, 300) == 100
+    assert claim_limit(100, 0.2, 300) == 15  # 15 rows take 75 s at 0.2/s: a quarter lease
+    assert claim_limit(100, 0.001, 60) == 1
