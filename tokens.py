@@ -11,9 +11,9 @@ invalidates the previous token after 5 minutes) and `external` (another service
 keeps the token, in token_file or in this table: read it, never fetch it).
 
 On PostgreSQL and MySQL the refreshing daemon holds the app's row lock while it
-fetches, so the others wait and then read what it wrote. SQLite has one writer and,
-in practice, one daemon: a per-app lock in the process serves, and no write
-transaction is held open across the HTTP call.
+fetches, so the others wait and then read what it wrote. On SQLite the refresh runs in a
+transaction begun IMMEDIATE, which holds the database's single write lock for the
+length of the token call (tens of milliseconds, every two hours): the same effect.
 """
 
 from __future__ import annotations
@@ -120,16 +120,19 @@ class TokenManager:
                 if c and c.expires_at - USABLE_MARGIN > now:
                     return c.token
                 raise TokenUnavailable(app, self._last_problem.get(app, "token fetch paused"))
+            # make sure the row exists, so there is something to lock
+            AccessToken.insert(app=app).on_conflict_ignore().execute()
             with self.db.atomic():
+                # PostgreSQL/MySQL: SELECT ... FOR UPDATE; SQLite: the transaction began
+                # IMMEDIATE and holds the write lock. Either way a second daemon waits
+                # here until we have written the new token, then uses it.
                 row = self._read_row(app, lock=True)
                 if row and row.token and row.expires_at and row.expires_at > need_until:
                     # another daemon refreshed it: use theirs
                     return self._remember(app, row.token, row.expires_at)
-                if dialect_of(self.db) != "sqlite":
-                    return self._fetch_and_store(cfg, now, row)
-            return self._fetch_and_store(cfg, now, None)
+                return self._fetch_and_store(cfg, now)
 
-    def _fetch_and_store(self, cfg: AppConfig, now: datetime, row: AccessToken | None) -> str:
+    def _fetch_and_store(self, cfg: AppConfig, now: datetime) -> str:
         secret = cfg.secret.reveal() if cfg.secret else ""
         self.fetches += 1
         if cfg.token_source == "legacy":
@@ -142,20 +145,12 @@ class TokenManager:
         token = str(payload["access_token"])
         add_secret(token)
         expires_at = now + timedelta(seconds=float(payload["expires_in"]))
-        values = {
+        AccessToken.update({
             AccessToken.token: token,
             AccessToken.expires_at: expires_at,
             AccessToken.refreshed_at: now,
             AccessToken.refreshed_by: self.daemon_id,
-        }
-        with self.db.atomic():
-            updated = AccessToken.update(values).where(AccessToken.app == cfg.name).execute()
-            if not updated:
-                AccessToken.insert({AccessToken.app: cfg.name, **values}).on_conflict(
-                    conflict_target=[AccessToken.app]
-                    if dialect_of(self.db) != "mysql" else None,
-                    update=values,
-                ).execute()
+        }).where(AccessToken.app == cfg.name).execute()
         self._paused_until.pop(cfg.name, None)
         self._last_problem.pop(cfg.name, None)
         log.info("app %s: new access token from %s, expires in %ds", cfg.name,
