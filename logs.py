@@ -98,6 +98,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
+class _SkippedRunFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
 def setup_logging(fmt: str = "text", level: str = "INFO", stream=None) -> logging.Handler:
     """Configure the root logger once (stderr by default: journald takes it)."""
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -117,4 +122,9 @@ def setup_logging(fmt: str = "text", level: str = "INFO", stream=None) -> loggin
     # urllib3 logs every URL (with the token) at DEBUG: keep it at WARNING.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # A poll that comes while dispatch is still draining is skipped by design
+    # (max_instances=1); APScheduler says so at WARNING every interval. Not news.
+    sched = logging.getLogger("apscheduler.scheduler")
+    if not any(isinstance(f, _SkippedRunFilter) for f in sched.filters):
+        sched.addFilter(_SkippedRunFilter())
     return handler

@@ -4,8 +4,9 @@ The loop keeps the send pool full: it claims the next batch as soon as fewer row
 are ready or in flight than there are workers, so a backlog drains at the pool's
 full speed instead of one batch per poll, and finishes only when a claim comes back
 short and nothing is left in flight. Rows to one openid go out one after another
-(WeChat answers 43108 to concurrent sends to one user). Results are written in
-groups (db/outcomes.py), each in one short transaction.
+(WeChat answers 43108 to concurrent sends to one user). Results are written as
+soon as the loop sees them, all that finished together in one short transaction
+(db/outcomes.py): under load that groups them, and a crash loses no finished result.
 
 On stop (SIGTERM) it claims nothing more, hands back rows it claimed but did not
 start, lets in-flight sends finish and records them.
@@ -35,8 +36,7 @@ from wechat.errors import Kind
 
 log = logging.getLogger("herald.dispatch")
 
-FLUSH_EVERY = 0.2  # seconds: how long a finished result may wait to be written
-FLUSH_SIZE = 200  # results per write transaction
+WAIT_STEP = 0.2  # seconds: longest wait for a send before the loop looks around again
 
 
 @dataclass
@@ -72,7 +72,6 @@ class _State:
     busy: set[str] = field(default_factory=set)  # openids with a send in flight
     in_flight: dict[Future, Job] = field(default_factory=dict)
     outcomes: list[tuple[Outcome, str]] = field(default_factory=list)  # (outcome, template)
-    last_flush: float = field(default_factory=time.monotonic)
     app_hold: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # quota/token holds
 
 
@@ -136,12 +135,14 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
                     break
                 continue
             if st.in_flight:
-                done, _ = wait(list(st.in_flight), timeout=FLUSH_EVERY,
+                done, _ = wait(list(st.in_flight), timeout=WAIT_STEP,
                                return_when=FIRST_COMPLETED)
                 for fut in done:
                     _finished(rt, st, stats, st.in_flight.pop(fut), fut, now(), rng)
-            if (len(st.outcomes) >= FLUSH_SIZE
-                    or time.monotonic() - st.last_flush >= FLUSH_EVERY):
+            if st.outcomes:
+                # write what finished before waiting again: a result that sits in memory
+                # is a duplicate send if the daemon dies now. Under load each round
+                # holds several results, so this still groups them (one transaction).
                 _flush(rt, st, stats, now())
     finally:
         # whatever happened above, what was sent gets recorded
@@ -286,7 +287,6 @@ def _release_unstarted(rt: Runtime, st: _State, stats: Stats, now: datetime) -> 
 
 def _flush(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
     if not st.outcomes:
-        st.last_flush = time.monotonic()
         return
     batch = st.outcomes
     outcomes = [o for o, _ in batch]
@@ -301,7 +301,6 @@ def _flush(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
             log.warning("writing %d results failed (%s); retrying", len(outcomes), exc)
             time.sleep(0.5 * (attempt + 1))
     st.outcomes = []
-    st.last_flush = time.monotonic()
     stats.lost_ownership += len(outcomes) - written
     for o, template in batch:
         if o.status == "success":

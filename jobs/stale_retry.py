@@ -71,6 +71,7 @@ def _recover_batch(rt: Runtime, t: datetime) -> int:
                 **common,
             }).where(stale & MsgList.id.in_(rest)).execute()
     # the stale condition is repeated in each UPDATE: a row finished meanwhile is left alone
-    log.warning("%d rows had an expired lease (held by %s): %s", n, ", ".join(holders),
-                "ended fail" if cfg.dispatch.on_stale == "fail" else "back to wait")
+    if n:
+        log.warning("%d rows had an expired lease (held by %s): %s", n, ", ".join(holders),
+                    "ended fail" if cfg.dispatch.on_stale == "fail" else "back to wait")
     return len(rows)
