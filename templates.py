@@ -37,6 +37,22 @@ PARAMS_MAX_BYTES = 64 * 1024
 
 _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
+# Most values are text with {{ name }} in it. Those are rendered by joining the pieces
+# (what Jinja would output: str() of each value), about three times cheaper than a
+# Jinja render per keyword; anything else (filters, expressions) goes through the
+# sandbox.
+_SIMPLE_VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_JINJA_SYNTAX = re.compile(r"\{\{|\{%|\{#|\}\}|%\}|#\}")
+
+
+def _simple_plan(expr: str) -> tuple[tuple[str, str | None], ...] | None:
+    """(literal, variable) pairs when `expr` is only text and {{ name }}; else None."""
+    parts = _SIMPLE_VAR.split(expr)
+    literals, names = parts[0::2], parts[1::2]
+    if any(_JINJA_SYNTAX.search(lit) or "\n" in lit for lit in literals):
+        return None
+    return tuple(zip(literals, [*names, None], strict=True))
+
 
 class TemplateError(Exception):
     """templates.yaml is unusable; `problems` are 'file:line: what is wrong' lines."""
@@ -69,6 +85,7 @@ class Template:
     data: Mapping[str, Any]  # keyword -> compiled jinja template
     sources: Mapping[str, str]  # keyword -> expression as written
     line: int
+    plans: Mapping[str, Any] = field(default_factory=dict)  # keyword -> _simple_plan()
 
 
 @dataclass(frozen=True)
@@ -240,6 +257,7 @@ def parse_templates(text: str, path: Path) -> TemplateSet:
             data=compiled,
             sources=sources,
             line=lines.get((name,), 1),
+            plans={k: _simple_plan(v) for k, v in sources.items()},
         )
     if problems:
         raise TemplateError(path, problems)
@@ -294,6 +312,17 @@ def _params(row_params: Any, tpl: Template) -> dict[str, Any]:
     raise RenderError(f"params must be a JSON array or object, got {kind}")
 
 
+def _join(plan: tuple[tuple[str, str | None], ...], values: Mapping[str, Any]) -> str:
+    out = []
+    for literal, name in plan:
+        out.append(literal)
+        if name is not None:
+            if name not in values:
+                raise UndefinedError(f"{name!r} is undefined")
+            out.append(str(values[name]))
+    return "".join(out)
+
+
 def render_row(
     templates: TemplateSet,
     *,
@@ -323,7 +352,8 @@ def render_row(
         truncated: list[str] = []
         for key, compiled in tpl.data.items():
             try:
-                text = compiled.render(values)
+                plan = tpl.plans.get(key)
+                text = _join(plan, values) if plan else compiled.render(values)
             except UndefinedError as exc:
                 raise RenderError(f"{key}: {exc.message}; params given: "
                                   f"{', '.join(values) or 'none'}") from None

@@ -3,8 +3,9 @@
 
 One run, one sandbox (a child process, so its CPU does not share our GIL), in this order:
 
-  bare #1    W threads posting N send requests over one pooled requests.Session, the
-             way Herald's client does: the ceiling for a Python sender on this machine
+  bare #1    W threads posting N send requests over one pooled requests.Session (the one
+             wechat/client.py builds), nothing else: the ceiling for a Python sender
+             using Herald's HTTP stack on this machine
   herald     N rows in msg_list, then jobs.dispatch.run(rt, pool=ThreadPoolExecutor(W))
              until the queue is empty (one run should do it: it claims while batches
              come back full)
@@ -34,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,6 +44,7 @@ from db.models import MsgList  # noqa: E402
 from jobs import dispatch, token_refresh  # noqa: E402
 from runtime import Runtime  # noqa: E402
 from templates import load_templates, render_row  # noqa: E402
+from wechat.client import WeChatClient  # noqa: E402
 
 SEND_PATH = "/cgi-bin/message/subscribe/send"
 MAX_RUNS = 1000  # a drain that needs more dispatch runs than this is broken, not slow
@@ -62,19 +63,17 @@ def get_token(session: requests.Session, base: str) -> str:
     return str(answer["access_token"])
 
 
-def _session(workers: int) -> requests.Session:
-    # the same adapter settings as wechat/client.py, so the only difference from Herald
-    # is everything around the HTTP call
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(workers, 4), max_retries=0)
-    session.mount("http://", adapter)
-    session.headers["User-Agent"] = "herald-bench/1"
-    return session
+def _session(base: str, workers: int) -> requests.Session:
+    """The pooled session Herald's own client builds (one shared requests.Session,
+    HTTPAdapter(pool_maxsize=W)), taken from wechat/client.py itself so that a change
+    there (adapter, headers, proxy lookup) moves the reference too, and the ratio keeps
+    measuring only what Herald does around the HTTP call."""
+    return WeChatClient(base, timeout=10.0, pool_size=workers).session
 
 
 def bare_pool(sb: bl.SandboxProcess, n: int, workers: int) -> dict[str, Any]:
     """W threads, one shared pooled session, N posts of Herald's body (one openid each)."""
-    session = _session(workers)
+    session = _session(sb.url, workers)
     token = get_token(session, sb.url)
     template = sample_body(0)
     url = sb.url + SEND_PATH
@@ -121,7 +120,7 @@ def bare_pool(sb: bl.SandboxProcess, n: int, workers: int) -> dict[str, Any]:
 
 def tutorial_loop(sb: bl.SandboxProcess, n: int) -> dict[str, Any]:
     """The tutorial's timer: await each send before the next (keep-alive session)."""
-    session = _session(1)
+    session = _session(sb.url, 1)
     token = get_token(session, sb.url)
     template = sample_body(0)
     sb.reset()

@@ -67,3 +67,15 @@ def test_stale_rows_recovered_on_every_dialect(any_db, sandbox, runtime_factory)
     again = claim_batch(any_db, daemon_id="alive", now=t + timedelta(seconds=32), lease=30,
                         limit=5)
     assert {r.id for r in again} == set(ids)
+
+
+def test_sqlite_claim_reads_the_claim_index_in_order(db):
+    """No sort of all due rows: the index gives the claim's order (see bench/poll_cost)."""
+    from db.claim import _due
+
+    query = (MsgList.select(MsgList.id).where(_due(clock.now()))
+             .order_by(MsgList.priority.desc(), MsgList.send_at, MsgList.id).limit(100))
+    sql, params = query.sql()
+    plan = " | ".join(r[-1] for r in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params))
+    assert "msg_list_claim" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan

@@ -161,3 +161,34 @@ def test_reload_if_changed_uses_mtime(tmp_path):
     os.utime(path, (1, 1))  # a different mtime even within the same second
     assert holder.reload_if_changed() is True
     assert set(holder.current.templates) == {"b"}
+
+
+@pytest.mark.parametrize(
+    ("expr", "params"),
+    [
+        ("{{ a }}", {"a": "x"}),
+        ("{{a}}元", {"a": 12.5}),
+        ("Order {{ a }}: {{ b }} items", {"a": 7, "b": [1, 2]}),
+        ("no variables at all", {}),
+        ("{{ a | upper }}", {"a": "shout"}),  # a filter: goes through Jinja
+        ("{{ a ~ '!' }}", {"a": True}),
+    ],
+)
+def test_the_fast_path_renders_exactly_what_jinja_renders(tmp_path, expr, params):
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    from templates import _join, _simple_plan
+
+    expected = SandboxedEnvironment(undefined=StrictUndefined).from_string(expr).render(params)
+    plan = _simple_plan(expr)
+    if "|" in expr or "~" in expr:
+        assert plan is None
+    else:
+        assert plan is not None and _join(plan, params) == expected
+
+
+def test_fast_path_missing_param_reads_like_jinjas(tset):
+    with pytest.raises(RenderError) as info:
+        render(tset, params='{"goods_name": "Tea"}')
+    assert "'goods_price' is undefined" in info.value.reason

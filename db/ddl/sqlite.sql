@@ -26,9 +26,13 @@ CREATE TABLE IF NOT EXISTS msg_list (
     error       TEXT,
     msgid       VARCHAR(32)                         -- text: WeChat's msgid exceeds 2^53
 );
--- The claim path: WHERE status = 'wait' AND send_at <= now. Keeps a poll cheap
--- however many finished rows the table holds.
-CREATE INDEX IF NOT EXISTS msg_list_claim ON msg_list (status, send_at);
+-- The claim path: WHERE status = 'wait' AND send_at <= now ORDER BY priority DESC,
+-- send_at, id LIMIT n. This index serves the filter and the order, so a claim reads
+-- about n entries however many finished rows, or due rows, the table holds.
+CREATE INDEX IF NOT EXISTS msg_list_claim ON msg_list (status, priority DESC, send_at, id);
+-- Due-row scans that do not sort (expiry, the oldest waiting row, stale_retry by
+-- status) and counts per status.
+CREATE INDEX IF NOT EXISTS msg_list_status ON msg_list (status, send_at);
 
 CREATE TABLE IF NOT EXISTS access_token (
     app          VARCHAR(32) PRIMARY KEY,           -- configured app name
