@@ -159,7 +159,13 @@ def herald_drain(sb: bl.SandboxProcess, dialect: str, workdir: Path, n: int, wor
         with bl.RssSampler() as rss:
             t0 = time.perf_counter()
             while runs < MAX_RUNS:
-                stats = dispatch.run(rt, pool=pool)
+                if os.environ.get("HERALD_PROFILE"):
+                    import cProfile
+                    prof = cProfile.Profile()
+                    stats = prof.runcall(dispatch.run, rt, pool=pool)
+                    prof.dump_stats(os.environ["HERALD_PROFILE"])
+                else:
+                    stats = dispatch.run(rt, pool=pool)
                 runs += 1
                 claimed += stats.claimed
                 left = (MsgList.select()

@@ -4,9 +4,8 @@ The loop keeps the send pool full: it claims the next batch as soon as fewer row
 are ready or in flight than there are workers, so a backlog drains at the pool's
 full speed instead of one batch per poll, and finishes only when a claim comes back
 short and nothing is left in flight. Rows to one openid go out one after another
-(WeChat answers 43108 to concurrent sends to one user). Results are written as
-soon as the loop sees them, all that finished together in one short transaction
-(db/outcomes.py): under load that groups them, and a crash loses no finished result.
+(WeChat answers 43108 to concurrent sends to one user). Results are written
+within 50 ms, all that finished meanwhile in one short transaction (db/outcomes.py).
 
 On stop (SIGTERM) it claims nothing more, hands back rows it claimed but did not
 start, lets in-flight sends finish and records them.
@@ -19,9 +18,10 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from queue import Empty, SimpleQueue
 
 import clock
 from db.claim import claim_batch, expire_overdue
@@ -37,6 +37,14 @@ from wechat.errors import Kind
 log = logging.getLogger("herald.dispatch")
 
 WAIT_STEP = 0.2  # seconds: longest wait for a send before the loop looks around again
+# A finished result is written within FLUSH_AFTER seconds, with the others that finished
+# meanwhile, in one transaction. Every write costs the loop the GIL (64 send threads
+# want it too), so writing each result at once would halve the send rate; waiting
+# longer would widen the window in which a crash leaves a sent row unrecorded (and so
+# sent again after its lease).
+FLUSH_AFTER = 0.05
+FLUSH_SIZE = 500
+BACKLOG_STEPS = 8  # while claims come back full, grow them up to 8 x batch_size
 
 
 @dataclass
@@ -71,8 +79,12 @@ class _State:
     parked: dict[str, deque[Job]] = field(default_factory=dict)  # openid -> jobs behind a send
     busy: set[str] = field(default_factory=set)  # openids with a send in flight
     in_flight: dict[Future, Job] = field(default_factory=dict)
+    # sends report here as they finish: O(1) per completion, where
+    # concurrent.futures.wait() would add and remove a waiter on every future each round
+    done: SimpleQueue = field(default_factory=SimpleQueue)
     outcomes: list[tuple[Outcome, str]] = field(default_factory=list)  # (outcome, template)
     app_hold: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # quota/token holds
+    first_unflushed: float = 0.0  # monotonic time the oldest unwritten result arrived
 
 
 def _send(rt: Runtime, job: Job) -> Answer:
@@ -112,6 +124,7 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
     cfg = rt.config
     workers = cfg.dispatch.workers
     limit = claim_limit(cfg.dispatch.batch_size, cfg.dispatch.rate_limit, cfg.dispatch.lease)
+    max_limit = limit if cfg.dispatch.rate_limit else limit * BACKLOG_STEPS
     more = True
     try:
         stats.expired = expire_overdue(rt.db, now=now())
@@ -126,6 +139,10 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
                 rows = claim_batch(rt.db, daemon_id=rt.daemon_id, now=now(),
                                    lease=cfg.dispatch.lease, limit=limit)
                 more = len(rows) == limit
+                if more:
+                    # a backlog: claim in bigger steps (fewer claims, each a database
+                    # round and a GIL hand-off) up to BACKLOG_STEPS batches at a time
+                    limit = min(limit * 2, max_limit)
                 stats.claimed += len(rows)
                 for row in rows:
                     _prepare(rt, st, stats, row, now())
@@ -135,14 +152,13 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
                     break
                 continue
             if st.in_flight:
-                done, _ = wait(list(st.in_flight), timeout=WAIT_STEP,
-                               return_when=FIRST_COMPLETED)
-                for fut in done:
+                step = WAIT_STEP
+                if st.outcomes:  # wake in time to write them
+                    step = max(0.0, st.first_unflushed + FLUSH_AFTER - time.monotonic())
+                for fut in _completed(st, step):
                     _finished(rt, st, stats, st.in_flight.pop(fut), fut, now(), rng)
-            if st.outcomes:
-                # write what finished before waiting again: a result that sits in memory
-                # is a duplicate send if the daemon dies now. Under load each round
-                # holds several results, so this still groups them (one transaction).
+            if st.outcomes and (len(st.outcomes) >= FLUSH_SIZE or not st.in_flight
+                                or time.monotonic() - st.first_unflushed >= FLUSH_AFTER):
                 _flush(rt, st, stats, now())
     finally:
         # whatever happened above, what was sent gets recorded
@@ -202,6 +218,8 @@ def _hold(st: _State, job: Job, hold: tuple[datetime, str]) -> None:
 
 
 def _add(st: _State, outcome: Outcome, template: str) -> None:
+    if not st.outcomes:
+        st.first_unflushed = time.monotonic()
     st.outcomes.append((outcome, template))
 
 
@@ -227,7 +245,22 @@ def _submit(rt: Runtime, st: _State, pool: ThreadPoolExecutor, workers: int,
             st.parked.setdefault(openid, deque()).append(job)
             continue
         st.busy.add(openid)
-        st.in_flight[pool.submit(_send, rt, job)] = job
+        fut = pool.submit(_send, rt, job)
+        st.in_flight[fut] = job
+        fut.add_done_callback(st.done.put)
+
+
+def _completed(st: _State, timeout: float) -> list[Future]:
+    """Sends that finished: wait up to `timeout` for the first, then take all there are."""
+    try:
+        out = [st.done.get(timeout=timeout)]
+    except Empty:
+        return []
+    while True:
+        try:
+            out.append(st.done.get_nowait())
+        except Empty:
+            return out
 
 
 def _finished(rt: Runtime, st: _State, stats: Stats, job: Job, fut: Future, now: datetime,

@@ -81,8 +81,11 @@ class WeChatClient:
         except (TypeError, ValueError):
             return Answer(NON_JSON.kind, None, f"unexpected errcode {errcode!r}")
         m = meaning(errcode)
-        errmsg = redact(str(payload.get("errmsg", "")))[:200]
-        reason = m.text if errcode == 0 else f"{errcode} {m.text}: {errmsg}"
+        if errcode == 0:
+            reason = m.text
+        else:
+            errmsg = redact(str(payload.get("errmsg", "")))[:200]
+            reason = f"{errcode} {m.text}: {errmsg}"
         msgid = payload.get("msgid")
         return Answer(m.kind, errcode, reason,
                       msgid=str(msgid) if msgid is not None else None, payload=payload)
