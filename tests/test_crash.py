@@ -63,8 +63,10 @@ def test_sigkill_mid_batch_then_a_second_daemon_finishes_everything(tmp_path, sa
     per_user = Counter(m["touser"] for m in sandbox.accepted)
     assert set(per_user) == {f"o{i:03d}" for i in range(ROWS)}  # every row delivered
     duplicates = sum(n - 1 for n in per_user.values())
-    # only rows whose send was under way when the daemon died can go out twice
-    assert duplicates <= min(WORKERS, at_kill["sending"])
+    # only rows the dead daemon held 'sending' can go out twice: those whose send was
+    # under way, or had finished in the last FLUSH_AFTER (50 ms) and was not yet written
+    assert duplicates <= at_kill["sending"]
+    assert duplicates <= WORKERS + 2  # at most ~1 send finishes per 50 ms here
     assert in_flight_at_kill >= 0
     print(f"\ncrash test: {at_kill['success']} sent before SIGKILL, "
           f"{at_kill['sending']} rows held 'sending', {duplicates} duplicates, "
