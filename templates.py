@@ -66,10 +66,12 @@ class TemplateError(Exception):
 class RenderError(Exception):
     """A row that cannot become a request. The row ends 'fail' with `reason`."""
 
-    def __init__(self, reason: str, *, row_id: int | None = None, template: str | None = None):
+    def __init__(self, reason: str, *, row_id: int | None = None, template: str | None = None,
+                 unknown_template: bool = False):
         self.reason = reason
         self.row_id = row_id
         self.template = template
+        self.unknown_template = unknown_template
         super().__init__(f"row {row_id} (template {template!r}): {reason}")
 
 
@@ -110,7 +112,8 @@ class TemplateSet:
             )
         raise RenderError(
             f"unknown template {name_or_id!r}: not a template name in {self.path.name} "
-            "nor a template_id one of them declares"
+            "nor a template_id one of them declares",
+            unknown_template=True,
         )
 
 
@@ -287,6 +290,8 @@ def _params(row_params: Any, tpl: Template) -> dict[str, Any]:
     except ValueError as exc:
         raise RenderError(f"params is not valid JSON ({exc}): {text[:60]!r}") from None
     if isinstance(value, list):
+        if not value and not tpl.params:
+            return {}  # the column's default '[]' for a template that takes no params
         if not tpl.params:
             raise RenderError(
                 f"params is a JSON array but template {tpl.name!r} declares no params names: "

@@ -189,8 +189,14 @@ def _prepare(rt: Runtime, st: _State, stats: Stats, row: MsgList, now: datetime)
                          "could be sent", **base), row.template)
         return
     try:
-        req = render_row(rt.templates.current, template=row.template, openid=row.openid,
-                         params=row.params, page=row.page, app=row.app, row_id=row.id)
+        try:
+            req = _render(rt, row)
+        except RenderError as exc:
+            # a template added a moment ago: the file may have changed since the last
+            # look (every 2 s); look now rather than fail the row
+            if not (exc.unknown_template and rt.templates.reload_if_changed()):
+                raise
+            req = _render(rt, row)
     except RenderError as exc:
         log.warning("row %s (template %r) fails: %s", row.id, row.template, exc.reason,
                     extra={"row_id": row.id, "template": row.template})
@@ -208,6 +214,11 @@ def _prepare(rt: Runtime, st: _State, stats: Stats, row: MsgList, now: datetime)
                  req.template.name, ", ".join(req.truncated),
                  extra={"row_id": row.id, "template": req.template.name})
     st.ready.append(Job(row=row, request=req, app=app))
+
+
+def _render(rt: Runtime, row: MsgList) -> Request:
+    return render_row(rt.templates.current, template=row.template, openid=row.openid,
+                      params=row.params, page=row.page, app=row.app, row_id=row.id)
 
 
 def _hold(st: _State, job: Job, hold: tuple[datetime, str]) -> None:

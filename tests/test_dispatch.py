@@ -194,3 +194,27 @@ def test_secret_and_token_never_logged_or_stored(db, sandbox, runtime_factory, c
     for secret in [SECRET, *tokens]:
         assert secret not in caplog.text
         assert secret not in errors
+
+
+def test_a_template_saved_a_moment_ago_is_found_not_failed(db, tmp_path, runtime_factory):
+    """The daemon looks at templates.yaml every 2 s; a row naming a template added since
+    makes dispatch look at once instead of failing the row."""
+    import os
+
+    from tests.conftest import APPID
+    from tests.conftest import SECRET as S
+    from wechat.sandbox import Sandbox
+
+    path = tmp_path / "templates.yaml"
+    path.write_text("a:\n  template_id: A1\n  data: {thing1: first}\n")
+    with Sandbox(apps={APPID: S}) as open_sandbox:
+        rt = runtime_factory(db, open_sandbox, templates=str(path))
+        path.write_text("a:\n  template_id: A1\n  data: {thing1: first}\n"
+                        "b:\n  template_id: B1\n  data: {thing1: second}\n")
+        os.utime(path, (1, 1))
+        rid = insert_sql(db, template="b", openid="o1")
+        dispatch.run(rt)
+        assert row(rid).status == "success", row(rid).error
+        missing = insert_sql(db, template="c", openid="o1")
+        dispatch.run(rt)
+        assert row(missing).status == "fail" and "unknown template 'c'" in row(missing).error

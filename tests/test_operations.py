@@ -124,6 +124,14 @@ def test_notify_watchdog_metrics_and_sighup_reload(tmp_path, open_sandbox):
         assert wait_for(lambda: status_of(db, new) == "success")
         assert sandbox.accepted[-1]["template_id"] == "PICKUP0001"
 
+        # no signal at all: saving the file is enough (its mtime is watched)
+        data["walk_in"] = {"template_id": "WALKIN0001", "data": {"thing1": "walk-ins"}}
+        templates.write_text(yaml.safe_dump(data, allow_unicode=True))
+        with db.connection_context():
+            walk = insert_sql(db, template="walk_in", openid="oW")
+        assert wait_for(lambda: status_of(db, walk) != "wait", timeout=20)
+        assert status_of(db, walk) == "success"
+
         # a broken edit: reported with file and line, the last good set stays
         templates.write_text(templates.read_text() + "broken:\n  template_id: X\n  data: [\n")
         proc.send_signal(signal.SIGHUP)

@@ -192,3 +192,14 @@ def test_fast_path_missing_param_reads_like_jinjas(tset):
     with pytest.raises(RenderError) as info:
         render(tset, params='{"goods_name": "Tea"}')
     assert "'goods_price' is undefined" in info.value.reason
+
+
+def test_a_template_without_params_accepts_the_default_empty_array(tmp_path):
+    from templates import render_row
+
+    path = tmp_path / "t.yaml"
+    path.write_text("closed:\n  template_id: T1\n  data: {thing1: Closed today}\n")
+    req = render_row(load_templates(path), template="closed", openid="o", params="[]")
+    assert req.body["data"] == {"thing1": {"value": "Closed today"}}
+    with pytest.raises(RenderError, match="declares no params names"):
+        render_row(load_templates(path), template="closed", openid="o", params='["x"]')
