@@ -203,7 +203,8 @@ def test_transient_fault_on_one_row_does_not_delay_the_others(db, sandbox, runti
     t0 = time.monotonic()
     dispatch.run(rt)
     accepted_at = [a.at - t0 for a in sandbox.attempts if a.errcode == 0]
-    assert len(accepted_at) == 12 and max(accepted_at) < 1.0  # done while oSlow hung
+    # all done while oSlow still hung (it gives up at the 1.5 s timeout)
+    assert len(accepted_at) == 12 and max(accepted_at) < 1.4
     assert all(row(i).status == "success" for i in others)
     r = row(slow)
     assert r.status == "wait" and r.attempts == 1 and "timed out" in r.error
