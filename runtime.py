@@ -7,6 +7,7 @@ import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from peewee import Database
 
@@ -23,8 +24,16 @@ def make_daemon_id() -> str:
     return f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+class MetricsSink(Protocol):
+    """What the jobs report; metrics.Metrics implements it for Prometheus."""
+
+    def finished(self, template: str, status: str, errcode: int | None) -> None: ...
+    def send_duration(self, seconds: float) -> None: ...
+    def job_run(self, job: str, seconds: float, ok: bool) -> None: ...
+
+
 class NullMetrics:
-    """Metrics sink used when metrics are off (and the interface metrics.py fills)."""
+    """The sink used when metrics are off."""
 
     def finished(self, template: str, status: str, errcode: int | None) -> None: ...
     def send_duration(self, seconds: float) -> None: ...
@@ -41,7 +50,7 @@ class Runtime:
     daemon_id: str
     limiters: RateLimiters
     stopping: threading.Event = field(default_factory=threading.Event)
-    metrics: object = field(default_factory=NullMetrics)
+    metrics: MetricsSink = field(default_factory=NullMetrics)
     # progress reports from dispatch, read by the watchdog loop in scheduler.py
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
 
