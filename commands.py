@@ -17,7 +17,7 @@ from peewee import fn
 import clock
 from config import Config, ConfigError, load_config
 from db.connection import connect, ddl_text, init_schema
-from db.models import FINISHED, STATUSES, MsgList
+from db.models import STATUSES, MsgList
 from logs import redact
 from templates import RenderError, TemplateError, load_templates, render_row
 
@@ -204,9 +204,6 @@ def cmd_render(args: argparse.Namespace) -> int:
         print(f"note: truncated to WeChat's limit: {', '.join(req.truncated)}")
     return EXIT_OK
 
-
-__all__ = ["FINISHED", "cmd_check", "cmd_enqueue", "cmd_init_db", "cmd_render", "cmd_schema",
-           "cmd_status"]
 
 
 def retry_filter(args: argparse.Namespace, now: datetime):
