@@ -9,6 +9,7 @@ never disagree. That is why everything here is a pure function of its input: no 
 locale, and only ASCII digits and letters where the rules say digits and letters.
 """
 
+import functools
 import re
 import unicodedata
 from datetime import date
@@ -70,6 +71,7 @@ class KeywordError(ValueError):
         return (type(self), (str(self), self.key, self.value))
 
 
+@functools.lru_cache(maxsize=1024)  # keys come from templates: a small, fixed set
 def keyword_type(key: str) -> str:
     """'thing2' -> 'thing'. Raises KeywordError if the key does not parse or names no type."""
     # fullmatch, not match: '$' also matches before a trailing newline, so 'thing2\n'
@@ -155,6 +157,7 @@ def _shown(obj: object) -> str:
 # so runs are found by one regex pass.
 _CONTROL_RUN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
+_SURROGATE = re.compile("[\ud800-\udfff]")  # Unicode category Cs, found in one pass
 _CJK_CLASS = r"\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002a6df\uf900-\ufaff"
 _CJK = re.compile(f"[{_CJK_CLASS}]")
 _ASCII_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -183,7 +186,7 @@ def _check_length(text: str, limit: int, unit: str = "characters") -> None:
 def _thing_limit(text: str) -> int:
     # Lone surrogates (e.g. from bytes decoded with surrogateescape) cannot be encoded as
     # UTF-8, so no request carrying one can reach WeChat intact.
-    if any(unicodedata.category(ch) == "Cs" for ch in text):
+    if _SURROGATE.search(text):
         raise _Invalid("contains a lone surrogate")
     return 20
 
