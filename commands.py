@@ -12,12 +12,11 @@ import sys
 from datetime import datetime, timedelta
 from typing import Any
 
-from peewee import fn
-
 import clock
-from config import Config, ConfigError, load_config
+from config import Config, ConfigError, load_config, parse_duration
 from db.connection import connect, ddl_text, init_schema
 from db.models import STATUSES, MsgList
+from db.queue import counts_by_status, oldest_due_wait
 from logs import redact
 from templates import RenderError, TemplateError, load_templates, render_row
 
@@ -47,8 +46,6 @@ def parse_when(text: str | None, name: str) -> datetime | None:
     """An ISO time for --send-at/--expire-at; no offset means UTC; '+90s' style is relative."""
     if text is None:
         return None
-    from config import parse_duration
-
     if text.startswith("+"):
         return clock.now() + timedelta(seconds=parse_duration(text[1:], name))
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -132,14 +129,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def status_report(now: datetime, failures: int = 10) -> dict[str, Any]:
-    counts = dict.fromkeys(STATUSES, 0)
-    for status, n in MsgList.select(MsgList.status, fn.COUNT(MsgList.id)).group_by(
-            MsgList.status).tuples():
-        counts[status] = n
-    oldest = (MsgList.select(MsgList.send_at).where((MsgList.status == "wait")
-              & (MsgList.send_at <= now)).order_by(MsgList.send_at).limit(1).scalar())
-    if isinstance(oldest, str | datetime):
-        oldest = MsgList.send_at.python_value(oldest)
+    counts = counts_by_status()
+    oldest = oldest_due_wait(now)
     recent = (MsgList.select(MsgList.id, MsgList.template, MsgList.openid, MsgList.errcode,
                              MsgList.error, MsgList.updated_at)
               .where(MsgList.status == "fail").order_by(MsgList.updated_at.desc(),
@@ -208,8 +199,6 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def retry_filter(args: argparse.Namespace, now: datetime):
     """The WHERE clause of `retry`: failed rows matching every filter given."""
-    from config import parse_duration
-
     cond = MsgList.status == "fail"
     if args.ids:
         cond &= MsgList.id.in_(args.ids)

@@ -1,8 +1,8 @@
 """Logging for journald: text for people or one JSON object a line, never a secret.
 
-Every record passes through a redacting filter: access tokens travel in the URL
-query string (urllib3 and requests print URLs in their own messages), and app
-secrets sit in token requests. Known secret values are registered with
+Every record is redacted when it is made (a LogRecord factory, so whatever handler
+gets it): access tokens travel in the URL query string (urllib3 and requests print
+URLs in their own messages), and app secrets sit in token requests. Known secret values are registered with
 add_secret(); anything shaped like access_token=/secret= is masked as well.
 """
 
@@ -45,14 +45,6 @@ def _redact_record(record: logging.LogRecord) -> None:
         record.exc_text = logging.Formatter().formatException(record.exc_info)
     if record.exc_text:
         record.exc_text = redact(record.exc_text)
-
-
-class RedactingFilter(logging.Filter):
-    """For handlers: belt and braces beside the record factory below."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        _redact_record(record)
-        return True
 
 
 def _install_record_factory() -> None:
@@ -106,7 +98,6 @@ class _SkippedRunFilter(logging.Filter):
 def setup_logging(fmt: str = "text", level: str = "INFO", stream=None) -> logging.Handler:
     """Configure the root logger once (stderr by default: journald takes it)."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.addFilter(RedactingFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

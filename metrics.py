@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from wsgiref.simple_server import WSGIServer
 
-from peewee import Database, fn
+from peewee import Database
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -34,7 +34,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 import clock
-from db.models import STATUSES, MsgList
+from db.models import STATUSES
+from db.queue import counts_by_status, oldest_due_wait
 from logs import redact
 
 log = logging.getLogger("herald.metrics")
@@ -193,15 +194,9 @@ class QueueCollector(Collector):
 
     def _query(self) -> tuple[dict[str, int], float]:
         now = self.now()
-        counts = dict(MsgList.select(MsgList.status, fn.COUNT(MsgList.id))
-                      .group_by(MsgList.status).tuples())
-        # ORDER BY send_at LIMIT 1 walks the (status, send_at) index; MIN() would too on
-        # most engines, but would lose the field's conversion of SQLite text to datetime
-        first = (MsgList.select(MsgList.send_at)
-                 .where((MsgList.status == "wait") & (MsgList.send_at <= now))
-                 .order_by(MsgList.send_at).limit(1).first())
-        age = max(0.0, (now - first.send_at).total_seconds()) if first else 0.0
-        return counts, age
+        oldest = oldest_due_wait(now)
+        age = max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
+        return counts_by_status(), age
 
 
 class TokenExpiryCollector(Collector):

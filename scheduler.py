@@ -22,12 +22,11 @@ from datetime import UTC, datetime
 
 from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
-from peewee import fn
 
 import commands
 from config import Config, ConfigError, load_config
 from db.connection import connect, dialect_of, init_schema
-from db.models import MsgList
+from db.queue import counts_by_status
 from jobs import dispatch, purge, stale_retry, token_refresh
 from logs import redact, setup_logging
 from notify import notify, watchdog_interval
@@ -136,12 +135,10 @@ def queue_status(rt: Runtime) -> str:
     """One line for systemd's STATUS= (what `systemctl status` shows)."""
     try:
         with rt.db.connection_context():
-            counts = dict(MsgList.select(MsgList.status, fn.COUNT(MsgList.id))
-                          .where(MsgList.status.in_(["wait", "sending"]))
-                          .group_by(MsgList.status).tuples())
+            counts = counts_by_status(("wait", "sending"))
     except Exception as exc:  # noqa: BLE001 - a status line must not kill the loop
         return f"database unavailable: {redact(str(exc))[:80]}"
-    return f"{counts.get('wait', 0)} waiting, {counts.get('sending', 0)} sending"
+    return f"{counts['wait']} waiting, {counts['sending']} sending"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -24,6 +24,8 @@ from peewee import Database, ModelSelect
 from db.connection import dialect_of
 from db.models import MsgList
 
+EXPIRED = "expired: expire_at passed before the message could be sent"
+
 
 def _due(now: datetime):
     return (MsgList.status == "wait") & (MsgList.send_at <= now)
@@ -99,7 +101,7 @@ def expire_overdue(db: Database, *, now: datetime) -> int:
             MsgList.update(
                 {
                     MsgList.status: "fail",
-                    MsgList.error: "expired: expire_at passed before the message could be sent",
+                    MsgList.error: EXPIRED,
                     MsgList.errcode: None,
                     MsgList.updated_at: now,
                 }

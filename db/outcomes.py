@@ -2,9 +2,10 @@
 
 Results are written in groups, one short transaction per group, because a per-row
 transaction costs a disk sync (SQLite) or a round trip (servers) each. Within the
-transaction rows of the same shape (success / fail / back to wait) go in one
-executemany call of one parameterised UPDATE, which keeps the per-row cost to the
-driver's own loop instead of building a query object per row.
+transaction, rows of the same shape (success / fail / back to wait, attempt refunded
+or not) share one UPDATE: on SQLite an executemany of a parameterised statement (its
+C loop is cheap), on PostgreSQL and MySQL one statement joined to the group's values
+(their executemany is a round trip per row).
 
 Every update checks the row is still ours: status 'sending', our claimed_by and the
 attempts count of our claim. A slow daemon whose lease ran out (and whose row another
@@ -13,7 +14,7 @@ daemon has since claimed) writes nothing; record() reports how many rows were wr
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,7 +30,7 @@ ERROR_MAX = 1000  # the error column is for people: keep it readable, bounded
 class Outcome:
     """What became of one claimed row.
 
-    status: 'success' | 'fail' | 'wait' (back in the queue at send_at).
+    status: 'success' | 'fail' | 'wait' (back in the queue at send_at, which it needs).
     refund_attempt: the attempt did not count (quota deferral, rows handed back).
     """
 
@@ -43,139 +44,121 @@ class Outcome:
     refund_attempt: bool = False
 
 
-def _shape(o: Outcome) -> tuple[str, bool, bool]:
-    return (o.status, o.status == "wait" and o.send_at is not None, o.refund_attempt)
+Shape = tuple[str, bool]  # (status, refund_attempt): rows that share one UPDATE
 
 
-def _sql(db: Database, shape: tuple[str, bool, bool]) -> str:
-    status, has_send_at, refund = shape
-    p = db.param
-
-    def q(name: str) -> str:  # db.quote is the pair of quote characters, e.g. '""'
-        return f"{db.quote[0]}{name}{db.quote[1]}"
-
-    sets = [f"{q('status')} = {p}", f"{q('errcode')} = {p}", f"{q('error')} = {p}",
-            f"{q('updated_at')} = {p}", f"{q('lease_until')} = NULL"]
+def _columns(shape: Shape) -> list[tuple[str, str]]:
+    """What the UPDATE sets, as (column, source). Sources: 'row' (the outcome's own
+    value), 'now', 'null', and 'minus1' (attempts - 1). One list for every dialect."""
+    status, refund = shape
+    cols = [("status", "row"), ("errcode", "row"), ("error", "row"), ("updated_at", "now"),
+            ("lease_until", "null")]
     if status == "success":
-        sets += [f"{q('msgid')} = {p}", f"{q('sent_at')} = {p}"]
+        cols += [("msgid", "row"), ("sent_at", "now")]
     if status == "wait":
-        sets.append(f"{q('claimed_by')} = NULL")
-        if has_send_at:
-            sets.append(f"{q('send_at')} = {p}")
+        cols += [("claimed_by", "null"), ("send_at", "row")]
     if refund:
-        sets.append(f"{q('attempts')} = {q('attempts')} - 1")
-    return (f"UPDATE {q('msg_list')} SET {', '.join(sets)} WHERE {q('id')} = {p} "
-            f"AND {q('status')} = 'sending' AND {q('claimed_by')} = {p} "
-            f"AND {q('attempts')} = {p}")
+        cols.append(("attempts", "minus1"))
+    return cols
+
+
+def _set_clause(shape: Shape, *, row: Callable[[str], str], now: str, prefix: str = "") -> str:
+    """SET items; `row(column)` and `now` are how the statement refers to those values."""
+    parts = []
+    for col, source in _columns(shape):
+        if source == "row":
+            value = row(col)
+        elif source == "now":
+            value = now
+        elif source == "null":
+            value = "NULL"
+        else:  # minus1
+            value = f"{prefix}{col} - 1"
+        parts.append(f"{prefix}{col} = {value}")
+    return ", ".join(parts)
+
+
+def _value(o: Outcome, col: str) -> object:
+    if col == "error":
+        return o.error[:ERROR_MAX] if o.error else o.error
+    if col == "send_at":
+        return MsgList.send_at.db_value(o.send_at)
+    return getattr(o, col)
 
 
 def record(db: Database, outcomes: Iterable[Outcome], *, daemon_id: str, now: datetime) -> int:
     """Apply outcomes in one transaction. Returns how many rows were still ours."""
-    groups: dict[tuple[str, bool, bool], list[Outcome]] = {}
+    groups: dict[Shape, list[Outcome]] = {}
     for o in outcomes:
-        groups.setdefault(_shape(o), []).append(o)
+        if o.status == "wait" and o.send_at is None:
+            raise ValueError(f"row {o.row_id}: an outcome back to wait needs its send_at")
+        groups.setdefault((o.status, o.refund_attempt), []).append(o)
     if not groups:
         return 0
-    dialect = dialect_of(db)
+    write = {"postgres": _pg_group, "mysql": _mysql_group}.get(dialect_of(db), _each)
+    stamp = MsgList.updated_at.db_value(now)
     written = 0
     with db.atomic():
         cursor = db.cursor()
         for shape, items in groups.items():
-            if dialect == "postgres" and len(items) > 1:
-                written += _pg_group(cursor, shape, items, daemon_id, now)
-            elif dialect == "mysql" and len(items) > 1:
-                written += _mysql_group(cursor, shape, items, daemon_id, now)
-            else:
-                written += _each(db, cursor, shape, items, daemon_id, now)
+            written += write(db, cursor, shape, items, daemon_id, stamp)
     return written
 
 
-def _error(o: Outcome) -> str | None:
-    return o.error[:ERROR_MAX] if o.error else o.error
-
-
-def _each(db: Database, cursor, shape, items: list[Outcome], daemon_id: str,
-          now: datetime) -> int:
-    """One parameterised UPDATE run for each row (SQLite: its C loop is cheap)."""
-    ts = MsgList.updated_at.db_value
-    stamp = ts(now)
-    rows = []
-    for o in items:
-        params: list = [o.status, o.errcode, _error(o), stamp]
-        if o.status == "success":
-            params += [o.msgid, stamp]
-        if shape[1]:
-            params.append(ts(o.send_at))
-        params += [o.row_id, daemon_id, o.claim_attempts]
-        rows.append(tuple(params))
-    sql = _sql(db, shape)
-    if len(rows) == 1:
-        cursor.execute(sql, rows[0])
-    else:
-        cursor.executemany(sql, rows)
+def _each(db: Database, cursor, shape: Shape, items: list[Outcome], daemon_id: str,
+          stamp: object) -> int:
+    """SQLite: one parameterised UPDATE, run for each row by the driver's C loop."""
+    p = db.param
+    sets = _set_clause(shape, row=lambda c: p, now=p)
+    sql = (f"UPDATE msg_list SET {sets} WHERE id = {p} AND status = 'sending' "
+           f"AND claimed_by = {p} AND attempts = {p}")
+    bound = [(c, src) for c, src in _columns(shape) if src in ("row", "now")]
+    cursor.executemany(sql, [
+        (*(_value(o, c) if src == "row" else stamp for c, src in bound),
+         o.row_id, daemon_id, o.claim_attempts)
+        for o in items
+    ])
     return cursor.rowcount
 
 
-def _group_sets(shape, col: str, *, ts_cast: str = "") -> list[str]:
-    """SET items taking each row's values from the joined list `v`."""
-    status, has_send_at, refund = shape
-    sets = ["status = v.status", "errcode = v.errcode", "error = v.error",
-            "updated_at = %(now)s", "lease_until = NULL"]
-    if status == "success":
-        sets += ["msgid = v.msgid", "sent_at = %(now)s"]
-    if status == "wait":
-        sets.append("claimed_by = NULL")
-        if has_send_at:
-            sets.append(f"send_at = v.send_at{ts_cast}")
-    if refund:
-        sets.append(f"attempts = {col}attempts - 1")
-    return sets
+VALUE_COLUMNS = ("id", "status", "errcode", "error", "msgid", "send_at", "claim_attempts")
 
 
-def _values(o: Outcome, now_ts) -> tuple:
-    return (o.row_id, o.status, o.errcode, _error(o), o.msgid,
-            now_ts(o.send_at) if o.send_at else None, o.claim_attempts)
+def _values(o: Outcome) -> tuple:
+    return (o.row_id, o.status, o.errcode, _value(o, "error"), o.msgid,
+            _value(o, "send_at"), o.claim_attempts)
 
 
-def _pg_group(cursor, shape, items: list[Outcome], daemon_id: str, now: datetime) -> int:
-    """PostgreSQL: one UPDATE ... FROM (VALUES ...) for the whole group (executemany
-    would be a round trip per row)."""
+def _pg_group(db: Database, cursor, shape: Shape, items: list[Outcome], daemon_id: str,
+              stamp: object) -> int:
+    """PostgreSQL: one UPDATE ... FROM (VALUES ...) for the whole group."""
     from psycopg2.extras import execute_values
 
-    sets = ", ".join(_group_sets(shape, "m."))
-    sql = (f"UPDATE msg_list AS m SET {sets} FROM (VALUES %(rows)s) AS "
-           "v(id, status, errcode, error, msgid, send_at, claim_attempts) "
-           "WHERE m.id = v.id AND m.status = 'sending' AND m.claimed_by = %(daemon)s "
-           "AND m.attempts = v.claim_attempts")
-    # psycopg2's execute_values takes one %s for the VALUES list; named parameters
-    # cannot mix with it, so the fixed ones are bound first.
-    fixed = cursor.mogrify(sql.replace("%(rows)s", "__ROWS__"),
-                           {"now": now, "daemon": daemon_id}).decode()
-    sql = fixed.replace("__ROWS__", "%s")
+    sets = _set_clause(shape, row=lambda c: f"v.{c}", now="%(now)s")
+    sql = (f"UPDATE msg_list AS m SET {sets} FROM (VALUES __ROWS__) AS "
+           f"v({', '.join(VALUE_COLUMNS)}) WHERE m.id = v.id AND m.status = 'sending' "
+           "AND m.claimed_by = %(daemon)s AND m.attempts = v.claim_attempts")
+    # execute_values takes a single %s for the VALUES list and cannot mix it with named
+    # parameters, so the fixed ones are bound first.
+    sql = cursor.mogrify(sql, {"now": stamp, "daemon": daemon_id}).decode()
     tpl = "(%s::bigint, %s::text, %s::int, %s::text, %s::text, %s::timestamptz, %s::int)"
-    ts = MsgList.send_at.db_value
-    execute_values(cursor, sql, [_values(o, ts) for o in items], template=tpl,
-                   page_size=len(items))
+    execute_values(cursor, sql.replace("__ROWS__", "%s"), [_values(o) for o in items],
+                   template=tpl, page_size=len(items))
     return cursor.rowcount
 
 
-def _mysql_group(cursor, shape, items: list[Outcome], daemon_id: str, now: datetime) -> int:
+def _mysql_group(db: Database, cursor, shape: Shape, items: list[Outcome], daemon_id: str,
+                 stamp: object) -> int:
     """MySQL/MariaDB: one UPDATE joined to a derived table of the group's values."""
-    ts = MsgList.send_at.db_value
-    one = ("SELECT %s AS id, %s AS status, %s AS errcode, %s AS error, %s AS msgid, "
-           "%s AS send_at, %s AS claim_attempts")
-    derived = " UNION ALL ".join([one] + ["SELECT %s, %s, %s, %s, %s, %s, %s"]
-                                 * (len(items) - 1))
-    sets = ", ".join(s.replace("%(now)s", "%s") for s in _group_sets(shape, "m."))
-    sets = ", ".join(f"m.{item}" for item in sets.split(", "))
+    first = "SELECT " + ", ".join(f"%s AS {c}" for c in VALUE_COLUMNS)
+    rest = "SELECT " + ", ".join(["%s"] * len(VALUE_COLUMNS))
+    derived = " UNION ALL ".join([first] + [rest] * (len(items) - 1))
+    sets = _set_clause(shape, row=lambda c: f"v.{c}", now="%s", prefix="m.")
     sql = (f"UPDATE msg_list AS m JOIN ({derived}) AS v ON m.id = v.id "
            f"AND m.attempts = v.claim_attempts SET {sets} "
            "WHERE m.status = 'sending' AND m.claimed_by = %s")
-    params: list = []
-    for o in items:
-        params.extend(_values(o, ts))
-    stamp = MsgList.updated_at.db_value(now)
-    params.extend([stamp] * sets.count("%s"))
+    params = [value for o in items for value in _values(o)]
+    params += [stamp] * sum(1 for _, src in _columns(shape) if src == "now")
     params.append(daemon_id)
     cursor.execute(sql, params)
     return cursor.rowcount

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from queue import Empty, SimpleQueue
 
 import clock
-from db.claim import claim_batch, expire_overdue
+from db.claim import EXPIRED, claim_batch, expire_overdue
 from db.models import MsgList
 from db.outcomes import Outcome, record
 from policy import TOKEN_WAIT, decide
@@ -54,13 +54,10 @@ class Stats:
     failed: int = 0
     retried: int = 0
     expired: int = 0
-    released: int = 0
-    lost_ownership: int = 0
-    truncated: int = 0
 
     def summary(self) -> str:
         return (f"claimed {self.claimed}, sent {self.sent}, failed {self.failed}, "
-                f"retry later {self.retried}, expired {self.expired}")
+                f"back to wait {self.retried}, expired {self.expired}")
 
 
 @dataclass
@@ -134,7 +131,7 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
             rt.heartbeat.beat()  # the watchdog pings only while this loop moves
             stopping = rt.stopping.is_set()
             if stopping and (st.ready or st.parked):
-                _release_unstarted(rt, st, stats, now())
+                _release_unstarted(st)
             if more and not stopping and len(st.ready) + len(st.in_flight) < workers:
                 rows = claim_batch(rt.db, daemon_id=rt.daemon_id, now=now(),
                                    lease=cfg.dispatch.lease, limit=limit)
@@ -145,7 +142,7 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
                     limit = min(limit * 2, max_limit)
                 stats.claimed += len(rows)
                 for row in rows:
-                    _prepare(rt, st, stats, row, now())
+                    _prepare(rt, st, row, now())
             _submit(rt, st, pool, workers, now())
             if not st.in_flight and not st.ready and not st.parked:
                 if not more or stopping:
@@ -156,7 +153,7 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
                 if st.outcomes:  # wake in time to write them
                     step = max(0.0, st.first_unflushed + FLUSH_AFTER - time.monotonic())
                 for fut in _completed(st, step):
-                    _finished(rt, st, stats, st.in_flight.pop(fut), fut, now(), rng)
+                    _finished(rt, st, st.in_flight.pop(fut), fut, now(), rng)
             if st.outcomes and (len(st.outcomes) >= FLUSH_SIZE or not st.in_flight
                                 or time.monotonic() - st.first_unflushed >= FLUSH_AFTER):
                 _flush(rt, st, stats, now())
@@ -164,11 +161,11 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
         # whatever happened above, what was sent gets recorded
         for fut, job in list(st.in_flight.items()):
             try:
-                _finished(rt, st, stats, job, fut, now(), rng, allow_resend=False)
+                _finished(rt, st, job, fut, now(), rng, allow_resend=False)
             except Exception:  # noqa: BLE001 - recording must go on for the others
                 log.exception("row %s: recording failed", job.row.id)
         if st.ready or st.parked:
-            _release_unstarted(rt, st, stats, now())
+            _release_unstarted(st)
         _flush(rt, st, stats, now())
 
 
@@ -181,12 +178,12 @@ def claim_limit(batch_size: int, rate_limit: float | None, lease: float) -> int:
     return max(1, min(batch_size, int(rate_limit * lease / 4)))
 
 
-def _prepare(rt: Runtime, st: _State, stats: Stats, row: MsgList, now: datetime) -> None:
-    """Render a claimed row and find its token; a row that cannot be sent is decided here."""
+def _prepare(rt: Runtime, st: _State, row: MsgList, now: datetime) -> None:
+    """Render a claimed row into a Job; a row that cannot be sent is decided here."""
     base = {"row_id": row.id, "claim_attempts": row.attempts}
     if row.expire_at is not None and row.expire_at <= now:
-        _add(st, Outcome(status="fail", error="expired: expire_at passed before the message "
-                         "could be sent", **base), row.template)
+        # expire_overdue() ran at the start of the run; this row's time ran out since
+        _add(st, Outcome(status="fail", error=EXPIRED, **base), row.template)
         return
     try:
         try:
@@ -209,7 +206,6 @@ def _prepare(rt: Runtime, st: _State, stats: Stats, row: MsgList, now: datetime)
                          **base), row.template)
         return
     if req.truncated:
-        stats.truncated += 1
         log.info("row %s (template %s): truncated %s to WeChat's length limit", row.id,
                  req.template.name, ", ".join(req.truncated),
                  extra={"row_id": row.id, "template": req.template.name})
@@ -274,7 +270,7 @@ def _completed(st: _State, timeout: float) -> list[Future]:
             return out
 
 
-def _finished(rt: Runtime, st: _State, stats: Stats, job: Job, fut: Future, now: datetime,
+def _finished(rt: Runtime, st: _State, job: Job, fut: Future, now: datetime,
               rng: random.Random | None, allow_resend: bool = True) -> None:
     openid = job.request.body["touser"]
     try:
@@ -317,7 +313,7 @@ def _unpark(st: _State, openid: str) -> None:
             del st.parked[openid]
 
 
-def _release_unstarted(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
+def _release_unstarted(st: _State) -> None:
     """Rows claimed but never sent go back to wait as they were (stop or error)."""
     jobs = list(st.ready) + [j for q in st.parked.values() for j in q]
     st.ready.clear()
@@ -326,7 +322,8 @@ def _release_unstarted(rt: Runtime, st: _State, stats: Stats, now: datetime) -> 
         _add(st, Outcome(row_id=job.row.id, claim_attempts=job.row.attempts, status="wait",
                          send_at=job.row.send_at, error=job.row.error, errcode=job.row.errcode,
                          refund_attempt=True), job.request.template.name)
-    stats.released += len(jobs)
+    if jobs:
+        log.info("handing back %d claimed rows not yet sent", len(jobs))
 
 
 def _flush(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
@@ -345,7 +342,6 @@ def _flush(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
             log.warning("writing %d results failed (%s); retrying", len(outcomes), exc)
             time.sleep(0.5 * (attempt + 1))
     st.outcomes = []
-    stats.lost_ownership += len(outcomes) - written
     for o, template in batch:
         if o.status == "success":
             stats.sent += 1
