@@ -2,8 +2,9 @@
 
 Every record is redacted when it is made (a LogRecord factory, so whatever handler
 gets it): access tokens travel in the URL query string (urllib3 and requests print
-URLs in their own messages), and app secrets sit in token requests. Known secret values are registered with
-add_secret(); anything shaped like access_token=/secret= is masked as well.
+URLs in their own messages), and app secrets sit in token requests. Known secret
+values are registered with add_secret(); anything shaped like access_token=/secret=
+is masked as well.
 """
 
 from __future__ import annotations

@@ -6,18 +6,15 @@ the project on sys.path so they import Herald's own modules, exactly as the daem
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
 import resource
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -33,6 +30,7 @@ from peewee import Database  # noqa: E402
 from config import Config, config_from_dict  # noqa: E402
 from db.connection import connect, dialect_of, init_schema  # noqa: E402
 from db.models import MsgList  # noqa: E402
+from tests import support  # noqa: E402
 
 APPID, SECRET = "wxbench00000000001", "bench-secret-0123456789"
 TEMPLATE = "order_status"
@@ -154,68 +152,20 @@ class RssSampler:
 # --------------------------------------------------------------------------- the sandbox
 
 
-class SandboxProcess:
-    """`python -m wechat.sandbox` in a child process: its CPU does not share our GIL."""
+class SandboxProcess(support.SandboxProcess):
+    """The shared sandbox child (tests/support.py) with the bench's app, its CPU, and
+    stats without the per-recipient table (10,000 entries are not a report)."""
 
     def __init__(self, latency: float, workdir: Path) -> None:
-        self.latency = latency
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def __enter__(self) -> SandboxProcess:
-        port_file = self.workdir / "sandbox.port"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wechat.sandbox", "--port", "0", "--latency",
-             str(self.latency), "--port-file", str(port_file), "--app", f"{APPID}:{SECRET}"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 20
-        while not port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                self.__exit__()
-                raise RuntimeError(f"sandbox did not start: {err[-500:]}")
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{int(port_file.read_text())}"
-        self.stats()  # answers: ready
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stderr:
-            self.proc.stderr.close()
-        self.proc = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        super().__init__(workdir, latency=latency, appid=APPID, secret=SECRET)
 
     def cpu(self) -> float:
         return proc_cpu(self.pid)
 
-    def _call(self, method: str, name: str, body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body or {}).encode() if method == "POST" else None
-        req = urllib.request.Request(f"{self.url}/_sandbox/{name}", data=data, method=method)
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read())
-
     def stats(self) -> dict[str, Any]:
-        stats = self._call("GET", "stats")
-        stats.pop("by_openid", None)  # one entry per recipient: not for a report
+        stats = super().stats()
+        stats.pop("by_openid", None)
         return stats
-
-    def reset(self) -> None:
-        self._call("POST", "reset")
 
 
 # --------------------------------------------------------------------------- databases
@@ -287,15 +237,9 @@ def fresh_database(dialect: str, workdir: Path) -> tuple[str, Database]:
 
 def make_config(db_url: str, api_base: str, workdir: Path, *, workers: int,
                 batch_size: int, timeout: float = 10.0) -> Config:
-    data: dict[str, Any] = {
-        "database": db_url,
-        "api_base": api_base,
-        "templates": str(ROOT / "templates.yaml"),
-        "apps": {"default": {"appid": APPID, "secret": SECRET}},
-        "metrics": {"listen": None},
-        "http": {"timeout": timeout},
-        "dispatch": {"workers": workers, "batch_size": batch_size},
-    }
+    data = support.config_data(folder=workdir, api_base=api_base, appid=APPID, secret=SECRET,
+                               database=db_url, http={"timeout": timeout},
+                               dispatch={"workers": workers, "batch_size": batch_size})
     return config_from_dict(data, base_dir=workdir, env={})
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import benchlib as bl  # noqa: E402
+
+from tests.support import DaemonProcess, write_config  # noqa: E402
 
 TARGET_PCT = 1.0
 
@@ -51,39 +52,6 @@ def status_field(pid: int, key: str) -> str:
     return ""
 
 
-def write_config(workdir: Path, api_base: str, every: str) -> Path:
-    cfg = workdir / "config.yaml"
-    cfg.write_text(
-        f"database: sqlite:///{workdir / 'herald.db'}\n"
-        f"api_base: {api_base}\n"
-        f"templates: {bl.ROOT / 'templates.yaml'}\n"
-        "apps:\n"
-        "  default:\n"
-        f"    appid: {bl.APPID}\n"
-        f"    secret: {bl.SECRET}\n"
-        "jobs:\n"
-        f"  dispatch: {{every: {every}}}\n"
-        "metrics:\n"
-        "  listen: null\n"
-        "log:\n"
-        "  level: INFO\n",
-        encoding="utf-8",
-    )
-    return cfg
-
-
-def wait_for(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"daemon exited with {proc.returncode}: "
-                               f"{path.read_text(errors='replace')[-800:]}")
-        if text in path.read_text(errors="replace"):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"daemon did not log {text!r} within {timeout}s")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=60.0, help="idle time measured")
@@ -96,36 +64,31 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = {"machine": bl.machine(), "seconds": args.seconds,
                            "dispatch_every": args.every}
     with bl.workdir() as wd, bl.SandboxProcess(0.0, wd) as sb:
-        cfg = write_config(wd, sb.url, args.every)
+        cfg = write_config(wd, api_base=sb.url, appid=bl.APPID, secret=bl.SECRET,
+                           jobs={"dispatch": {"every": args.every}}, log={"level": "INFO"})
         subprocess.run([py, "scheduler.py", "--config", str(cfg), "init-db"], cwd=bl.ROOT,
                        check=True, timeout=60, stdout=subprocess.DEVNULL)
-        log = wd / "daemon.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen([py, "scheduler.py", "--config", str(cfg), "run"],
-                                    cwd=bl.ROOT, stdout=out, stderr=subprocess.STDOUT)
+        daemon = DaemonProcess(cfg, wd / "daemon.log").start()
         try:
-            wait_for(log, "herald running", proc, 60)
+            daemon.wait_ready(60)
+            pid = daemon.proc.pid
             time.sleep(args.settle)
-            cpu0, cs0, t0 = bl.proc_cpu(proc.pid), context_switches(proc.pid), time.monotonic()
+            cpu0, cs0, t0 = bl.proc_cpu(pid), context_switches(pid), time.monotonic()
             time.sleep(args.seconds)
-            cpu1, cs1, t1 = bl.proc_cpu(proc.pid), context_switches(proc.pid), time.monotonic()
+            cpu1, cs1, t1 = bl.proc_cpu(pid), context_switches(pid), time.monotonic()
             res.update({
                 "cpu_s": round(cpu1 - cpu0, 3),
                 "wall_s": round(t1 - t0, 2),
                 "pct_core": round((cpu1 - cpu0) / (t1 - t0) * 100, 3),
                 "wakeups_per_s": round((cs1 - cs0) / (t1 - t0), 1),
-                "threads": int(status_field(proc.pid, "Threads") or 0),
-                "rss_mb": round(int(status_field(proc.pid, "VmRSS").split()[0]) / 1024, 1),
+                "threads": int(status_field(pid, "Threads") or 0),
+                "rss_mb": round(int(status_field(pid, "VmRSS").split()[0]) / 1024, 1),
                 "tick_s": 1 / bl.CLK_TCK,
             })
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                res["exit_code"] = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                res["exit_code"] = "killed after 30 s"
-        res["log_tail"] = log.read_text(errors="replace").splitlines()[-5:]
+            res["exit_code"] = daemon.stop(timeout=30)
+            daemon.close()
+        res["log_tail"] = daemon.tail(5).splitlines()
     print(f"idle daemon over {res['wall_s']} s: {res['cpu_s']} CPU s = {res['pct_core']}% of "
           f"one core (target < {TARGET_PCT}%), {res['wakeups_per_s']} context switches/s, "
           f"{res['threads']} threads, RSS {res['rss_mb']} MB, exit {res['exit_code']}")

@@ -32,24 +32,21 @@ import json
 import os
 import random
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import psycopg2.extras
-import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import benchlib as bl  # noqa: E402
 
 from db.connection import connect, init_schema, url_params  # noqa: E402
+from tests.support import DaemonProcess, wait_for, write_config  # noqa: E402
 
 DB_NAME = "herald_scaleout"
 WAKEUP_APP = "herald-wakeup"  # application_name of db/wakeup.py's LISTEN connection
@@ -114,15 +111,6 @@ def listeners(url: str) -> int:
                       "AND datname = current_database()", (WAKEUP_APP,))[0][0]
 
 
-def wait_until(predicate: Any, timeout: float, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
-
-
 # --------------------------------------------------------------------------- CPU of the machine
 
 
@@ -138,95 +126,28 @@ def machine_busy() -> tuple[float, float]:
 # --------------------------------------------------------------------------- daemons
 
 
-@dataclass
-class Daemon:
-    """One `scheduler.py run` process with its own config file and log file."""
-
-    name: str
-    config: Path
-    log_path: Path
-    proc: subprocess.Popen | None = None
-    daemon_id: str = ""
-    _log: Any = field(default=None, repr=False)
+class Daemon(DaemonProcess):
+    """The shared daemon child (tests/support.py), with its own config, CPU and the log
+    lines that say something went wrong."""
 
     @classmethod
     def make(cls, workdir: Path, name: str, *, url: str, api_base: str, workers: int,
              every: float, batch: int) -> Daemon:
-        data = {
-            "database": url,
-            "api_base": api_base,
-            "templates": str(bl.ROOT / "templates.yaml"),
-            "apps": {"default": {"appid": bl.APPID, "secret": bl.SECRET}},
-            "metrics": {"listen": None},
-            "jobs": {"dispatch": {"every": f"{every:g}s"}},
-            "dispatch": {"workers": workers, "batch_size": batch},
-            "http": {"timeout": "10s"},
-        }
-        config = workdir / f"{name}.yaml"
-        config.write_text(yaml.safe_dump(data))
-        return cls(name, config, workdir / f"{name}.log")
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("HERALD_DATABASE", "HERALD_CONFIG")}
-        # a file, not a pipe: a pipe nobody reads would fill and block the daemon's logging
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(bl.ROOT / "scheduler.py"), "--config", str(self.config),
-             "run"], cwd=bl.ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        pattern = re.compile(r"herald running as (\S+): \d+ apps")
-
-        def ready() -> bool:
-            if self.proc is None or self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.tail()}")
-            m = pattern.search(self.log_path.read_text(errors="replace"))
-            if m:
-                self.daemon_id = m.group(1)
-            return bool(m)
-
-        if not wait_until(ready, timeout):
-            raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s:\n{self.tail()}")
+        config = write_config(workdir, name=f"{name}.yaml", api_base=api_base, appid=bl.APPID,
+                              secret=bl.SECRET, database=url,
+                              jobs={"dispatch": {"every": f"{every:g}s"}},
+                              dispatch={"workers": workers, "batch_size": batch},
+                              http={"timeout": "10s"})
+        return cls(config, workdir / f"{name}.log", name)
 
     def cpu(self) -> float:
         assert self.proc is not None
         return bl.proc_cpu(self.proc.pid)
 
-    def stop(self) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
     def problems(self) -> list[str]:
-        """Log lines that say something went wrong (the skipped-run warnings of a busy
-        dispatch are expected and left out)."""
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            if ("ERROR" in line or "Traceback" in line
-                    or ("WARNING" in line and "maximum number of running instances" not in line)):
-                out.append(line)
-        return out
+        """ERROR/WARNING lines and tracebacks."""
+        return [line for line in self.text().splitlines()
+                if "ERROR" in line or "WARNING" in line or "Traceback" in line]
 
 
 def start_daemons(n: int, workdir: Path, prefix: str, url: str, **kw: Any) -> list[Daemon]:
@@ -238,7 +159,7 @@ def start_daemons(n: int, workdir: Path, prefix: str, url: str, **kw: Any) -> li
             d.wait_ready()
         # LISTEN is set up by a thread after start-up: wait for it, or the first NOTIFY
         # could find a daemon not yet listening and the run would measure a poll instead
-        if not wait_until(lambda: listeners(url) >= n, 20):
+        if not wait_for(lambda: listeners(url) >= n, 20):
             raise RuntimeError(f"only {listeners(url)} of {n} daemons are LISTENing")
     except BaseException:
         for d in daemons:
@@ -279,7 +200,7 @@ def notify_latency(url: str, sb: bl.SandboxProcess, workdir: Path, *, rows: int,
             conn.close()
         window = time.monotonic() - started
         # generous: if NOTIFY failed, the 60 s poll still sends them, and that shows
-        done = wait_until(lambda: success_count(url) == rows, NOTIFY_POLL + 30, step=0.2)
+        done = wait_for(lambda: success_count(url) == rows, NOTIFY_POLL + 30, step=0.2)
         problems = daemons[0].problems()
     finally:
         codes = stop_daemons(daemons)
@@ -339,7 +260,7 @@ def drain_rate(url: str, sb: bl.SandboxProcess, workdir: Path, *, daemons_n: int
         sb_cpu0 = sb.cpu()
         busy0, total0 = machine_busy()
         committed = fill(url, rows)
-        done = wait_until(lambda: success_count(url) == rows, timeout, step=0.2)
+        done = wait_for(lambda: success_count(url) == rows, timeout, step=0.2)
         cpu1 = [d.cpu() for d in daemons]
         sb_cpu1 = sb.cpu()
         busy1, total1 = machine_busy()

@@ -24,9 +24,9 @@ from db.connection import connect, init_schema  # noqa: E402
 from db.models import AccessToken, MsgList  # noqa: E402
 from runtime import Runtime  # noqa: E402
 from templates import load_templates  # noqa: E402
+from tests.support import APPID, SECRET, config_data  # noqa: E402
 from wechat.sandbox import Sandbox  # noqa: E402
 
-APPID, SECRET = "wxtest0000000001", "test-secret-0123456789"
 SERVER_URLS = {
     "postgres": os.environ.get("HERALD_TEST_POSTGRES_URL"),
     "mysql": os.environ.get("HERALD_TEST_MYSQL_URL"),
@@ -94,19 +94,8 @@ def sandbox() -> Iterator[Sandbox]:
 
 def make_config(db_url: str, api_base: str, tmp_path: Path, **overrides: Any) -> Config:
     """A Config like a user's, pointing at the test database and the sandbox."""
-    data: dict[str, Any] = {
-        "database": db_url,
-        "api_base": api_base,
-        "templates": str(ROOT / "templates.yaml"),
-        "apps": {"default": {"appid": APPID, "secret": SECRET}},
-        "metrics": {"listen": None},
-        "http": {"timeout": 2},
-    }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
+    overrides = {"http": {"timeout": 2}, **overrides}  # short: failing tests end quickly
+    data = config_data(folder=tmp_path, api_base=api_base, database=db_url, **overrides)
     return config_from_dict(data, base_dir=tmp_path, env={})
 
 

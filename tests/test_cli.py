@@ -3,37 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
+import time
 
 import pytest
-import yaml
 
 from db.connection import ddl_text
-from tests.conftest import APPID, ROOT, SECRET
+from tests.support import ROOT, SECRET, DaemonProcess, clean_env, wait_for, write_config
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "WECHAT_"))}
-    full_env.update(env or {})
     return subprocess.run([sys.executable, str(ROOT / "scheduler.py"), *args], cwd=ROOT,
-                          env=full_env, capture_output=True, text=True, timeout=timeout)
-
-
-def write_config(tmp_path: Path, api_base: str = "http://127.0.0.1:9", **extra) -> Path:
-    data = {
-        "database": f"sqlite:///{tmp_path / 'herald.db'}",
-        "api_base": api_base,
-        "templates": str(ROOT / "templates.yaml"),
-        "apps": {"default": {"appid": APPID, "secret": SECRET}},
-        "metrics": {"listen": None},
-        **extra,
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+                          env=clean_env(**(env or {})), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.mark.parametrize(
@@ -126,21 +109,14 @@ def test_every_verb_has_help():
 
 def test_run_creates_the_schema_on_first_start(tmp_path):
     """systemd's fresh StateDirectory: the service creates its own SQLite file."""
-    import signal
-    import time
-
-    from tests.test_daemon import start_daemon, wait_for
-
     path = write_config(tmp_path)
-    proc = start_daemon(path)
+    daemon = DaemonProcess(path, tmp_path / "daemon.log").start()
     try:
         assert wait_for(lambda: (tmp_path / "herald.db").exists())
         time.sleep(1)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=20)
+        assert daemon.stop(timeout=20) == 0, daemon.tail()
     finally:
-        proc.kill()
-    assert proc.returncode == 0, err
-    assert "created tables access_token, msg_list" in err
+        daemon.close()
+    assert "created tables access_token, msg_list" in daemon.text()
     res = cli("--config", str(path), "status", "--json")
     assert json.loads(res.stdout)["counts"]["wait"] == 0

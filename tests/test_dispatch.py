@@ -154,8 +154,7 @@ def test_a_full_batch_claims_the_next_at_once(db, sandbox, runtime_factory):
     assert MsgList.select().where(MsgList.status == "success").count() == 35
 
 
-def test_priority_first_then_oldest(db, sandbox, runtime_factory):
-    runtime_factory(db, sandbox, dispatch={"batch_size": 2, "workers": 1})
+def test_priority_first_then_oldest(db):
     low = insert_sql(db, template="order_status", openid="o1", params=GOOD,
                      send_at=sql_time(-60))
     high = insert_sql(db, template="order_status", openid="o2", params=GOOD, priority=5)

@@ -19,8 +19,7 @@ from db.connection import connect, init_schema
 from db.models import MsgList
 from reload import reload_config
 from tests.conftest import ROOT, insert_sql
-from tests.test_cli import write_config
-from tests.test_daemon import wait_for
+from tests.support import wait_for, write_config
 
 pytestmark = pytest.mark.slow
 GOOD = '["Tea", 3, "shipped", "ok"]'

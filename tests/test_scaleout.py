@@ -14,29 +14,23 @@ sandbox is a process of its own, so its CPU does not share the GIL of this test.
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 from peewee import Database, fn
 
 from db.connection import connect, url_params
 from db.models import MsgList
-from tests.conftest import APPID, ROOT, SECRET, database_url
-from tests.test_cli import write_config
-from tests.test_daemon import wait_for
+from tests.conftest import database_url
+from tests.support import ROOT, DaemonProcess, SandboxProcess, clean_env, wait_for, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -62,108 +56,10 @@ def openid(i: int) -> str:
     return f"o{i:05d}"
 
 
-# -- the sandbox, in a process of its own --------------------------------------------
-
-
-class SandboxProcess:
-    """`python -m wechat.sandbox` as a child: three daemons' sends are its only load."""
-
-    def __init__(self, workdir: Path, latency: float) -> None:
-        port_file = workdir / "sandbox.port"
-        self.log = open(workdir / "sandbox.log", "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wechat.sandbox", "--port", "0", "--port-file",
-             str(port_file), "--latency", str(latency), "--app", f"{APPID}:{SECRET}"],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        if not wait_for(lambda: port_file.exists() or self.proc.poll() is not None, 20):
-            self.stop()
-            raise RuntimeError("sandbox did not start within 20 s")
-        if self.proc.poll() is not None:
-            self.stop()
-            raise RuntimeError(f"sandbox exited: {(workdir / 'sandbox.log').read_text()}")
-        self.url = f"http://127.0.0.1:{int(port_file.read_text())}"
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}/_sandbox/stats", timeout=30) as resp:
-            return json.loads(resp.read())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
 # -- daemons ----------------------------------------------------------------------------
 
 
-def clean_env() -> dict[str, str]:
-    # HERALD_DATABASE would override every config file's database; HERALD_CONFIG is moot
-    # with --config, but an operator's shell should not leak into the test either way.
-    return {k: v for k, v in os.environ.items()
-            if k not in ("HERALD_DATABASE", "HERALD_CONFIG") and not k.startswith("WECHAT_")}
-
-
-@dataclass
-class Daemon:
-    name: str
-    config: Path
-    log_path: Path
-    proc: subprocess.Popen | None = None
-    daemon_id: str = ""
-    _log: Any = field(default=None, repr=False)
-
-    def start(self) -> None:
-        # Logs go to a file, not a pipe: nobody reads a pipe while the daemon runs, and a
-        # full pipe buffer would block the daemon's logging, then its dispatch.
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "scheduler.py"), "--config", str(self.config), "run"],
-            cwd=ROOT, env=clean_env(), stdout=self._log, stderr=subprocess.STDOUT,
-        )
-
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Wait for the start-up line, which names the id this daemon writes in claimed_by."""
-        pattern = re.compile(r"herald running as (\S+): \d+ apps")
-
-        def ready() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, self.tail()
-            m = pattern.search(self.text())
-            if m:
-                self.daemon_id = m.group(1)
-            return bool(m)
-
-        assert wait_for(ready, timeout, step=0.1), f"{self.name} not ready:\n{self.tail()}"
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-    def close(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.kill()
-            self.proc.wait()
-        if self._log is not None:
-            self._log.close()
-
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.text().splitlines()[-lines:])
-
-
-def make_daemons(tmp_path: Path, url: str, api_base: str) -> list[Daemon]:
+def make_daemons(tmp_path: Path, url: str, api_base: str) -> list[DaemonProcess]:
     daemons = []
     for i, workers in enumerate(WORKERS):
         folder = tmp_path / f"d{i}"
@@ -174,7 +70,7 @@ def make_daemons(tmp_path: Path, url: str, api_base: str) -> list[Daemon]:
             dispatch={"workers": workers, "batch_size": 50, "lease": "10s"},
             http={"timeout": "5s"},
         )
-        daemons.append(Daemon(f"daemon{i}", cfg, folder / "daemon.log"))
+        daemons.append(DaemonProcess(cfg, folder / "daemon.log", f"daemon{i}"))
     return daemons
 
 
@@ -258,7 +154,7 @@ class Cluster:
     url: str
     db: Database
     sandbox: SandboxProcess
-    daemons: list[Daemon]
+    daemons: list[DaemonProcess]
 
 
 @pytest.fixture(params=["postgres", "mysql"])
@@ -266,7 +162,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
     """A fresh schema (made by init-db), the sandbox, and three ready daemons."""
     dialect = request.param
     url = database_url(dialect, tmp_path)  # drops Herald's tables; skips without a URL
-    sandbox = SandboxProcess(tmp_path, LATENCY)
+    sandbox = SandboxProcess(tmp_path, latency=LATENCY)
     daemons = make_daemons(tmp_path, url, sandbox.url)
     db = connect(url)
     try:
@@ -287,14 +183,14 @@ def drain(c: Cluster, total: int = ROWS) -> bool:
     return wait_for(lambda: status_counts(c.db)["success"] == total, DRAIN_TIMEOUT, step=0.25)
 
 
-def stop_all(daemons: list[Daemon]) -> None:
-    for d in daemons:
+def stop_all(daemons: list[DaemonProcess]) -> None:
+    for d in daemons:  # all at once: they stop side by side
         d.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
     for d in daemons:
         assert d.proc.wait(timeout=30) == 0, d.tail()  # type: ignore[union-attr]
 
 
-def assert_clean_logs(daemons: list[Daemon]) -> None:
+def assert_clean_logs(daemons: list[DaemonProcess]) -> None:
     for d in daemons:
         text = d.text()
         assert "Traceback" not in text and " failed: " not in text, d.tail(60)

@@ -12,7 +12,7 @@ import clock
 from db.models import AccessToken
 from jobs import token_refresh
 from tests.conftest import SECRET
-from tokens import TokenManager, TokenUnavailable
+from tokens import TokenUnavailable
 from wechat.client import WeChatClient
 
 
@@ -84,9 +84,9 @@ def test_client_timeout_is_real_time_under_freezegun(sandbox):
 
 def test_token_manager_rejects_unknown_app(db, sandbox, runtime_factory):
     rt = runtime_factory(db, sandbox)
-    assert isinstance(rt.tokens, TokenManager)
     with pytest.raises(TokenUnavailable, match="not a configured app"):
         rt.tokens.refresh("shop", clock.now())
+    assert rt.tokens.fetches == 0 and sandbox.token_calls["stable"] == 0
 
 
 def test_token_refresh_job_fails_its_run_when_an_app_has_no_token(db, sandbox, runtime_factory):
