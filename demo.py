@@ -20,7 +20,7 @@ from db.models import MsgList
 from logs import setup_logging
 from runtime import Runtime
 from templates import load_templates
-from wechat.sandbox import Sandbox
+from sandbox.wechat import Sandbox
 
 HERE = Path(__file__).resolve().parent
 APPID, SECRET = "wxdemo0000000001", "demo-secret-not-real"

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 
 from config import RetryConfig
 from db.outcomes import Outcome
-from wechat.client import Answer
-from wechat.errors import Kind
+from channels.wechat_api import Answer
+from channels.wechat_errors import Kind
 
 USER_BUSY_DELAY = 3.0  # 43108: the other send to this user finishes within seconds
 TOKEN_WAIT = 60.0  # no token for the app: look again in a minute

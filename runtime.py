@@ -16,7 +16,7 @@ from notify import Heartbeat
 from ratelimit import RateLimiters
 from templates import TemplateHolder
 from tokens import TokenManager
-from wechat.client import WeChatClient
+from channels.wechat_api import WeChatClient
 
 
 def make_daemon_id() -> str:

@@ -31,8 +31,8 @@ from config import AppConfig
 from db.connection import dialect_of
 from db.models import AccessToken
 from logs import add_secret
-from wechat.client import Answer, WeChatClient
-from wechat.errors import Kind
+from channels.wechat_api import Answer, WeChatClient
+from channels.wechat_errors import Kind
 
 log = logging.getLogger("herald.tokens")
 

@@ -4,7 +4,7 @@
 One run, one sandbox (a child process, so its CPU does not share our GIL), in this order:
 
   bare #1    W threads posting N send requests over one pooled requests.Session (the one
-             wechat/client.py builds), nothing else: the ceiling for a Python sender
+             channels/wechat_api.py builds), nothing else: the ceiling for a Python sender
              using Herald's HTTP stack on this machine
   herald     N rows in msg_list, then jobs.dispatch.run(rt, pool=ThreadPoolExecutor(W))
              until the queue is empty (one run should do it: it claims while batches
@@ -44,7 +44,7 @@ from db.models import MsgList  # noqa: E402
 from jobs import dispatch, token_refresh  # noqa: E402
 from runtime import Runtime  # noqa: E402
 from templates import load_templates, render_row  # noqa: E402
-from wechat.client import WeChatClient  # noqa: E402
+from channels.wechat_api import WeChatClient  # noqa: E402
 
 SEND_PATH = "/cgi-bin/message/subscribe/send"
 MAX_RUNS = 1000  # a drain that needs more dispatch runs than this is broken, not slow
@@ -65,7 +65,7 @@ def get_token(session: requests.Session, base: str) -> str:
 
 def _session(base: str, workers: int) -> requests.Session:
     """The pooled session Herald's own client builds (one shared requests.Session,
-    HTTPAdapter(pool_maxsize=W)), taken from wechat/client.py itself so that a change
+    HTTPAdapter(pool_maxsize=W)), taken from channels/wechat_api.py itself so that a change
     there (adapter, headers, proxy lookup) moves the reference too, and the ratio keeps
     measuring only what Herald does around the HTTP call."""
     return WeChatClient(base, timeout=10.0, pool_size=workers).session

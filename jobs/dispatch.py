@@ -31,8 +31,8 @@ from policy import TOKEN_WAIT, decide
 from runtime import Runtime
 from templates import RenderError, Request, render_row
 from tokens import TokenUnavailable
-from wechat.client import Answer
-from wechat.errors import Kind
+from channels.wechat_api import Answer
+from channels.wechat_errors import Kind
 
 log = logging.getLogger("herald.dispatch")
 

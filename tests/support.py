@@ -81,7 +81,7 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10
 
 
 class SandboxProcess:
-    """`python -m wechat.sandbox` as a child process, so its CPU does not share the GIL
+    """`python -m sandbox.wechat` as a child process, so its CPU does not share the GIL
     of the test or benchmark that drives it. A context manager; stop() also works."""
 
     def __init__(self, workdir: Path, *, latency: float = 0.0, appid: str = APPID,
@@ -90,7 +90,7 @@ class SandboxProcess:
         port_file = workdir / "sandbox.port"
         self._log: IO[str] = open(workdir / "sandbox.log", "w")  # noqa: SIM115 - stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wechat.sandbox", "--port", "0", "--port-file",
+            [sys.executable, "-m", "sandbox.wechat", "--port", "0", "--port-file",
              str(port_file), "--latency", str(latency), "--app", f"{appid}:{secret}"],
             cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
         )

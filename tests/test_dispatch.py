@@ -202,7 +202,7 @@ def test_a_template_saved_a_moment_ago_is_found_not_failed(db, tmp_path, runtime
 
     from tests.conftest import APPID
     from tests.conftest import SECRET as S
-    from wechat.sandbox import Sandbox
+    from sandbox.wechat import Sandbox
 
     path = tmp_path / "templates.yaml"
     path.write_text("a:\n  template_id: A1\n  data: {thing1: first}\n")

@@ -62,7 +62,7 @@ def status_of(db, rid: int) -> str:
 def open_sandbox():
     """A sandbox that accepts any template_id (the test adds one at run time)."""
     from tests.conftest import APPID, SECRET
-    from wechat.sandbox import Sandbox
+    from sandbox.wechat import Sandbox
 
     with Sandbox(apps={APPID: SECRET}) as sb:
         yield sb

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from wechat.sandbox import DEFAULT_APPID, DEFAULT_SECRET, FIRST_MSGID, Attempt, Sandbox
+from sandbox.wechat import DEFAULT_APPID, DEFAULT_SECRET, FIRST_MSGID, Attempt, Sandbox
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -594,7 +594,7 @@ def test_command_line(tmp_path, http):
         [
             sys.executable,
             "-m",
-            "wechat.sandbox",
+            "sandbox.wechat",
             "--port",
             "0",
             "--latency",

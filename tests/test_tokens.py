@@ -13,7 +13,7 @@ from db.models import AccessToken
 from jobs import token_refresh
 from tests.conftest import SECRET
 from tokens import TokenUnavailable
-from wechat.client import WeChatClient
+from channels.wechat_api import WeChatClient
 
 
 def test_refresh_ahead_of_expiry_under_freezegun(db, sandbox, runtime_factory):

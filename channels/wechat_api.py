@@ -1,7 +1,7 @@
 """WeChat HTTP client: one pooled requests.Session shared by all send threads.
 
 Results come back as values, never exceptions, so dispatch classifies one table
-(wechat/errors.py) instead of catching a zoo of requests exceptions. Texts that
+(channels/wechat_errors.py) instead of catching a zoo of requests exceptions. Texts that
 could hold the token (URLs inside requests' exception messages) are redacted.
 """
 
@@ -16,7 +16,7 @@ from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
 from logs import redact
-from wechat.errors import CONNECTION, HTTP_5XX, NON_JSON, TIMEOUT, Kind, meaning
+from channels.wechat_errors import CONNECTION, HTTP_5XX, NON_JSON, TIMEOUT, Kind, meaning
 
 SEND_PATH = "/cgi-bin/message/subscribe/send"
 STABLE_TOKEN_PATH = "/cgi-bin/stable_token"

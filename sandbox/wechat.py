@@ -11,7 +11,7 @@ cores, so the per-request path is kept short: one thread per connection (not per
 one response write per answer, no logging, and the shared lock is held only for dict and
 list updates, never across the simulated latency.
 
-Run it on its own with `python -m wechat.sandbox` from the project folder; see main().
+Run it on its own with `python -m sandbox.wechat` from the project folder; see main().
 """
 
 from __future__ import annotations
@@ -836,7 +836,7 @@ def _write_port_file(path: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m wechat.sandbox",
+        prog="python -m sandbox.wechat",
         description="A local WeChat token and subscribe-message server for tests and benchmarks.",
     )
     parser.add_argument("--host", default="127.0.0.1")
