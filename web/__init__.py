@@ -1,0 +1,1 @@
+"""The web side: WeChat message pushes (verification, decryption, parsing)."""
