@@ -40,6 +40,7 @@ RULES: dict[str, str] = {
         "up to 10 if any is Chinese, else up to 20"
     ),
     "phrase": "up to 5 Chinese characters",
+    "enum": "one of the template's enum values (keywordEnumValueList)",
 }
 
 KEYWORD_TYPES: frozenset[str] = frozenset(RULES)
@@ -87,8 +88,12 @@ def keyword_type(key: str) -> str:
     return match.group(1)
 
 
-def check_value(key: str, value: object, *, truncate: bool = True) -> tuple[str, bool]:
+def check_value(key: str, value: object, *, truncate: bool = True,
+                choices: tuple[str, ...] | None = None) -> tuple[str, bool]:
     """Check one rendered value for data key `key`. Returns (value_to_send, was_truncated).
+
+    `choices`: an enum keyword's allowed values (None: not known here, so any value
+    goes and WeChat has the last word).
 
     Surrounding whitespace is stripped and the stripped text is what gets sent. Over-long
     `thing` and `name` values are cut to their limit when `truncate` is true (Herald's
@@ -115,7 +120,11 @@ def check_value(key: str, value: object, *, truncate: bool = True) -> tuple[str,
         raise KeywordError(f"{key}: value is empty", key, received)
 
     try:
-        if kind in _FREE_TEXT:
+        if kind == "enum":
+            if choices is not None and text not in choices:
+                shown = ", ".join(repr(c) for c in choices[:8])
+                raise _Invalid(f"not one of {shown}{' ...' if len(choices) > 8 else ''}")
+        elif kind in _FREE_TEXT:
             limit = _FREE_TEXT_CHECKS[kind](text)
             if len(text) > limit:
                 if truncate:

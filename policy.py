@@ -1,8 +1,9 @@
-"""What an answer from WeChat means for its row: the delivery semantics in one place.
+"""What an answer means for its row: the delivery semantics in one place.
 
 decide() turns (row, answer, now) into an Outcome that db/outcomes.py writes. It is a
 pure function of its inputs (randomness comes in through `rng`), so the back-off
-schedule and every errcode's action can be tested without a clock or a server.
+schedule and every Kind's action can be tested without a clock or a server. It sees
+only the shared Kind of an answer, never which channel gave it.
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
+from channels.base import Answer, Kind
 from config import RetryConfig
 from db.outcomes import Outcome
-from channels.wechat_api import Answer
-from channels.wechat_errors import Kind
 
 USER_BUSY_DELAY = 3.0  # 43108: the other send to this user finishes within seconds
 TOKEN_WAIT = 60.0  # no token for the app: look again in a minute
@@ -44,31 +44,32 @@ def decide(
     rng: random.Random | None = None,
 ) -> Outcome:
     """The outcome of one send. `attempts` counts this try (as the claim set it)."""
-    kind = answer.kind
-    common = {"row_id": row_id, "claim_attempts": attempts, "errcode": answer.errcode}
+    kind, code = answer.kind, answer.errcode
     if kind is Kind.SUCCESS:
-        return Outcome(status="success", msgid=answer.msgid, **common)
+        return Outcome(row_id=row_id, claim_attempts=attempts, status="success",
+                       errcode=code, msgid=answer.msgid)
     if kind is Kind.PERMANENT:
-        return Outcome(status="fail", error=answer.reason, **common)
+        return Outcome(row_id=row_id, claim_attempts=attempts, status="fail", errcode=code,
+                       error=answer.reason)
     if kind is Kind.QUOTA_DAY:
         # not the row's fault: wait for the quota day, the attempt does not count
-        return Outcome(status="wait", send_at=retry.daily_quota_reset.next_after(now),
+        return Outcome(row_id=row_id, claim_attempts=attempts, status="wait", errcode=code,
+                       send_at=retry.daily_quota_reset.next_after(now),
                        error=f"deferred to the next quota day: {answer.reason}",
-                       refund_attempt=True, **common)
+                       refund_attempt=True)
     if kind is Kind.QUOTA_MINUTE:
-        return Outcome(status="wait", send_at=next_minute(now),
+        return Outcome(row_id=row_id, claim_attempts=attempts, status="wait", errcode=code,
+                       send_at=next_minute(now),
                        error=f"deferred to the next minute: {answer.reason}",
-                       refund_attempt=True, **common)
+                       refund_attempt=True)
     if kind is Kind.CREDENTIAL:
-        return Outcome(status="wait", send_at=now + timedelta(seconds=TOKEN_WAIT),
-                       error=answer.reason, refund_attempt=True, **common)
+        return Outcome(row_id=row_id, claim_attempts=attempts, status="wait", errcode=code,
+                       send_at=now + timedelta(seconds=TOKEN_WAIT), error=answer.reason,
+                       refund_attempt=True)
     # TRANSIENT, USER_BUSY, and TOKEN after its one immediate resend: they count
     if attempts >= retry.max_attempts:
-        return Outcome(status="fail", error=f"gave up after {attempts} attempts: {answer.reason}",
-                       **common)
-    if kind is Kind.USER_BUSY:
-        delay = USER_BUSY_DELAY
-    else:
-        delay = backoff_delay(attempts, retry, rng)
-    return Outcome(status="wait", send_at=now + timedelta(seconds=delay),
-                   error=f"will retry: {answer.reason}", **common)
+        return Outcome(row_id=row_id, claim_attempts=attempts, status="fail", errcode=code,
+                       error=f"gave up after {attempts} attempts: {answer.reason}")
+    delay = USER_BUSY_DELAY if kind is Kind.USER_BUSY else backoff_delay(attempts, retry, rng)
+    return Outcome(row_id=row_id, claim_attempts=attempts, status="wait", errcode=code,
+                   send_at=now + timedelta(seconds=delay), error=f"will retry: {answer.reason}")

@@ -6,17 +6,21 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from peewee import Database
+from peewee import Database, fn
 
+import channels
+from channels.base import ChannelKind
+from channels.wechat_api import WeChatClient
 from config import Config
+from db.models import MsgList
 from notify import Heartbeat
 from ratelimit import RateLimiters
-from templates import TemplateHolder
+from templates import LoadContext, TemplateHolder
 from tokens import TokenManager
-from channels.wechat_api import WeChatClient
 
 
 def make_daemon_id() -> str:
@@ -40,6 +44,24 @@ class NullMetrics:
     def job_run(self, job: str, seconds: float, ok: bool) -> None: ...
 
 
+def waiting_rows_naming(db: Database) -> object:
+    """A TemplateHolder guard: how many wait/sending rows name each template (by name
+    or template_id), so a reload never drops a template that rows still need."""
+
+    def count(names: Iterable[str]) -> Mapping[str, int]:
+        wanted = list(names)
+        if not wanted:
+            return {}
+        with db.connection_context():
+            query = (MsgList.select(MsgList.template, fn.COUNT(MsgList.id))
+                     .where(MsgList.status.in_(["wait", "sending"])
+                            & MsgList.template.in_(wanted))
+                     .group_by(MsgList.template))
+            return {str(t): int(n) for t, n in query.tuples()}
+
+    return count
+
+
 @dataclass
 class Runtime:
     config: Config
@@ -49,6 +71,7 @@ class Runtime:
     tokens: TokenManager
     daemon_id: str
     limiters: RateLimiters
+    senders: dict[str, ChannelKind] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
     metrics: MetricsSink = field(default_factory=NullMetrics)
     # progress reports from dispatch, read by the watchdog loop in scheduler.py
@@ -61,15 +84,20 @@ class Runtime:
                               pool_size=config.dispatch.workers)
         tokens = TokenManager(db, client, config.apps, daemon_id=daemon_id,
                               refresh_margin=config.jobs["token_refresh"].every + 300)
+        context = LoadContext(config=config, base_dir=config.templates.parent)
         return cls(
             config=config,
             db=db,
-            templates=TemplateHolder(config.templates),
+            templates=TemplateHolder(config.templates, in_use=waiting_rows_naming(db),  # type: ignore[arg-type]
+                                     context=context),
             client=client,
             tokens=tokens,
             daemon_id=daemon_id,
             limiters=RateLimiters(config.dispatch.rate_limit),
+            senders=channels.build_senders(config, client),
         )
 
     def close(self) -> None:
+        for sender in self.senders.values():
+            sender.close()
         self.client.close()

@@ -27,16 +27,19 @@ from pathlib import Path
 
 from peewee import Database
 
+from channels.base import Answer, Kind
+from channels.wechat_api import WeChatClient
 from config import AppConfig
-from db.connection import dialect_of
+from db.dialects import dialect
 from db.models import AccessToken
 from logs import add_secret
-from channels.wechat_api import Answer, WeChatClient
-from channels.wechat_errors import Kind
 
 log = logging.getLogger("herald.tokens")
 
 USABLE_MARGIN = timedelta(seconds=60)  # never send with a token this close to expiry
+# A token WeChat hands out with a short life (expires_in 5) is used until it really
+# expires rather than fetched again for every send: at most one fetch per app this often.
+MIN_REFETCH = timedelta(seconds=30)
 FAILURE_PAUSE = {Kind.CREDENTIAL: timedelta(minutes=5), Kind.TRANSIENT: timedelta(seconds=30)}
 
 
@@ -44,6 +47,7 @@ FAILURE_PAUSE = {Kind.CREDENTIAL: timedelta(minutes=5), Kind.TRANSIENT: timedelt
 class Cached:
     token: str
     expires_at: datetime
+    fetched_at: datetime | None = None  # when this process fetched it (None: read it)
 
 
 class TokenUnavailable(Exception):
@@ -74,6 +78,7 @@ class TokenManager:
         self._locks = {name: threading.Lock() for name in apps}
         self._paused_until: dict[str, datetime] = {}
         self._last_problem: dict[str, str] = {}
+        self._alerts: dict[str, str] = {}  # app -> the credential problem in force
         self.fetches = 0  # token API calls made by this process (tests and metrics)
         for app in apps.values():
             if app.secret is not None:
@@ -84,22 +89,29 @@ class TokenManager:
         c = self._cache.get(app)
         return c.expires_at if c else None
 
+    def alerts(self) -> dict[str, str]:
+        """Apps whose token endpoint refused their credentials, with the reason."""
+        return dict(self._alerts)
+
     def get(self, app: str, now: datetime) -> str:
         """A usable token for `app`, fetching one if needed; TokenUnavailable if none."""
         c = self._cache.get(app)
         if c and c.expires_at - USABLE_MARGIN > now:
             return c.token
+        if c and c.fetched_at and now - c.fetched_at < MIN_REFETCH and c.expires_at > now:
+            return c.token  # a short-lived token: use it while it lasts
         return self.refresh(app, now, proactive=False)
 
     def _read_row(self, app: str, *, lock: bool) -> AccessToken | None:
         q = AccessToken.select().where(AccessToken.app == app)
-        if lock and dialect_of(self.db) != "sqlite":
-            q = q.for_update()
+        if lock:
+            q = dialect(self.db).for_update(q)
         return q.first()
 
-    def _remember(self, app: str, token: str, expires_at: datetime) -> str:
+    def _remember(self, app: str, token: str, expires_at: datetime,
+                  fetched_at: datetime | None = None) -> str:
         add_secret(token)
-        self._cache[app] = Cached(token, expires_at)
+        self._cache[app] = Cached(token, expires_at, fetched_at)
         return token
 
     # -- refreshing ------------------------------------------------------------
@@ -112,6 +124,9 @@ class TokenManager:
         with self._locks[app]:
             c = self._cache.get(app)
             if c and c.expires_at > need_until:
+                return c.token
+            if (not proactive and c and c.fetched_at and now - c.fetched_at < MIN_REFETCH
+                    and c.expires_at > now):
                 return c.token
             if cfg.token_source == "external":
                 return self._external(cfg, now)
@@ -153,15 +168,21 @@ class TokenManager:
         }).where(AccessToken.app == cfg.name).execute()
         self._paused_until.pop(cfg.name, None)
         self._last_problem.pop(cfg.name, None)
+        self._alerts.pop(cfg.name, None)
         log.info("app %s: new access token from %s, expires in %ds", cfg.name,
                  cfg.token_source, int(payload["expires_in"]))
-        return self._remember(cfg.name, token, expires_at)
+        if payload["expires_in"] < USABLE_MARGIN.total_seconds() * 2:
+            log.warning("app %s: WeChat gave a token valid for only %ds; using it until it "
+                        "expires, fetching at most every %ds", cfg.name,
+                        int(payload["expires_in"]), MIN_REFETCH.total_seconds())
+        return self._remember(cfg.name, token, expires_at, fetched_at=now)
 
     def _fetch_failed(self, cfg: AppConfig, now: datetime, ans: Answer) -> None:
         kind = ans.kind if ans.kind in FAILURE_PAUSE else Kind.TRANSIENT
         self._paused_until[cfg.name] = now + FAILURE_PAUSE[kind]
         self._last_problem[cfg.name] = ans.reason
         if kind is Kind.CREDENTIAL:
+            self._alerts[cfg.name] = ans.reason
             log.error("app %s: CONFIGURATION ALERT: the token endpoint refused appid %s: %s. "
                       "Fix apps.%s in config.yaml or the app's console settings; rows for this "
                       "app stay waiting, next try in %s", cfg.name, cfg.appid, ans.reason,

@@ -1,38 +1,33 @@
-"""WeChat HTTP client: one pooled requests.Session shared by all send threads.
+"""WeChat HTTP client: one pooled requests.Session shared by all send threads of the
+WeChat channels (subscribe, uniform, oa_template) and the token manager.
 
-Results come back as values, never exceptions, so dispatch classifies one table
-(channels/wechat_errors.py) instead of catching a zoo of requests exceptions. Texts that
-could hold the token (URLs inside requests' exception messages) are redacted.
+Results come back as values, never exceptions, so callers classify one table
+(channels/wechat_errors.py and each channel's own) instead of catching a zoo of
+requests exceptions. Texts that could hold the token (URLs inside requests' exception
+messages) are redacted; an answer's values are checked before anyone relies on them
+(an errcode that is not an integer, an expires_in of 0, NaN or 1e12).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
-from requests.utils import get_environ_proxies
 
+from channels.base import Answer, Kind
+from channels.http import make_session, root_cause
+from channels.wechat_errors import CONNECTION, HTTP_5XX, NON_JSON, TIMEOUT, Meaning, meaning
 from logs import redact
-from channels.wechat_errors import CONNECTION, HTTP_5XX, NON_JSON, TIMEOUT, Kind, meaning
 
 SEND_PATH = "/cgi-bin/message/subscribe/send"
 STABLE_TOKEN_PATH = "/cgi-bin/stable_token"
 LEGACY_TOKEN_PATH = "/cgi-bin/token"
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """One API call's outcome: an errcode answer, or a transport-level failure."""
-
-    kind: Kind
-    errcode: int | None
-    reason: str  # readable; never contains the token or secret
-    msgid: str | None = None
-    payload: dict[str, Any] | None = None
-    timed_out: bool = False
+TEMPLATE_LIST_PATH = "/wxaapi/newtmpl/gettemplate"
+# WeChat documents expires_in up to 7200 s; a token "valid" for longer is a broken
+# answer, one valid for less than a minute would be fetched again for every send.
+TOKEN_TTL_MIN, TOKEN_TTL_MAX = 60.0, 7200.0
 
 
 class WeChatClient:
@@ -40,77 +35,96 @@ class WeChatClient:
         self.api_base = api_base.rstrip("/")
         # (connect, read): a socket timeout in real time even under freezegun
         self.timeout = (min(timeout, 5.0), timeout)
-        self.session = requests.Session()
-        # requests re-reads the proxy and CA variables of the whole environment on every
-        # request (several percent of the CPU of a busy sender); read them once instead.
-        self.session.trust_env = False
-        self.session.proxies = get_environ_proxies(self.api_base)
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if bundle:
-            self.session.verify = bundle
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 4), max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers["User-Agent"] = "herald/1"
+        self.session = make_session(self.api_base, pool_size)
 
     def close(self) -> None:
         self.session.close()
 
-    def _call(self, method: str, path: str, **kw: Any) -> Answer:
+    def call(self, method: str, path: str, *, table: Mapping[int, Meaning] | None = None,
+             **kw: Any) -> Answer:
+        """One API call; `table` classifies errcodes (default: the subscribe table)."""
         try:
             resp = self.session.request(method, self.api_base + path, timeout=self.timeout, **kw)
         except requests.Timeout as exc:
-            return Answer(TIMEOUT.kind, None, f"{TIMEOUT.text}: {redact(str(exc))[:200]}",
+            return Answer(TIMEOUT.kind, None, f"{TIMEOUT.text}: {root_cause(exc)}",
                           timed_out=True)
         except requests.RequestException as exc:
-            return Answer(CONNECTION.kind, None, f"{CONNECTION.text}: {redact(str(exc))[:200]}")
+            return Answer(CONNECTION.kind, None, f"{CONNECTION.text}: {root_cause(exc)}")
         if resp.status_code >= 500:
-            text = HTTP_5XX.text.format(status=resp.status_code)
-            return Answer(HTTP_5XX.kind, None, text)
+            return Answer(HTTP_5XX.kind, None, HTTP_5XX.text.format(status=resp.status_code))
         try:
             payload = resp.json()
             if not isinstance(payload, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):
             snippet = redact(resp.text[:60])
             return Answer(NON_JSON.kind, None, f"{NON_JSON.text} (HTTP {resp.status_code}): "
                                                f"{snippet!r}")
-        errcode = payload.get("errcode", 0)
+        raw = payload.get("errcode", 0)
+        if isinstance(raw, bool) or not isinstance(raw, int | str):
+            return Answer(NON_JSON.kind, None, f"unexpected errcode {redact(repr(raw))[:40]}")
         try:
-            errcode = int(errcode)
-        except (TypeError, ValueError):
-            return Answer(NON_JSON.kind, None, f"unexpected errcode {errcode!r}")
-        m = meaning(errcode)
+            errcode = int(raw)
+        except ValueError:
+            return Answer(NON_JSON.kind, None, f"unexpected errcode {redact(repr(raw))[:40]}")
+        m = meaning(errcode, table)
         if errcode == 0:
             reason = m.text
         else:
             errmsg = redact(str(payload.get("errmsg", "")))[:200]
             reason = f"{errcode} {m.text}: {errmsg}"
         msgid = payload.get("msgid")
-        return Answer(m.kind, errcode, reason,
-                      msgid=str(msgid) if msgid is not None else None, payload=payload)
+        text_id = None
+        if msgid is not None and not isinstance(msgid, bool | dict | list | float):
+            text_id = str(msgid)  # ints keep every digit: json parses them exactly
+        elif isinstance(msgid, float):
+            # a float has lost digits already: keep what there is, say so in the reason
+            reason = f"{reason} (msgid arrived as a float: {msgid!r})"
+        return Answer(m.kind, errcode, reason, msgid=text_id, payload=payload)
 
     def send(self, token: str, body: dict[str, Any]) -> Answer:
         """POST one subscribe message. msgid comes back as exact text (it exceeds 2^53)."""
-        return self._call("POST", SEND_PATH, params={"access_token": token}, json=body)
+        return self.call("POST", SEND_PATH, params={"access_token": token}, json=body)
 
     def stable_token(self, appid: str, secret: str) -> Answer:
         body = {"grant_type": "client_credential", "appid": appid, "secret": secret,
                 "force_refresh": False}
-        return self._check_token(self._call("POST", STABLE_TOKEN_PATH, json=body))
+        return self._check_token(self.call("POST", STABLE_TOKEN_PATH, json=body))
 
     def legacy_token(self, appid: str, secret: str) -> Answer:
         params = {"grant_type": "client_credential", "appid": appid, "secret": secret}
-        return self._check_token(self._call("GET", LEGACY_TOKEN_PATH, params=params))
+        return self._check_token(self.call("GET", LEGACY_TOKEN_PATH, params=params))
+
+    def template_list(self, token: str) -> Answer:
+        """The app's subscribe templates (priTmplId, title, content, type, enums)."""
+        ans = self.call("GET", TEMPLATE_LIST_PATH, params={"access_token": token})
+        if ans.kind is Kind.SUCCESS and not isinstance((ans.payload or {}).get("data"), list):
+            return Answer(Kind.TRANSIENT, ans.errcode, "template list answer has no data list")
+        return ans
 
     @staticmethod
     def _check_token(ans: Answer) -> Answer:
         if ans.kind is Kind.SUCCESS:
             p = ans.payload or {}
-            if not p.get("access_token") or not isinstance(p.get("expires_in"), int | float):
+            token, ttl = p.get("access_token"), p.get("expires_in")
+            if not isinstance(token, str) or not token.strip() or len(token) > 2048:
                 return Answer(Kind.TRANSIENT, ans.errcode,
-                              "token answer lacks access_token/expires_in", payload=None)
-        elif ans.kind is Kind.TOKEN:
+                              "token answer lacks a usable access_token")
+            if (isinstance(ttl, bool) or not isinstance(ttl, int | float)
+                    or not math.isfinite(ttl) or ttl <= 0):
+                return Answer(Kind.TRANSIENT, ans.errcode,
+                              f"token answer has expires_in {redact(repr(ttl))[:30]}, not a "
+                              "positive number of seconds")
+            # clamp: a token WeChat says is valid for a year is valid for two hours at
+            # most; one valid for 5 s is used until then, but fetched at most every minute
+            clamped = min(max(float(ttl), 1.0), TOKEN_TTL_MAX)
+            return Answer(ans.kind, ans.errcode, ans.reason,
+                          payload={"access_token": token, "expires_in": clamped})
+        if ans.kind is Kind.TOKEN:
             # on the token endpoint 40001 means a wrong secret, not a stale token
             return Answer(Kind.CREDENTIAL, ans.errcode, ans.reason)
         return ans
+
+
+__all__ = ["LEGACY_TOKEN_PATH", "SEND_PATH", "STABLE_TOKEN_PATH", "TEMPLATE_LIST_PATH",
+           "Answer", "WeChatClient"]

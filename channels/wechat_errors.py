@@ -1,5 +1,5 @@
-"""What WeChat's answers mean for a row: one table, used by dispatch and documented
-in the README.
+"""What WeChat's answers mean for a row: the subscribe send's table (the other WeChat
+channels extend it with their own codes), used by dispatch and documented in the README.
 
 WeChat does not label its codes retryable or permanent; the split below follows the
 wording of its docs (see shared notes) and what the tutorial's users ran into.
@@ -7,20 +7,10 @@ wording of its docs (see shared notes) and what the tutorial's users ran into.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 
-
-class Kind(StrEnum):
-    SUCCESS = "success"      # accepted: row ends success, msgid stored
-    # our token is stale: expire it (if still the stored one), refresh, resend once
-    TOKEN = "token"
-    TRANSIENT = "transient"  # busy/network: back off exponentially, up to retry.max_attempts
-    QUOTA_MINUTE = "quota_minute"  # 45011: wait for the next minute
-    QUOTA_DAY = "quota_day"  # 45009: wait for the quota day to reset; the attempt does not count
-    USER_BUSY = "user_busy"  # 43108: another send to this openid is in flight: retry in seconds
-    PERMANENT = "permanent"  # resending cannot help: row ends fail now
-    CREDENTIAL = "credential"  # the app's appid/secret/IP setup is wrong: alert, rows wait
+from channels.base import Kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +62,10 @@ CONNECTION = Meaning(Kind.TRANSIENT, "connection to WeChat failed")
 NON_JSON = Meaning(Kind.TRANSIENT, "WeChat's answer was not JSON")
 
 
-def meaning(errcode: int) -> Meaning:
+UNKNOWN = Meaning(Kind.PERMANENT, "errcode not in Herald's table")
+
+
+def meaning(errcode: int, table: Mapping[int, Meaning] | None = None) -> Meaning:
     """The meaning of an errcode; unknown codes are permanent, so nothing loops on a
     code nobody has seen (an operator can re-drive such rows with `retry`)."""
-    return ERRCODES.get(errcode, Meaning(Kind.PERMANENT, "errcode not in Herald's table"))
+    return (ERRCODES if table is None else table).get(errcode, UNKNOWN)

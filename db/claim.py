@@ -1,28 +1,30 @@
-"""Claim due rows: move them wait -> sending in one statement or transaction.
+"""Claim due rows: move them wait -> sending in one statement or transaction; keep
+the rows a daemon holds; mark when a send starts.
 
 A claimed row carries claimed_by (this daemon), lease_until (when another daemon may
-take it back) and attempts+1. Every later write to the row checks claimed_by and
-attempts, so a daemon whose lease ran out cannot overwrite its successor's result.
+take it back) and attempts+1. Every later write to the row checks claimed_by (and
+results also attempts), so a daemon whose lease ran out cannot overwrite its
+successor's result.
 
-- SQLite: UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING, under SQLite's single
-  writer (the transaction takes the write lock at BEGIN IMMEDIATE).
-- PostgreSQL: WITH picked AS MATERIALIZED (SELECT ... FOR UPDATE SKIP LOCKED)
-  UPDATE ... FROM picked RETURNING, so daemons never wait on each other's rows.
-- MySQL 8 / MariaDB 10.6+: no UPDATE ... RETURNING, so SELECT ... FOR UPDATE SKIP
-  LOCKED, UPDATE by id and read back, in one short READ COMMITTED transaction.
-
-The indexes of db/ddl/<dialect>.sql follow the claim's ORDER BY, so a claim reads
-(and on MySQL locks) only the rows it takes.
+How each engine claims is in db/dialects.py (SQLite: UPDATE ... WHERE id IN (SELECT
+... LIMIT n) RETURNING; PostgreSQL: a MATERIALIZED CTE with FOR UPDATE SKIP LOCKED;
+MySQL: SELECT ... FOR UPDATE SKIP LOCKED, UPDATE by id, read back). The indexes of
+db/ddl/<dialect>.sql follow the claim's ORDER BY, so a claim reads (and on MySQL
+locks) only the rows it takes. The claimed rows come back undecoded and are decoded
+one by one (db/decode.py): a row nobody can read fails alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from peewee import Database, ModelSelect
+from peewee import Database
 
-from db.connection import dialect_of
+from db.decode import CLAIM_SELECT, BadRow, Row, decode_claimed
+from db.dialects import dialect
 from db.models import MsgList
+from db.outcomes import EVENT_COLUMNS
 
 EXPIRED = "expired: expire_at passed before the message could be sent"
 
@@ -33,71 +35,74 @@ def _due(now: datetime):
 
 def claim_batch(
     db: Database, *, daemon_id: str, now: datetime, lease: float, limit: int
-) -> list[MsgList]:
+) -> list[Row | BadRow]:
     """Claim up to `limit` due rows, highest priority first, then oldest."""
     if limit <= 0:
         return []
-    lease_until = now + timedelta(seconds=lease)
-    changes = {
-        MsgList.status: "sending",
-        MsgList.claimed_by: daemon_id,
-        MsgList.lease_until: lease_until,
-        MsgList.attempts: MsgList.attempts + 1,
-        MsgList.updated_at: now,
-    }
-    pick = (
-        MsgList.select(MsgList.id)
-        .where(_due(now))
-        .order_by(MsgList.priority.desc(), MsgList.send_at, MsgList.id)
-        .limit(limit)
-    )
-    dialect = dialect_of(db)
-    if dialect == "mysql":
-        rows = _claim_mysql(db, pick, changes)
-    elif dialect == "postgres":
-        # A materialized CTE runs the locking SELECT exactly once. With
-        # `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` the planner may rescan
-        # the subquery (the inner side of a nested loop), and each rescan skips the
-        # rows the previous one locked: more than n rows claimed.
-        picked = pick.for_update(skip_locked=True).cte("picked", materialized=True)
-        query = (
-            MsgList.update(changes)
-            .with_cte(picked)
-            .from_(picked)
-            .where(MsgList.id == picked.c.id)
-            .returning(MsgList)
-        )
-        with db.atomic():
-            rows = list(query.execute())
-    else:
-        # SQLite has one writer: BEGIN IMMEDIATE (lock_type) already excludes others.
-        query = MsgList.update(changes).where(MsgList.id.in_(pick)).returning(MsgList)
-        with db.atomic():
-            rows = list(query.execute())
-    # RETURNING gives no order: restore the claim order.
-    rows.sort(key=lambda r: (-r.priority, r.send_at, r.id))
+    d = dialect(db)
+    p = d.param
+    sets = (f"status = 'sending', claimed_by = {p}, lease_until = {p}, "
+            f"attempts = attempts + 1, updated_at = {p}, started_at = NULL")
+    stamp = d.ts(now)
+    until = now + timedelta(seconds=lease)
+    with db.atomic():
+        raw = d.claim(db, sets=sets, set_params=(daemon_id, d.ts(until), stamp), now=stamp,
+                      limit=limit, returning=CLAIM_SELECT)
+        # the history line of each claim, in the claim's own transaction
+        d.insert_many(db.cursor(), "msg_event", EVENT_COLUMNS, [
+            (r[0], stamp, "claim", None, None, f"attempt {r[1]}, lease until "
+             f"{until:%H:%M:%S}", daemon_id) for r in raw])
+    rows = [decode_claimed(r) for r in raw]
+    # RETURNING gives no order: restore the claim order (unreadable rows first: they
+    # are failed at once and cost nothing)
+    rows.sort(key=lambda r: (0, 0, 0, r.id) if isinstance(r, BadRow)
+              else (1, -r.priority, r.send_at, r.id))
     return rows
 
 
-def _claim_mysql(db: Database, pick: ModelSelect, changes: dict) -> list[MsgList]:
-    """SELECT ... FOR UPDATE SKIP LOCKED, UPDATE by id, read back: one transaction.
+def renew_leases(db: Database, ids: Sequence[int], *, daemon_id: str,
+                 lease_until: datetime) -> set[int]:
+    """Extend the lease of rows this daemon holds; the ids still ours (one statement).
 
-    READ COMMITTED: InnoDB then takes no gap locks (an application's INSERT never
-    waits for a claim) and drops the locks on rows it read but did not match
-    (a high-priority row scheduled for later), so only the claimed rows stay locked.
+    A row missing from the answer was taken from us (its lease ran out while the
+    database was away and stale_retry handed it on): it must not be sent.
     """
-    with db.atomic(isolation_level="READ COMMITTED"):
-        ids = [r.id for r in pick.for_update(skip_locked=True)]
-        if not ids:
-            return []
-        MsgList.update(changes).where(MsgList.id.in_(ids)).execute()
-        return list(MsgList.select().where(MsgList.id.in_(ids)))
+    if not ids:
+        return set()
+    d = dialect(db)
+    p = d.param
+    marks = ", ".join([p] * len(ids))
+    until = d.ts(lease_until)
+    where = f"status = 'sending' AND claimed_by = {p} AND id IN ({marks})"
+    with db.atomic():
+        if d.name == "mysql":
+            db.execute_sql(f"UPDATE msg_list SET lease_until = {p} WHERE {where}",
+                           (until, daemon_id, *ids))
+            cur = db.execute_sql(f"SELECT id FROM msg_list WHERE {where} AND lease_until = {p}",
+                                 (daemon_id, *ids, until))
+        else:
+            cur = db.execute_sql(f"UPDATE msg_list SET lease_until = {p} WHERE {where} "
+                                 "RETURNING id", (until, daemon_id, *ids))
+        return {int(r[0]) for r in cur.fetchall()}
+
+
+def mark_started(db: Database, row_id: int, attempts: int, *, daemon_id: str,
+                 now: datetime) -> bool:
+    """Record that this claim's send is about to start (on_stale: fail needs to know
+    which rows may have reached WeChat). False: the row is no longer ours, do not send."""
+    d = dialect(db)
+    p = d.param
+    with db.atomic():
+        cur = db.execute_sql(
+            f"UPDATE msg_list SET started_at = {p} WHERE id = {p} AND status = 'sending' "
+            f"AND claimed_by = {p} AND attempts = {p}", (d.ts(now), row_id, daemon_id, attempts))
+        return cur.rowcount == 1
 
 
 def expire_overdue(db: Database, *, now: datetime) -> int:
     """Waiting rows past expire_at end 'fail' (expired) without being sent."""
     with db.atomic():
-        return (
+        return int(
             MsgList.update(
                 {
                     MsgList.status: "fail",
@@ -109,3 +114,6 @@ def expire_overdue(db: Database, *, now: datetime) -> int:
             .where(_due(now) & MsgList.expire_at.is_null(False) & (MsgList.expire_at <= now))
             .execute()
         )
+
+
+__all__ = ["EXPIRED", "claim_batch", "expire_overdue", "mark_started", "renew_leases"]

@@ -1,8 +1,9 @@
-"""peewee models for msg_list and access_token.
+"""peewee models for Herald's tables.
 
 The DDL lives in db/ddl/<dialect>.sql (what `init-db` runs and `schema` prints);
 these models are how Herald reads and writes the rows. tests/test_schema.py checks
-that the two agree.
+that the two agree. Rows claimed for sending are not read through these models but
+decoded one by one (db/decode.py), so that one unreadable row fails alone.
 """
 
 from __future__ import annotations
@@ -11,21 +12,41 @@ from datetime import UTC, datetime
 
 from peewee import (
     BigAutoField,
+    BigIntegerField,
     CharField,
+    CompositeKey,
     DatabaseProxy,
     Field,
     IntegerField,
     Model,
-    MySQLDatabase,
-    PostgresqlDatabase,
     TextField,
 )
+
+from db.dialects import dialect
 
 # Bound at start-up by db.connection.bind(); one database per process.
 database = DatabaseProxy()
 
 STATUSES = ("wait", "sending", "success", "fail", "cancelled")
 FINISHED = ("success", "fail", "cancelled")
+
+
+def parse_utc(value: object) -> datetime:
+    """A timestamp as a driver returns it -> aware UTC datetime; ValueError otherwise.
+
+    SQLite gives text ('YYYY-MM-DD HH:MM:SS[.ffffff]'), PostgreSQL aware datetimes,
+    MySQL naive datetimes in the session zone (UTC), or text for a zero date.
+    """
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str | bytes):
+        text = value.decode() if isinstance(value, bytes) else value
+        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    else:
+        raise ValueError(f"not a timestamp: {type(value).__name__}")
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
 
 
 class UTCDateTimeField(Field):
@@ -47,28 +68,12 @@ class UTCDateTimeField(Field):
             raise TypeError(f"{self.name}: expected a datetime, got {type(value).__name__}")
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)  # naive means UTC everywhere in Herald
-        value = value.astimezone(UTC)
-        db = self.model._meta.database
-        if isinstance(db, DatabaseProxy):
-            db = db.obj
-        if isinstance(db, PostgresqlDatabase):
-            return value
-        naive = value.replace(tzinfo=None)
-        if isinstance(db, MySQLDatabase):
-            return naive
-        return naive.isoformat(sep=" ")
+        return dialect(self.model._meta.database).ts(value)
 
     def python_value(self, value: object) -> datetime | None:
         if value is None:
             return None
-        if isinstance(value, datetime):
-            dt = value
-        else:
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-        if dt.tzinfo is None:
-            return dt.replace(tzinfo=UTC)
-        return dt.astimezone(UTC)
+        return parse_utc(value)
 
 
 class BaseModel(Model):
@@ -98,6 +103,12 @@ class MsgList(BaseModel):
     errcode = IntegerField(null=True)
     error = TextField(null=True)
     msgid = CharField(max_length=32, null=True)
+    phone = CharField(max_length=32, null=True)
+    parent_id = BigIntegerField(null=True)
+    started_at = UTCDateTimeField(null=True)
+    receipt = CharField(max_length=16, null=True)
+    receipt_error = TextField(null=True)
+    receipt_at = UTCDateTimeField(null=True)
 
     class Meta:
         table_name = "msg_list"
@@ -112,3 +123,74 @@ class AccessToken(BaseModel):
 
     class Meta:
         table_name = "access_token"
+
+
+class PushEvent(BaseModel):
+    id = BigAutoField()
+    app = CharField(max_length=32, null=True)
+    source = CharField(max_length=16, default="app")
+    kind = CharField(max_length=64)
+    openid = CharField(max_length=128, null=True)
+    dedup_key = CharField(max_length=191, null=True, unique=True)
+    payload = TextField(default="{}")
+    received_at = UTCDateTimeField()
+    applied_at = UTCDateTimeField(null=True)
+    error = TextField(null=True)
+
+    class Meta:
+        table_name = "push_event"
+
+
+class SubscribeGrant(BaseModel):
+    app = CharField(max_length=32)
+    openid = CharField(max_length=128)
+    template_id = CharField(max_length=128)
+    balance = IntegerField(null=True)
+    status = CharField(max_length=16, default="accept")
+    updated_at = UTCDateTimeField()
+
+    class Meta:
+        table_name = "subscribe_grant"
+        primary_key = CompositeKey("app", "openid", "template_id")
+
+
+class MsgEvent(BaseModel):
+    id = BigAutoField()
+    msg_id = BigIntegerField()
+    at = UTCDateTimeField()
+    kind = CharField(max_length=16)
+    channel = CharField(max_length=16, null=True)
+    errcode = IntegerField(null=True)
+    detail = TextField(null=True)
+    daemon = CharField(max_length=128, null=True)
+
+    class Meta:
+        table_name = "msg_event"
+
+
+class HeraldDaemon(BaseModel):
+    daemon_id = CharField(max_length=128, primary_key=True)
+    role = CharField(max_length=16)
+    host = CharField(max_length=64)
+    pid = IntegerField()
+    version = CharField(max_length=32)
+    started_at = UTCDateTimeField()
+    last_seen = UTCDateTimeField()
+    last_dispatch = UTCDateTimeField(null=True)
+    info = TextField(null=True)
+
+    class Meta:
+        table_name = "herald_daemon"
+
+
+class SchemaVersion(BaseModel):
+    version = IntegerField(primary_key=True)
+    applied_at = UTCDateTimeField()
+    description = TextField(null=True)
+
+    class Meta:
+        table_name = "herald_schema"
+
+
+TABLES = (MsgList, AccessToken, PushEvent, SubscribeGrant, MsgEvent, HeraldDaemon,
+          SchemaVersion)

@@ -3,9 +3,17 @@
 The loop keeps the send pool full: it claims the next batch as soon as fewer rows
 are ready or in flight than there are workers, so a backlog drains at the pool's
 full speed instead of one batch per poll, and finishes only when a claim comes back
-short and nothing is left in flight. Rows to one openid go out one after another
-(WeChat answers 43108 to concurrent sends to one user). Results are written
-within 50 ms, all that finished meanwhile in one short transaction (db/outcomes.py).
+short and nothing is left in flight. Sends to one recipient go out one after another
+(WeChat answers 43108 to concurrent sends to one user). Results are written within
+50 ms, all that finished meanwhile in one short transaction (db/outcomes.py).
+
+Every row stands alone: a row that cannot be read, rendered or built ends `fail` with
+its reason (the exception carries its id and template), and the others go on. A send
+starts only while this daemon's lease on the row outlasts http.timeout with margin:
+rows held in memory get their leases renewed in one statement, and a row whose lease
+was lost (the database was away longer than the lease, and stale_retry handed it on)
+is dropped, never sent. Under `on_stale: fail` each send first records that it
+started, so that a crash fails only rows that may have reached WeChat.
 
 On stop (SIGTERM) it claims nothing more, hands back rows it claimed but did not
 start, lets in-flight sends finish and records them.
@@ -13,28 +21,34 @@ start, lets in-flight sends finish and records them.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from queue import Empty, SimpleQueue
+from typing import TypeVar
 
 import clock
-from db.claim import EXPIRED, claim_batch, expire_overdue
+from channels.base import Answer, Kind
+from db.claim import EXPIRED, claim_batch, expire_overdue, mark_started, renew_leases
+from db.decode import BadRow, Row
+from db.dialects import dialect
+from db.grants import blocked as grants_blocked
 from db.models import MsgList
-from db.outcomes import Outcome, record
+from db.outcomes import Event, GrantUse, Hop, Outcome, record
+from logs import redact
 from policy import TOKEN_WAIT, decide
 from runtime import Runtime
-from templates import RenderError, Request, render_row
+from templates import RenderError, Request, Template, render_row
 from tokens import TokenUnavailable
-from channels.wechat_api import Answer
-from channels.wechat_errors import Kind
 
 log = logging.getLogger("herald.dispatch")
+T = TypeVar("T")
 
 WAIT_STEP = 0.2  # seconds: longest wait for a send before the loop looks around again
 # A finished result is written within FLUSH_AFTER seconds, with the others that finished
@@ -45,6 +59,10 @@ WAIT_STEP = 0.2  # seconds: longest wait for a send before the loop looks around
 FLUSH_AFTER = 0.05
 FLUSH_SIZE = 500
 BACKLOG_STEPS = 8  # while claims come back full, grow them up to 8 x batch_size
+PROGRESS_EVERY = 10.0  # seconds between progress lines while a long drain lasts
+LEASE_MARGIN = 2.0  # seconds a lease must outlast http.timeout for a send to start
+NO_GRANT = "no grant"
+HOLD_RECHECK = timedelta(hours=1)  # a held row is looked at again at least this often
 
 
 @dataclass
@@ -54,18 +72,21 @@ class Stats:
     failed: int = 0
     retried: int = 0
     expired: int = 0
+    dropped: int = 0  # rows whose lease we lost before sending them
 
     def summary(self) -> str:
-        return (f"claimed {self.claimed}, sent {self.sent}, failed {self.failed}, "
+        text = (f"claimed {self.claimed}, sent {self.sent}, failed {self.failed}, "
                 f"back to wait {self.retried}, expired {self.expired}")
+        return text + (f", dropped {self.dropped} (lease lost)" if self.dropped else "")
 
 
 @dataclass
 class Job:
-    row: MsgList
+    row: Row
     request: Request
     app: str
-    token: str = ""
+    lease_until: datetime
+    token: str | None = None
     token_retried: bool = False
     started: float = 0.0
 
@@ -73,22 +94,38 @@ class Job:
 @dataclass
 class _State:
     ready: deque[Job] = field(default_factory=deque)
-    parked: dict[str, deque[Job]] = field(default_factory=dict)  # openid -> jobs behind a send
-    busy: set[str] = field(default_factory=set)  # openids with a send in flight
+    parked: dict[str, deque[Job]] = field(default_factory=dict)  # recipient -> jobs waiting
+    busy: set[str] = field(default_factory=set)  # recipients with a send in flight
     in_flight: dict[Future, Job] = field(default_factory=dict)
     # sends report here as they finish: O(1) per completion, where
     # concurrent.futures.wait() would add and remove a waiter on every future each round
     done: SimpleQueue = field(default_factory=SimpleQueue)
     outcomes: list[tuple[Outcome, str]] = field(default_factory=list)  # (outcome, template)
-    app_hold: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # quota/token holds
+    app_hold: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # quota/token
     first_unflushed: float = 0.0  # monotonic time the oldest unwritten result arrived
+    last_progress: float = 0.0
+
+
+class NotSent(Exception):
+    """Raised on a send thread when the send must not start (lease lost or too short)."""
 
 
 def _send(rt: Runtime, job: Job) -> Answer:
-    """Runs on a pool thread: wait for the app's rate limit, then one HTTP call."""
+    """Runs on a pool thread: wait for the app's rate limit, then one call."""
     rt.limiters.acquire(job.app)
+    now = clock.now()
+    if (job.lease_until - now).total_seconds() < rt.config.http.timeout + LEASE_MARGIN:
+        raise NotSent("lease too short to start the send")
+    if rt.config.dispatch.on_stale == "fail":
+        # at-most-once: say the send started before it does, so a crash fails this row
+        # (it may have reached WeChat) and hands back the ones that never started
+        rt.db.connect(reuse_if_open=True)  # pool threads keep their connection
+        if not mark_started(rt.db, job.row.id, job.row.attempts, daemon_id=rt.daemon_id,
+                            now=now):
+            raise NotSent("no longer ours")
+    sender = rt.senders[job.request.template.channel]
     job.started = time.monotonic()
-    return rt.client.send(job.token, job.request.body)
+    return sender.send(job.request.built, job.token)
 
 
 def run(
@@ -101,7 +138,7 @@ def run(
     """One dispatch run: drain what is due, then return."""
     cfg = rt.config
     stats = Stats()
-    st = _State()
+    st = _State(last_progress=time.monotonic())
     own_pool = pool is None
     pool = pool or ThreadPoolExecutor(cfg.dispatch.workers, thread_name_prefix="send")
     rt.heartbeat.busy(True)
@@ -123,8 +160,9 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
     limit = claim_limit(cfg.dispatch.batch_size, cfg.dispatch.rate_limit, cfg.dispatch.lease)
     max_limit = limit if cfg.dispatch.rate_limit else limit * BACKLOG_STEPS
     more = True
+    started = time.monotonic()
     try:
-        stats.expired = expire_overdue(rt.db, now=now())
+        stats.expired = _retrying(rt, lambda: expire_overdue(rt.db, now=now()))
         if stats.expired:
             log.info("%d waiting rows passed expire_at and ended fail (expired)", stats.expired)
         while True:
@@ -132,22 +170,25 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
             stopping = rt.stopping.is_set()
             if stopping and (st.ready or st.parked):
                 _release_unstarted(st)
+            _keep_leases(rt, st, stats, now())
             if more and not stopping and len(st.ready) + len(st.in_flight) < workers:
-                rows = claim_batch(rt.db, daemon_id=rt.daemon_id, now=now(),
-                                   lease=cfg.dispatch.lease, limit=limit)
+                rows = _retrying(rt, lambda n=limit: claim_batch(
+                    rt.db, daemon_id=rt.daemon_id, now=now(), lease=cfg.dispatch.lease,
+                    limit=n))
                 more = len(rows) == limit
                 if more:
                     # a backlog: claim in bigger steps (fewer claims, each a database
                     # round and a GIL hand-off) up to BACKLOG_STEPS batches at a time
                     limit = min(limit * 2, max_limit)
                 stats.claimed += len(rows)
-                for row in rows:
-                    _prepare(rt, st, row, now())
-            _submit(rt, st, pool, workers, now())
+                _prepare_all(rt, st, rows, now())
+            submitted = _submit(rt, st, pool, workers, now())
             if not st.in_flight and not st.ready and not st.parked:
                 if not more or stopping:
                     break
                 continue
+            if not st.in_flight and not submitted:
+                time.sleep(WAIT_STEP)  # rows wait for a lease renewal the database refuses
             if st.in_flight:
                 step = WAIT_STEP
                 if st.outcomes:  # wake in time to write them
@@ -157,13 +198,15 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
             if st.outcomes and (len(st.outcomes) >= FLUSH_SIZE or not st.in_flight
                                 or time.monotonic() - st.first_unflushed >= FLUSH_AFTER):
                 _flush(rt, st, stats, now())
+            _progress(rt, st, stats, started)
     finally:
         # whatever happened above, what was sent gets recorded
         for fut, job in list(st.in_flight.items()):
             try:
                 _finished(rt, st, job, fut, now(), rng, allow_resend=False)
             except Exception:  # noqa: BLE001 - recording must go on for the others
-                log.exception("row %s: recording failed", job.row.id)
+                log.exception("row %s (template %s): recording failed", job.row.id,
+                              job.request.template.name)
         if st.ready or st.parked:
             _release_unstarted(st)
         _flush(rt, st, stats, now())
@@ -171,20 +214,122 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
 
 def claim_limit(batch_size: int, rate_limit: float | None, lease: float) -> int:
     """Rows to claim at once. Under a rate limit, claimed rows queue here at `rate` a
-    second; claiming more than a quarter lease's worth would let leases run out on
-    rows still queued, and stale_retry would hand them to another daemon: a duplicate."""
+    second; claiming more than a quarter lease's worth would keep rows waiting in
+    memory for most of their lease (renewal keeps them ours, but a daemon that dies
+    then leaves more rows to recover)."""
     if not rate_limit:
         return batch_size
     return max(1, min(batch_size, int(rate_limit * lease / 4)))
 
 
-def _prepare(rt: Runtime, st: _State, row: MsgList, now: datetime) -> None:
+def _retrying(rt: Runtime, fn: Callable[[], T]) -> T:
+    """A statement that a deadlock or lock timeout rolled back is simply run again."""
+    d = dialect(rt.db)
+    for attempt in range(4):
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt == 3 or not d.is_retryable(exc):
+                raise
+            log.warning("database busy (%s); trying again", redact(str(exc))[:120])
+            time.sleep(0.05 * (attempt + 1) + random.random() * 0.05)
+    raise AssertionError("unreachable")
+
+
+# ----------------------------------------------------------------- leases
+
+
+def _held(st: _State) -> list[Job]:
+    return [*st.ready, *(j for q in st.parked.values() for j in q), *st.in_flight.values()]
+
+
+def _keep_leases(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
+    """Renew the leases of every row held in memory before they run short, in one
+    statement; forget the rows the database says are no longer ours."""
+    held = _held(st)
+    if not held:
+        return
+    lease = rt.config.dispatch.lease
+    earliest = min(j.lease_until for j in held)
+    # renew when the soonest lease is half gone, or too short for one more send
+    need = timedelta(seconds=max(lease / 2, rt.config.http.timeout + LEASE_MARGIN * 2))
+    if earliest - now > need:
+        return
+    until = now + timedelta(seconds=lease)
+    try:
+        ours = renew_leases(rt.db, [j.row.id for j in held], daemon_id=rt.daemon_id,
+                            lease_until=until)
+    except Exception as exc:  # noqa: BLE001 - the sends check their lease themselves
+        gone = {j.row.id for j in held if j.lease_until <= now}
+        log.warning("renewing the leases of %d held rows failed (%s); rows whose lease runs "
+                    "out are not sent (%d already did: left for stale_retry)", len(held),
+                    redact(str(exc))[:160], len(gone))
+        if gone:
+            _drop(st, lambda j: j.row.id in gone)
+            stats.dropped += len(gone)
+        return
+    lost = 0
+    for job in held:
+        if job.row.id in ours:
+            job.lease_until = until
+        else:
+            lost += 1
+    if lost:
+        _drop(st, lambda j: j.row.id not in ours)
+        stats.dropped += lost
+        log.warning("%d held rows are no longer ours (their lease ran out while the database "
+                    "was away and another recovery took them); they are not sent by this "
+                    "daemon", lost)
+
+
+def _drop(st: _State, lost: Callable[[Job], bool]) -> None:
+    """Forget unsent jobs; in-flight ones finish (their write is owner-checked)."""
+    st.ready = deque(j for j in st.ready if not lost(j))
+    for recipient in list(st.parked):
+        kept = deque(j for j in st.parked[recipient] if not lost(j))
+        if kept:
+            st.parked[recipient] = kept
+        else:
+            del st.parked[recipient]
+
+
+# ----------------------------------------------------------------- preparing rows
+
+
+def _prepare_all(rt: Runtime, st: _State, rows: list[Row | BadRow], now: datetime) -> None:
+    jobs: list[Job] = []
+    for row in rows:
+        try:
+            job = _prepare(rt, st, row, now)
+        except Exception as exc:  # noqa: BLE001 - one row's surprise is that row's alone
+            log.exception("row %s (template %s): could not be prepared", row.id,
+                          getattr(row, "template", None))
+            _add(st, Outcome(row_id=row.id, claim_attempts=row.attempts, status="fail",
+                             error=f"internal error preparing the row: {type(exc).__name__}: "
+                                   f"{exc}", event=Event("reject", detail="internal error")),
+                 getattr(row, "template", None) or "?")
+            continue
+        if job is not None:
+            jobs.append(job)
+    if jobs:
+        _check_grants(rt, st, jobs, now)
+
+
+def _prepare(rt: Runtime, st: _State, row: Row | BadRow, now: datetime) -> Job | None:
     """Render a claimed row into a Job; a row that cannot be sent is decided here."""
-    base = {"row_id": row.id, "claim_attempts": row.attempts}
+    if isinstance(row, BadRow):
+        log.warning("row %s fails: unreadable column %s", row.id, row.reason,
+                    extra={"row_id": row.id, "template": row.template})
+        _add(st, Outcome(row_id=row.id, claim_attempts=row.attempts, status="fail",
+                         error=f"unreadable row: {row.reason}",
+                         event=Event("reject", detail=f"unreadable {row.column}")),
+             row.template or "?")
+        return None
     if row.expire_at is not None and row.expire_at <= now:
         # expire_overdue() ran at the start of the run; this row's time ran out since
-        _add(st, Outcome(status="fail", error=EXPIRED, **base), row.template)
-        return
+        _add(st, Outcome(row_id=row.id, claim_attempts=row.attempts, status="fail", error=EXPIRED,
+                         event=Event("reject", detail="expired")), row.template)
+        return None
     try:
         try:
             req = _render(rt, row)
@@ -197,31 +342,87 @@ def _prepare(rt: Runtime, st: _State, row: MsgList, now: datetime) -> None:
     except RenderError as exc:
         log.warning("row %s (template %r) fails: %s", row.id, row.template, exc.reason,
                     extra={"row_id": row.id, "template": row.template})
-        _add(st, Outcome(status="fail", error=exc.reason, **base), row.template)
-        return
+        _fail_unsent(rt, st, row, _template_of(rt, row), exc.reason)
+        return None
     app = req.app or "default"
-    if app not in rt.config.apps:
-        configured = ", ".join(rt.config.apps)
-        _add(st, Outcome(status="fail", error=f"unknown app {app!r} (configured: {configured})",
-                         **base), row.template)
-        return
+    problem = _app_problem(rt, app, req.template)
+    if problem:
+        _fail_unsent(rt, st, row, req.template, problem)
+        return None
     if req.truncated:
-        log.info("row %s (template %s): truncated %s to WeChat's length limit", row.id,
+        log.info("row %s (template %s): truncated %s to its channel's length limit", row.id,
                  req.template.name, ", ".join(req.truncated),
                  extra={"row_id": row.id, "template": req.template.name})
-    st.ready.append(Job(row=row, request=req, app=app))
+    lease_until = row.lease_until or now
+    return Job(row=row, request=req, app=app, lease_until=lease_until)
 
 
-def _render(rt: Runtime, row: MsgList) -> Request:
+def _template_of(rt: Runtime, row: Row) -> Template | None:
+    try:
+        return rt.templates.current.lookup(row.template.strip())
+    except RenderError:
+        return None
+
+
+def _render(rt: Runtime, row: Row) -> Request:
     return render_row(rt.templates.current, template=row.template, openid=row.openid,
-                      params=row.params, page=row.page, app=row.app, row_id=row.id)
+                      params=row.params, page=row.page, app=row.app, row_id=row.id,
+                      phone=row.phone)
 
 
-def _hold(st: _State, job: Job, hold: tuple[datetime, str]) -> None:
-    """Back to wait without sending, the attempt refunded (quota or token trouble)."""
-    until, why = hold
-    _add(st, Outcome(row_id=job.row.id, claim_attempts=job.row.attempts, status="wait",
-                     send_at=until, error=why, refund_attempt=True), job.request.template.name)
+def _app_problem(rt: Runtime, app: str, tpl: Template) -> str | None:
+    apps = rt.config.apps
+    if app not in apps:
+        return f"unknown app {app!r} (configured: {', '.join(apps)})"
+    kind = getattr(apps[app], "kind", "miniprogram")
+    if tpl.channel == "oa_template" and kind != "official_account":
+        return (f"template {tpl.name!r} (channel oa_template) needs an official_account app; "
+                f"app {app!r} is a {kind}")
+    if tpl.channel in ("subscribe", "uniform") and kind != "miniprogram":
+        return (f"template {tpl.name!r} (channel {tpl.channel}) is sent by a mini program; "
+                f"app {app!r} is an {kind}")
+    return None
+
+
+def _fail_unsent(rt: Runtime, st: _State, row: Row, tpl: Template | None, reason: str,
+                 reason_code: str | None = None) -> None:
+    """The row ends fail without a send (it may fall back to its next channel)."""
+    outcome = Outcome(row_id=row.id, claim_attempts=row.attempts, status="fail", error=reason,
+                      event=Event("reject", channel=tpl.channel if tpl else None,
+                                  detail=reason))
+    if tpl is not None:
+        outcome = _with_hop(rt, outcome, row, tpl, None, reason_code)
+    _add(st, outcome, tpl.name if tpl else row.template)
+
+
+def _check_grants(rt: Runtime, st: _State, jobs: list[Job], now: datetime) -> None:
+    """grants.on_missing hold|fail: a subscribe row whose user has no grant left for its
+    template (balance 0, or rejected) is held in wait or failed; send (the default) only
+    observes. Long-term templates need no grant per message."""
+    policy = getattr(getattr(rt.config, "grants", None), "on_missing", "send")
+    keys = {(j.app, j.request.recipient, j.request.template.template_id or "")
+            for j in jobs if _needs_grant(j.request.template)}
+    blocked = grants_blocked(rt.db, keys) if keys and policy != "send" else {}
+    for job in jobs:
+        tpl = job.request.template
+        why = blocked.get((job.app, job.request.recipient, tpl.template_id or ""))
+        if why is None:
+            st.ready.append(job)
+        elif policy == "hold":
+            until = now + HOLD_RECHECK
+            if job.row.expire_at is not None:
+                until = min(until, job.row.expire_at)
+            _add(st, Outcome(row_id=job.row.id, claim_attempts=job.row.attempts, status="wait",
+                             send_at=until, refund_attempt=True,
+                             error=f"held: {NO_GRANT} ({why}); sent when the user accepts "
+                                   "again",
+                             event=Event("hold", channel=tpl.channel, detail=why)), tpl.name)
+        else:
+            _fail_unsent(rt, st, job.row, tpl, f"{NO_GRANT}: {why}", reason_code="no_grant")
+
+
+def _needs_grant(tpl: Template) -> bool:
+    return tpl.kind.grants and not tpl.long_term
 
 
 def _add(st: _State, outcome: Outcome, template: str) -> None:
@@ -230,31 +431,54 @@ def _add(st: _State, outcome: Outcome, template: str) -> None:
     st.outcomes.append((outcome, template))
 
 
+# ----------------------------------------------------------------- sending
+
+
+def _hold(st: _State, job: Job, hold: tuple[datetime, str]) -> None:
+    """Back to wait without sending, the attempt refunded (quota or token trouble)."""
+    until, why = hold
+    _add(st, Outcome(row_id=job.row.id, claim_attempts=job.row.attempts, status="wait",
+                     send_at=until, error=why, refund_attempt=True,
+                     event=Event("hold", channel=job.request.template.channel, detail=why)),
+         job.request.template.name)
+
+
 def _submit(rt: Runtime, st: _State, pool: ThreadPoolExecutor, workers: int,
-            now: datetime) -> None:
+            now: datetime) -> int:
+    """Start sends while workers are free; returns how many started."""
+    deferred: list[Job] = []
+    submitted = 0
     while st.ready and len(st.in_flight) < workers:
         job = st.ready.popleft()
+        if (job.lease_until - now).total_seconds() < rt.config.http.timeout + LEASE_MARGIN:
+            deferred.append(job)  # its lease is renewed first (next turn of the loop)
+            continue
         held = st.app_hold.get(job.app)
-        if not (held and held[0] > now):
+        token_app = job.request.built.token_app
+        if not (held and held[0] > now) and token_app:
             try:
                 # the token is taken at submit time (a cache lookup), so rows already
                 # waiting pick up a refreshed token instead of failing with the old one
-                job.token = rt.tokens.get(job.app, now)
+                job.token = rt.tokens.get(token_app, now)
             except TokenUnavailable as exc:
                 held = st.app_hold[job.app] = (now + timedelta(seconds=TOKEN_WAIT),
                                                f"no access token: {exc.reason}")
         if held and held[0] > now:
             _hold(st, job, held)  # quota spent or no token: back to wait, attempt refunded
-            _unpark(st, job.request.body["touser"])
+            _unpark(st, job.request.recipient)
             continue
-        openid = job.request.body["touser"]
-        if openid in st.busy:
-            st.parked.setdefault(openid, deque()).append(job)
+        recipient = job.request.recipient
+        if recipient in st.busy:
+            st.parked.setdefault(recipient, deque()).append(job)
             continue
-        st.busy.add(openid)
+        st.busy.add(recipient)
         fut = pool.submit(_send, rt, job)
         st.in_flight[fut] = job
         fut.add_done_callback(st.done.put)
+        submitted += 1
+    if deferred:
+        st.ready.extendleft(reversed(deferred))
+    return submitted
 
 
 def _completed(st: _State, timeout: float) -> list[Future]:
@@ -272,45 +496,141 @@ def _completed(st: _State, timeout: float) -> list[Future]:
 
 def _finished(rt: Runtime, st: _State, job: Job, fut: Future, now: datetime,
               rng: random.Random | None, allow_resend: bool = True) -> None:
-    openid = job.request.body["touser"]
+    recipient = job.request.recipient
+    tpl = job.request.template
     try:
         answer: Answer = fut.result()
+    except NotSent as exc:
+        # never sent: back in line (its lease is renewed first), or dropped if lost
+        st.busy.discard(recipient)
+        if str(exc) == "no longer ours":
+            log.warning("row %s (template %s): no longer ours before its send started; not "
+                        "sent", job.row.id, tpl.name, extra={"row_id": job.row.id})
+        else:
+            st.ready.appendleft(job)
+        _unpark(st, recipient)
+        return
     except Exception as exc:  # noqa: BLE001 - a bug in one send must not stop the batch
-        log.exception("row %s: send raised", job.row.id)
+        log.exception("row %s (template %s): send raised", job.row.id, tpl.name)
         answer = Answer(Kind.TRANSIENT, None, f"internal error while sending: {exc!r}"[:200])
+    took = time.monotonic() - job.started if job.started else 0.0
     if job.started:
-        rt.metrics.send_duration(time.monotonic() - job.started)
-    if answer.kind is Kind.TOKEN and not job.token_retried and allow_resend:
+        rt.metrics.send_duration(took)
+    if (answer.kind is Kind.TOKEN and not job.token_retried and allow_resend
+            and job.request.built.token_app and job.token):
         # our token went stale: expire it (only if still the stored one), fetch, resend once
-        rt.tokens.expire(job.app, job.token, now)
+        rt.tokens.expire(job.request.built.token_app, job.token, now)
         job.token_retried = True
         log.info("row %s: %s; resending once with a fresh token", job.row.id, answer.reason)
-        st.busy.discard(openid)
+        st.busy.discard(recipient)
         st.ready.appendleft(job)
         return
     outcome = decide(row_id=job.row.id, attempts=job.row.attempts, answer=answer, now=now,
                      retry=rt.config.retry, rng=rng)
+    detail = f"{took * 1000:.0f} ms: {answer.reason}"
+    if answer.msgid:
+        detail += f" (msgid {answer.msgid})"
+    outcome = replace(outcome, event=Event("attempt", channel=tpl.channel,
+                                           errcode=answer.errcode, detail=detail),
+                      grant=_grant_use(job, answer))
     if answer.kind in (Kind.QUOTA_DAY, Kind.QUOTA_MINUTE):
         # the app's quota is spent: hold its other rows instead of burning requests
-        st.app_hold[job.app] = (outcome.send_at, outcome.error or answer.reason)
-    _add(st, outcome, job.request.template.name)
+        st.app_hold[job.app] = (outcome.send_at or now, outcome.error or answer.reason)
     if outcome.status == "fail":
-        log.warning("row %s (template %s) failed: %s", job.row.id, job.request.template.name,
-                    outcome.error, extra={"row_id": job.row.id, "errcode": answer.errcode,
-                                          "template": job.request.template.name})
-    st.busy.discard(openid)
-    _unpark(st, openid)
+        outcome = _with_hop(rt, outcome, job.row, tpl, answer.errcode, answer.code)
+        log.warning("row %s (template %s) failed: %s", job.row.id, tpl.name, outcome.error,
+                    extra={"row_id": job.row.id, "errcode": answer.errcode,
+                           "template": tpl.name})
+    elif outcome.status == "wait":
+        log.debug("row %s (template %s) will retry at %s: %s", job.row.id, tpl.name,
+                  outcome.send_at, outcome.error, extra={"row_id": job.row.id})
+    _add(st, outcome, tpl.name)
+    st.busy.discard(recipient)
+    _unpark(st, recipient)
 
 
-def _unpark(st: _State, openid: str) -> None:
-    """The next row for this openid may go now."""
-    if openid in st.busy:
+def _grant_use(job: Job, answer: Answer) -> GrantUse | None:
+    tpl = job.request.template
+    if not _needs_grant(tpl) or not tpl.template_id:
+        return None
+    if answer.kind is Kind.SUCCESS:
+        return GrantUse(job.app, job.request.recipient, tpl.template_id, used=True)
+    if answer.errcode == 43101:
+        return GrantUse(job.app, job.request.recipient, tpl.template_id, used=False)
+    return None
+
+
+# ----------------------------------------------------------------- fallback
+
+
+def _with_hop(rt: Runtime, outcome: Outcome, row: Row, tpl: Template, errcode: int | None,
+              reason_code: str | None) -> Outcome:
+    """A failed row whose template chain goes on gets its next hop."""
+    try:
+        nxt = _next_template(rt, row, tpl, errcode, reason_code)
+    except Exception as exc:  # noqa: BLE001 - a fallback lookup must not stop the batch
+        log.warning("row %s: fallback lookup failed: %s", row.id, redact(str(exc))[:160])
+        return outcome
+    if nxt is None:
+        return outcome
+    return replace(outcome, hop=Hop(template=nxt, app=row.app, openid=row.openid,
+                                    phone=row.phone, params=row.params,
+                                    priority=row.priority,
+                                    dedup_key=hop_dedup_key(row.dedup_key, row.id, nxt)))
+
+
+def _next_template(rt: Runtime, row: Row, tpl: Template, errcode: int | None,
+                   reason_code: str | None) -> str | None:
+    if row.parent_id is None:
+        if tpl.falls_back_on(errcode, reason_code):
+            return tpl.fallback[0]
+        return None
+    # a hop that fails goes on down its chain: the root's list after this hop's template
+    chain = _ancestors(rt, row.parent_id)
+    if not chain:
+        return None
+    root = rt.templates.current.templates.get(chain[-1])
+    if root is None or tpl.name not in root.fallback:
+        return tpl.fallback[0] if tpl.fallback else None
+    rest = root.fallback[root.fallback.index(tpl.name) + 1:]
+    return rest[0] if rest else None
+
+
+def _ancestors(rt: Runtime, parent_id: int) -> list[str]:
+    """Template names from the parent up to the root (at most 10 hops)."""
+    names: list[str] = []
+    current: int | None = parent_id
+    while current is not None and len(names) < 10:
+        r = (MsgList.select(MsgList.template, MsgList.parent_id)
+             .where(MsgList.id == current).tuples().first())
+        if r is None:
+            break
+        names.append(str(r[0]))
+        current = r[1]
+    return names
+
+
+def hop_dedup_key(parent_key: str | None, parent_id: int, template: str) -> str:
+    """The hop's dedup_key, derived from its parent's: a parent failed twice (re-driven)
+    still has one hop per template."""
+    key = f"{parent_key}>{template}" if parent_key else f"herald:{parent_id}>{template}"
+    if len(key) <= 191:
+        return key
+    return "herald:h:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+# ----------------------------------------------------------------- the rest
+
+
+def _unpark(st: _State, recipient: str) -> None:
+    """The next row for this recipient may go now."""
+    if recipient in st.busy:
         return
-    queue = st.parked.get(openid)
+    queue = st.parked.get(recipient)
     if queue:
         st.ready.appendleft(queue.popleft())
         if not queue:
-            del st.parked[openid]
+            del st.parked[recipient]
 
 
 def _release_unstarted(st: _State) -> None:
@@ -321,7 +641,9 @@ def _release_unstarted(st: _State) -> None:
     for job in jobs:
         _add(st, Outcome(row_id=job.row.id, claim_attempts=job.row.attempts, status="wait",
                          send_at=job.row.send_at, error=job.row.error, errcode=job.row.errcode,
-                         refund_attempt=True), job.request.template.name)
+                         refund_attempt=True,
+                         event=Event("handback", detail="claimed but not sent (stopping)")),
+             job.request.template.name)
     if jobs:
         log.info("handing back %d claimed rows not yet sent", len(jobs))
 
@@ -339,7 +661,8 @@ def _flush(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
         except Exception as exc:  # noqa: BLE001
             if attempt == 4:
                 raise
-            log.warning("writing %d results failed (%s); retrying", len(outcomes), exc)
+            log.warning("writing %d results failed (%s); retrying", len(outcomes),
+                        redact(str(exc))[:200])
             time.sleep(0.5 * (attempt + 1))
     st.outcomes = []
     for o, template in batch:
@@ -353,3 +676,15 @@ def _flush(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
     if len(outcomes) != written:
         log.warning("%d results not written: those rows are no longer ours (lease ran out and "
                     "another daemon took them)", len(outcomes) - written)
+
+
+def _progress(rt: Runtime, st: _State, stats: Stats, started: float) -> None:
+    """A line every PROGRESS_EVERY seconds while a long drain lasts."""
+    t = time.monotonic()
+    if t - st.last_progress < PROGRESS_EVERY:
+        return
+    st.last_progress = t
+    held = len(st.ready) + len(st.in_flight) + sum(len(q) for q in st.parked.values())
+    rate = (stats.sent + stats.failed) / max(t - started, 1e-9)
+    log.info("dispatch progress: sent %d, failed %d, back to wait %d, %.0f msg/s, %d held "
+             "in memory", stats.sent, stats.failed, stats.retried, rate, held)

@@ -52,6 +52,9 @@ def config_data(*, folder: Path, api_base: str = "http://127.0.0.1:9", appid: st
         "templates": str(ROOT / "templates.yaml"),
         "apps": {"default": {"appid": appid, "secret": secret}},
         "metrics": {"listen": None},
+        # short: a failing test ends quickly, and the short leases tests use stay valid
+        # (a lease must be at least 3 x http.timeout)
+        "http": {"timeout": 2},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):

@@ -218,12 +218,12 @@ def test_rate_limit_holds_over_a_backlog(db, sandbox, runtime_factory):
     dispatch.run(rt)
     times = sorted(a.at for a in sandbox.attempts)
     assert len(times) == n
-    # the bucket holds one second's tokens: after that burst, sends come at `rate` a second
+    # at most `rate` sends in any one-second window, the first second included (arrival
+    # times at the sandbox jitter by a few ms, hence the 0.98 s window)
     span = times[-1] - times[0]
-    assert span >= (n - rate) / rate * 0.95
-    assert (n - rate) / span <= rate * 1.05
-    worst = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
-    assert worst <= 2 * rate
+    assert span >= (n - rate) / rate * 0.98
+    worst = max(sum(1 for u in times if t <= u < t + 0.98) for t in times)
+    assert worst <= rate
 
 
 def test_legacy_token_source(db, sandbox, runtime_factory):

@@ -9,6 +9,7 @@ import pytest
 from keywords import KEY_RE, KEYWORD_TYPES, RULES, KeywordError, check_value, keyword_type
 
 ALL_TYPES = [
+    "enum",  # values from the template's keywordEnumValueList
     "thing",
     "number",
     "letter",
@@ -34,9 +35,18 @@ def ok(key: str, value: object, *, truncate: bool = True) -> str:
 # --- the public surface --------------------------------------------------------------------
 
 
-def test_keyword_types_are_the_twelve_documented_ones() -> None:
+def test_keyword_types_are_the_thirteen_documented_ones() -> None:
     assert KEYWORD_TYPES == frozenset(ALL_TYPES)
-    assert len(KEYWORD_TYPES) == 12
+    assert len(KEYWORD_TYPES) == 13
+
+
+def test_enum_values_must_be_one_of_the_templates_list() -> None:
+    assert check_value("enum4", " 已发货 ", choices=("待发货", "已发货")) == ("已发货", False)
+    with pytest.raises(KeywordError) as caught:
+        check_value("enum4", "已签收", choices=("待发货", "已发货"))
+    assert "enum4: '已签收' is not a valid enum: not one of '待发货', '已发货'" in str(caught.value)
+    # without the list (not pulled from WeChat) any value goes and WeChat has the last word
+    assert check_value("enum4", "已签收") == ("已签收", False)
 
 
 def test_every_type_has_a_one_line_rule() -> None:
@@ -542,7 +552,7 @@ def test_name_with_a_bad_character_is_refused_not_truncated() -> None:
 @pytest.mark.parametrize("kind", sorted(KEYWORD_TYPES - {"thing", "name"}))
 def test_only_thing_and_name_are_ever_truncated(kind: str) -> None:
     with pytest.raises(KeywordError):
-        check_value(f"{kind}1", "1" * 40)
+        check_value(f"{kind}1", "1" * 40, choices=("1",))
 
 
 def test_other_types_do_not_turn_newlines_into_spaces() -> None:

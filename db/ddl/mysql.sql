@@ -1,5 +1,7 @@
 -- Herald reference schema, MySQL 8.0.16+ / MariaDB 10.6+ (FOR UPDATE SKIP LOCKED,
--- enforced CHECK, expression default on TEXT).
+-- enforced CHECK, expression default on TEXT). Schema version 2.
+-- Run the session in a strict sql_mode (STRICT_TRANS_TABLES, the default): with
+-- sql_mode = '' MySQL turns a bad time into 0000-00-00, which Herald fails row by row.
 -- Applications insert rows with plain SQL; every column but template and openid
 -- has a server-side default. Timestamps are TIMESTAMP(6): the server converts from
 -- the writing session's time zone to UTC and back, so a client in +08:00 writing
@@ -31,6 +33,12 @@ CREATE TABLE IF NOT EXISTS msg_list (
     errcode     INT NULL,
     error       TEXT NULL,
     msgid       VARCHAR(32) NULL,                   -- text: WeChat's msgid exceeds 2^53
+    phone       VARCHAR(32) NULL,                   -- E.164 (+8613800138000), for the sms channel
+    parent_id   BIGINT NULL,                        -- the row this one is a fallback hop of
+    started_at  TIMESTAMP(6) NULL DEFAULT NULL,     -- when the send of the current claim began
+    receipt     VARCHAR(16) NULL,                   -- delivered | failed (from WeChat or SMS reports)
+    receipt_error TEXT NULL,
+    receipt_at  TIMESTAMP(6) NULL DEFAULT NULL,
     CONSTRAINT msg_list_status_check
         CHECK (status IN ('wait', 'sending', 'success', 'fail', 'cancelled')),
     UNIQUE KEY msg_list_dedup_key (dedup_key),
@@ -42,7 +50,12 @@ CREATE TABLE IF NOT EXISTS msg_list (
     -- other daemons would find nothing to claim. (DESC needs MySQL 8 / MariaDB 10.8.)
     KEY msg_list_claim (status, priority DESC, send_at, id),
     -- stale_retry: WHERE status = 'sending' AND lease_until < now
-    KEY msg_list_lease (status, lease_until)
+    KEY msg_list_lease (status, lease_until),
+    -- receipts and searches find a row by its msgid; a fallback chain by parent_id;
+    -- one user's messages by openid
+    KEY msg_list_msgid (msgid),
+    KEY msg_list_parent (parent_id),
+    KEY msg_list_openid (openid, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE IF NOT EXISTS access_token (
@@ -51,4 +64,70 @@ CREATE TABLE IF NOT EXISTS access_token (
     expires_at   TIMESTAMP(6) NULL DEFAULT NULL,
     refreshed_at TIMESTAMP(6) NULL DEFAULT NULL,
     refreshed_by VARCHAR(128) NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- The inbox of facts pushed to Herald: WeChat's message push (source wechat), SMS
+-- status reports (source sms), and grants the application reports itself (source app:
+-- INSERT INTO push_event (app, source, kind, openid, payload) VALUES ('default', 'app',
+-- 'grant', 'oUser', '{"template_id": "...", "result": "accept"}')).
+CREATE TABLE IF NOT EXISTS push_event (
+    id          BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    app         VARCHAR(32) NULL,                   -- NULL: the app named default
+    source      VARCHAR(16) NOT NULL DEFAULT 'app', -- wechat | sms | app
+    kind        VARCHAR(64) NOT NULL,               -- the event name, or grant
+    openid      VARCHAR(128) NULL,
+    dedup_key   VARCHAR(191) NULL,                  -- a retried push is stored once
+    payload     TEXT NOT NULL DEFAULT ('{}'),       -- JSON
+    received_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    applied_at  TIMESTAMP(6) NULL DEFAULT NULL,     -- NULL: not yet applied
+    error       TEXT NULL,                          -- why it could not be applied
+    UNIQUE KEY push_event_dedup_key (dedup_key),
+    KEY push_event_pending (applied_at, id),
+    KEY push_event_received (received_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- What Herald knows of each user's grants per template (one-time subscriptions are
+-- used up one message each). balance NULL: unknown.
+CREATE TABLE IF NOT EXISTS subscribe_grant (
+    app         VARCHAR(32) NOT NULL,
+    openid      VARCHAR(128) NOT NULL,
+    template_id VARCHAR(128) NOT NULL,
+    balance     INT NULL,
+    status      VARCHAR(16) NOT NULL DEFAULT 'accept',
+    updated_at  TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    PRIMARY KEY (app, openid, template_id),
+    CONSTRAINT subscribe_grant_status_check CHECK (status IN ('accept', 'reject', 'ban'))
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- One row's history: claims, attempts, retries, receipts, cancels, hand-backs.
+CREATE TABLE IF NOT EXISTS msg_event (
+    id          BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    msg_id      BIGINT NOT NULL,                    -- msg_list.id
+    at          TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    kind        VARCHAR(16) NOT NULL,
+    channel     VARCHAR(16) NULL,
+    errcode     INT NULL,
+    detail      TEXT NULL,
+    daemon      VARCHAR(128) NULL,
+    KEY msg_event_msg (msg_id, id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Heartbeats of running daemons (run) and web servers (serve).
+CREATE TABLE IF NOT EXISTS herald_daemon (
+    daemon_id     VARCHAR(128) NOT NULL PRIMARY KEY,
+    role          VARCHAR(16) NOT NULL,             -- run | serve
+    host          VARCHAR(64) NOT NULL,
+    pid           INT NOT NULL,
+    version       VARCHAR(32) NOT NULL,
+    started_at    TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    last_seen     TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    last_dispatch TIMESTAMP(6) NULL DEFAULT NULL,
+    info          TEXT NULL                         -- JSON: token expiry, alerts, counters
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Which schema version this database has (upgrades apply the missing steps in order).
+CREATE TABLE IF NOT EXISTS herald_schema (
+    version     INT NOT NULL PRIMARY KEY,
+    applied_at  TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    description TEXT NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

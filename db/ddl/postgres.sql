@@ -1,4 +1,5 @@
 -- Herald reference schema, PostgreSQL 12+ (FOR UPDATE SKIP LOCKED; the claim uses WITH ... AS MATERIALIZED).
+-- Schema version 2.
 -- Applications insert rows with plain SQL; every column but template and openid
 -- has a server-side default. Timestamps are timestamptz: an instant, whatever the
 -- session time zone of the client that writes or reads it.
@@ -25,7 +26,13 @@ CREATE TABLE IF NOT EXISTS msg_list (
     lease_until TIMESTAMPTZ,
     errcode     INTEGER,
     error       TEXT,
-    msgid       VARCHAR(32)                         -- text: WeChat's msgid exceeds 2^53
+    msgid       VARCHAR(32),                        -- text: WeChat's msgid exceeds 2^53
+    phone       VARCHAR(32),                        -- E.164 (+8613800138000), for the sms channel
+    parent_id   BIGINT,                             -- the row this one is a fallback hop of
+    started_at  TIMESTAMPTZ,                        -- when the send of the current claim began
+    receipt     VARCHAR(16),                        -- delivered | failed (from WeChat or SMS reports)
+    receipt_error TEXT,
+    receipt_at  TIMESTAMPTZ
 );
 
 -- The claim: WHERE status = 'wait' AND send_at <= $1 ORDER BY priority DESC, send_at, id
@@ -39,6 +46,13 @@ CREATE INDEX IF NOT EXISTS msg_list_claim ON msg_list (priority DESC, send_at, i
 CREATE INDEX IF NOT EXISTS msg_list_due ON msg_list (send_at) WHERE status = 'wait';
 -- stale_retry: WHERE status = 'sending' AND lease_until < now.
 CREATE INDEX IF NOT EXISTS msg_list_lease ON msg_list (lease_until) WHERE status = 'sending';
+-- Receipts and searches find a row by the msgid its channel returned.
+CREATE INDEX IF NOT EXISTS msg_list_msgid ON msg_list (msgid) WHERE msgid IS NOT NULL;
+-- A fallback chain: the hops of a row.
+CREATE INDEX IF NOT EXISTS msg_list_parent ON msg_list (parent_id) WHERE parent_id IS NOT NULL;
+-- Looking up one user's messages (show, console search); counts per status.
+CREATE INDEX IF NOT EXISTS msg_list_openid ON msg_list (openid, id);
+CREATE INDEX IF NOT EXISTS msg_list_status ON msg_list (status, updated_at);
 
 -- Wake idle daemons at once when a row arrives (they LISTEN herald_msg_list; polling
 -- stays the fallback). Once per statement: a bulk insert is one notification, and
@@ -59,4 +73,69 @@ CREATE TABLE IF NOT EXISTS access_token (
     expires_at   TIMESTAMPTZ,
     refreshed_at TIMESTAMPTZ,
     refreshed_by VARCHAR(128)
+);
+
+-- The inbox of facts pushed to Herald: WeChat's message push (source wechat), SMS
+-- status reports (source sms), and grants the application reports itself (source app:
+-- INSERT INTO push_event (app, source, kind, openid, payload) VALUES ('default', 'app',
+-- 'grant', 'oUser', '{"template_id": "...", "result": "accept"}')).
+CREATE TABLE IF NOT EXISTS push_event (
+    id          BIGSERIAL PRIMARY KEY,
+    app         VARCHAR(32),                        -- NULL: the app named default
+    source      VARCHAR(16) NOT NULL DEFAULT 'app', -- wechat | sms | app
+    kind        VARCHAR(64) NOT NULL,               -- the event name, or grant
+    openid      VARCHAR(128),
+    dedup_key   VARCHAR(191) CONSTRAINT push_event_dedup_key UNIQUE,  -- a retried push is stored once
+    payload     TEXT NOT NULL DEFAULT '{}',         -- JSON
+    received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    applied_at  TIMESTAMPTZ,                        -- NULL: not yet applied
+    error       TEXT                                -- why it could not be applied
+);
+CREATE INDEX IF NOT EXISTS push_event_pending ON push_event (id) WHERE applied_at IS NULL;
+CREATE INDEX IF NOT EXISTS push_event_received ON push_event (received_at);
+
+-- What Herald knows of each user's grants per template (one-time subscriptions are
+-- used up one message each). balance NULL: unknown.
+CREATE TABLE IF NOT EXISTS subscribe_grant (
+    app         VARCHAR(32) NOT NULL,
+    openid      VARCHAR(128) NOT NULL,
+    template_id VARCHAR(128) NOT NULL,
+    balance     INTEGER,
+    status      VARCHAR(16) NOT NULL DEFAULT 'accept'
+                CONSTRAINT subscribe_grant_status_check CHECK (status IN ('accept', 'reject', 'ban')),
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (app, openid, template_id)
+);
+
+-- One row's history: claims, attempts, retries, receipts, cancels, hand-backs.
+CREATE TABLE IF NOT EXISTS msg_event (
+    id          BIGSERIAL PRIMARY KEY,
+    msg_id      BIGINT NOT NULL,                    -- msg_list.id
+    at          TIMESTAMPTZ NOT NULL DEFAULT now(),
+    kind        VARCHAR(16) NOT NULL,
+    channel     VARCHAR(16),
+    errcode     INTEGER,
+    detail      TEXT,
+    daemon      VARCHAR(128)
+);
+CREATE INDEX IF NOT EXISTS msg_event_msg ON msg_event (msg_id, id);
+
+-- Heartbeats of running daemons (run) and web servers (serve).
+CREATE TABLE IF NOT EXISTS herald_daemon (
+    daemon_id     VARCHAR(128) PRIMARY KEY,
+    role          VARCHAR(16) NOT NULL,             -- run | serve
+    host          VARCHAR(64) NOT NULL,
+    pid           INTEGER NOT NULL,
+    version       VARCHAR(32) NOT NULL,
+    started_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    last_seen     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    last_dispatch TIMESTAMPTZ,
+    info          TEXT                              -- JSON: token expiry, alerts, counters
+);
+
+-- Which schema version this database has (upgrades apply the missing steps in order).
+CREATE TABLE IF NOT EXISTS herald_schema (
+    version     INTEGER PRIMARY KEY,
+    applied_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    description TEXT
 );

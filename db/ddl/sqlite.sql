@@ -1,13 +1,15 @@
--- Herald reference schema, SQLite 3.35+ (RETURNING).
+-- Herald reference schema, SQLite 3.35+ (RETURNING). Schema version 2.
 -- Applications insert rows with plain SQL; every column but template and openid
 -- has a server-side default. Timestamps are UTC text in CURRENT_TIMESTAMP's form
 -- (YYYY-MM-DD HH:MM:SS, fractions allowed) so rows written by any program compare
--- correctly with Herald's own.
+-- correctly with Herald's own; the triggers at the end turn the other forms languages
+-- write by habit (ISO 8601 with T, Z or an offset; Unix epoch seconds) into that form
+-- at INSERT, and refuse a value that is no time at all.
 CREATE TABLE IF NOT EXISTS msg_list (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- 64-bit; AUTOINCREMENT: ids are never reused after purge
     app         VARCHAR(32),                        -- NULL: the app named default
     template    VARCHAR(128) NOT NULL,              -- template name, or a template_id one of them declares
-    openid      VARCHAR(128) NOT NULL,
+    openid      VARCHAR(128) NOT NULL,              -- WeChat recipient ('' for a row that only has a phone)
     params      TEXT NOT NULL DEFAULT '[]',         -- JSON array (positional) or object (by name)
     page        TEXT,                               -- overrides the template's page
     status      VARCHAR(16) NOT NULL DEFAULT 'wait'
@@ -24,7 +26,13 @@ CREATE TABLE IF NOT EXISTS msg_list (
     lease_until DATETIME,
     errcode     INTEGER,
     error       TEXT,
-    msgid       VARCHAR(32)                         -- text: WeChat's msgid exceeds 2^53
+    msgid       VARCHAR(32),                        -- text: WeChat's msgid exceeds 2^53
+    phone       VARCHAR(32),                        -- E.164 (+8613800138000), for the sms channel
+    parent_id   BIGINT,                             -- the row this one is a fallback hop of
+    started_at  DATETIME,                           -- when the send of the current claim began
+    receipt     VARCHAR(16),                        -- delivered | failed (from WeChat or SMS reports)
+    receipt_error TEXT,
+    receipt_at  DATETIME
 );
 -- The claim path: WHERE status = 'wait' AND send_at <= now ORDER BY priority DESC,
 -- send_at, id LIMIT n. This index serves the filter and the order, so a claim reads
@@ -33,6 +41,12 @@ CREATE INDEX IF NOT EXISTS msg_list_claim ON msg_list (status, priority DESC, se
 -- Due-row scans that do not sort (expiry, the oldest waiting row, stale_retry by
 -- status) and counts per status.
 CREATE INDEX IF NOT EXISTS msg_list_status ON msg_list (status, send_at);
+-- Receipts and searches find a row by the msgid its channel returned.
+CREATE INDEX IF NOT EXISTS msg_list_msgid ON msg_list (msgid) WHERE msgid IS NOT NULL;
+-- A fallback chain: the hops of a row.
+CREATE INDEX IF NOT EXISTS msg_list_parent ON msg_list (parent_id) WHERE parent_id IS NOT NULL;
+-- Looking up one user's messages (show, console search).
+CREATE INDEX IF NOT EXISTS msg_list_openid ON msg_list (openid, id);
 
 CREATE TABLE IF NOT EXISTS access_token (
     app          VARCHAR(32) PRIMARY KEY,           -- configured app name
@@ -41,3 +55,176 @@ CREATE TABLE IF NOT EXISTS access_token (
     refreshed_at DATETIME,
     refreshed_by VARCHAR(128)
 );
+
+-- The inbox of facts pushed to Herald: WeChat's message push (source wechat), SMS
+-- status reports (source sms), and grants the application reports itself (source app:
+-- INSERT INTO push_event (app, source, kind, openid, payload) VALUES ('default', 'app',
+-- 'grant', 'oUser', '{"template_id": "...", "result": "accept"}')).
+CREATE TABLE IF NOT EXISTS push_event (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    app         VARCHAR(32),                        -- NULL: the app named default
+    source      VARCHAR(16) NOT NULL DEFAULT 'app', -- wechat | sms | app
+    kind        VARCHAR(64) NOT NULL,               -- the event name, or grant
+    openid      VARCHAR(128),
+    dedup_key   VARCHAR(191) UNIQUE,                -- a retried push is stored once
+    payload     TEXT NOT NULL DEFAULT '{}',         -- JSON
+    received_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    applied_at  DATETIME,                           -- NULL: not yet applied
+    error       TEXT                                -- why it could not be applied
+);
+CREATE INDEX IF NOT EXISTS push_event_pending ON push_event (applied_at, id);
+CREATE INDEX IF NOT EXISTS push_event_received ON push_event (received_at);
+
+-- What Herald knows of each user's grants per template (one-time subscriptions are
+-- used up one message each). balance NULL: unknown.
+CREATE TABLE IF NOT EXISTS subscribe_grant (
+    app         VARCHAR(32) NOT NULL,
+    openid      VARCHAR(128) NOT NULL,
+    template_id VARCHAR(128) NOT NULL,
+    balance     INTEGER,
+    status      VARCHAR(16) NOT NULL DEFAULT 'accept'
+                CHECK (status IN ('accept', 'reject', 'ban')),
+    updated_at  DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (app, openid, template_id)
+);
+
+-- One row's history: claims, attempts, retries, receipts, cancels, hand-backs.
+CREATE TABLE IF NOT EXISTS msg_event (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id      BIGINT NOT NULL,                    -- msg_list.id
+    at          DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    kind        VARCHAR(16) NOT NULL,
+    channel     VARCHAR(16),
+    errcode     INTEGER,
+    detail      TEXT,
+    daemon      VARCHAR(128)
+);
+CREATE INDEX IF NOT EXISTS msg_event_msg ON msg_event (msg_id, id);
+
+-- Heartbeats of running daemons (run) and web servers (serve).
+CREATE TABLE IF NOT EXISTS herald_daemon (
+    daemon_id     VARCHAR(128) PRIMARY KEY,
+    role          VARCHAR(16) NOT NULL,             -- run | serve
+    host          VARCHAR(64) NOT NULL,
+    pid           INTEGER NOT NULL,
+    version       VARCHAR(32) NOT NULL,
+    started_at    DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    last_seen     DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    last_dispatch DATETIME,
+    info          TEXT                              -- JSON: token expiry, alerts, counters
+);
+
+-- Which schema version this database has (upgrades apply the missing steps in order).
+CREATE TABLE IF NOT EXISTS herald_schema (
+    version     INTEGER PRIMARY KEY,
+    applied_at  DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    description TEXT
+);
+
+-- Application rows arrive with timestamps in every form. Herald's own form (and
+-- CURRENT_TIMESTAMP's) passes untouched; ISO 8601 with T, Z or an offset and Unix
+-- epoch seconds are rewritten to UTC text at once, so the claim index keeps its
+-- order and no row is held or sent early; anything else is refused at INSERT with a
+-- message naming the column. SQLite's own date functions do the parsing, so a row
+-- written by any program (the sqlite3 shell included) gets the same treatment.
+CREATE TRIGGER IF NOT EXISTS msg_list_send_at_insert AFTER INSERT ON msg_list
+WHEN NOT (typeof(NEW.send_at) = 'text' AND substr(NEW.send_at, 1, 19) = datetime(NEW.send_at, '+0 seconds')
+         AND (length(NEW.send_at) = 19 OR (substr(NEW.send_at, 20, 1) = '.' AND length(NEW.send_at) BETWEEN 21 AND 26
+              AND substr(NEW.send_at, 21) NOT GLOB '*[^0-9]*')))
+BEGIN
+    SELECT RAISE(ABORT, 'msg_list.send_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
+        WHERE (CASE WHEN typeof(NEW.send_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, 'unixepoch')
+           WHEN typeof(NEW.send_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.send_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds')
+           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds') END) IS NULL;
+    UPDATE msg_list SET send_at = CASE WHEN typeof(NEW.send_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, 'unixepoch')
+           WHEN typeof(NEW.send_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.send_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds')
+           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds') END
+    WHERE id = NEW.id;
+END;
+
+CREATE TRIGGER IF NOT EXISTS msg_list_expire_at_insert AFTER INSERT ON msg_list
+WHEN NEW.expire_at IS NOT NULL AND NOT (typeof(NEW.expire_at) = 'text' AND substr(NEW.expire_at, 1, 19) = datetime(NEW.expire_at, '+0 seconds')
+         AND (length(NEW.expire_at) = 19 OR (substr(NEW.expire_at, 20, 1) = '.' AND length(NEW.expire_at) BETWEEN 21 AND 26
+              AND substr(NEW.expire_at, 21) NOT GLOB '*[^0-9]*')))
+BEGIN
+    SELECT RAISE(ABORT, 'msg_list.expire_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
+        WHERE (CASE WHEN typeof(NEW.expire_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, 'unixepoch')
+           WHEN typeof(NEW.expire_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds')
+           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds') END) IS NULL;
+    UPDATE msg_list SET expire_at = CASE WHEN typeof(NEW.expire_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, 'unixepoch')
+           WHEN typeof(NEW.expire_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds')
+           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds') END
+    WHERE id = NEW.id;
+END;
+
+CREATE TRIGGER IF NOT EXISTS msg_list_created_at_insert AFTER INSERT ON msg_list
+WHEN NOT (typeof(NEW.created_at) = 'text' AND substr(NEW.created_at, 1, 19) = datetime(NEW.created_at, '+0 seconds')
+         AND (length(NEW.created_at) = 19 OR (substr(NEW.created_at, 20, 1) = '.' AND length(NEW.created_at) BETWEEN 21 AND 26
+              AND substr(NEW.created_at, 21) NOT GLOB '*[^0-9]*')))
+BEGIN
+    SELECT RAISE(ABORT, 'msg_list.created_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
+        WHERE (CASE WHEN typeof(NEW.created_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, 'unixepoch')
+           WHEN typeof(NEW.created_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.created_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds')
+           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds') END) IS NULL;
+    UPDATE msg_list SET created_at = CASE WHEN typeof(NEW.created_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, 'unixepoch')
+           WHEN typeof(NEW.created_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.created_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds')
+           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds') END
+    WHERE id = NEW.id;
+END;
+
+CREATE TRIGGER IF NOT EXISTS msg_list_send_at_update AFTER UPDATE OF send_at ON msg_list
+WHEN NOT (typeof(NEW.send_at) = 'text' AND substr(NEW.send_at, 1, 19) = datetime(NEW.send_at, '+0 seconds')
+         AND (length(NEW.send_at) = 19 OR (substr(NEW.send_at, 20, 1) = '.' AND length(NEW.send_at) BETWEEN 21 AND 26
+              AND substr(NEW.send_at, 21) NOT GLOB '*[^0-9]*')))
+BEGIN
+    SELECT RAISE(ABORT, 'msg_list.send_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
+        WHERE (CASE WHEN typeof(NEW.send_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, 'unixepoch')
+           WHEN typeof(NEW.send_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.send_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds')
+           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds') END) IS NULL;
+    UPDATE msg_list SET send_at = CASE WHEN typeof(NEW.send_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, 'unixepoch')
+           WHEN typeof(NEW.send_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.send_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds')
+           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds') END
+    WHERE id = NEW.id;
+END;
+
+CREATE TRIGGER IF NOT EXISTS msg_list_expire_at_update AFTER UPDATE OF expire_at ON msg_list
+WHEN NEW.expire_at IS NOT NULL AND NOT (typeof(NEW.expire_at) = 'text' AND substr(NEW.expire_at, 1, 19) = datetime(NEW.expire_at, '+0 seconds')
+         AND (length(NEW.expire_at) = 19 OR (substr(NEW.expire_at, 20, 1) = '.' AND length(NEW.expire_at) BETWEEN 21 AND 26
+              AND substr(NEW.expire_at, 21) NOT GLOB '*[^0-9]*')))
+BEGIN
+    SELECT RAISE(ABORT, 'msg_list.expire_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
+        WHERE (CASE WHEN typeof(NEW.expire_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, 'unixepoch')
+           WHEN typeof(NEW.expire_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds')
+           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds') END) IS NULL;
+    UPDATE msg_list SET expire_at = CASE WHEN typeof(NEW.expire_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, 'unixepoch')
+           WHEN typeof(NEW.expire_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds')
+           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds') END
+    WHERE id = NEW.id;
+END;
+
+CREATE TRIGGER IF NOT EXISTS msg_list_created_at_update AFTER UPDATE OF created_at ON msg_list
+WHEN NOT (typeof(NEW.created_at) = 'text' AND substr(NEW.created_at, 1, 19) = datetime(NEW.created_at, '+0 seconds')
+         AND (length(NEW.created_at) = 19 OR (substr(NEW.created_at, 20, 1) = '.' AND length(NEW.created_at) BETWEEN 21 AND 26
+              AND substr(NEW.created_at, 21) NOT GLOB '*[^0-9]*')))
+BEGIN
+    SELECT RAISE(ABORT, 'msg_list.created_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
+        WHERE (CASE WHEN typeof(NEW.created_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, 'unixepoch')
+           WHEN typeof(NEW.created_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.created_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds')
+           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds') END) IS NULL;
+    UPDATE msg_list SET created_at = CASE WHEN typeof(NEW.created_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, 'unixepoch')
+           WHEN typeof(NEW.created_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.created_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds')
+           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds') END
+    WHERE id = NEW.id;
+END;
+
+CREATE TRIGGER IF NOT EXISTS msg_list_priority_insert AFTER INSERT ON msg_list
+WHEN typeof(NEW.priority) != 'integer'
+BEGIN
+    SELECT RAISE(ABORT, 'msg_list.priority must be an integer');
+END;
+
+CREATE TRIGGER IF NOT EXISTS msg_list_priority_update AFTER UPDATE OF priority ON msg_list
+WHEN typeof(NEW.priority) != 'integer'
+BEGIN
+    SELECT RAISE(ABORT, 'msg_list.priority must be an integer');
+END;

@@ -1,0 +1,175 @@
+"""Read msg_list rows one at a time, so that one row nobody can read fails alone.
+
+Applications write msg_list with plain SQL from any language, and a database keeps
+what it is given: SQLite a send_at of '1x' or raw bytes that are not UTF-8, MySQL
+(with sql_mode = '') a zero date. Reading such a row through the models would raise
+in the middle of a claim or a status report and stop everything. Here each column
+of each row is decoded on its own: a row with a column that cannot be read comes
+back as a BadRow naming the column and the value, and the caller fails that row
+(dispatch) or shows it as unreadable (status, console) while every other row goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from db.models import parse_utc
+
+VALUE_SHOWN = 60  # characters of a bad value quoted in an error
+
+
+@dataclass(slots=True)
+class Row:
+    """A claimed msg_list row, decoded."""
+
+    id: int
+    app: str | None
+    template: str
+    openid: str
+    phone: str | None
+    params: str
+    page: str | None
+    priority: int
+    send_at: datetime
+    expire_at: datetime | None
+    attempts: int
+    dedup_key: str | None
+    errcode: int | None
+    error: str | None
+    parent_id: int | None
+    status: str
+    claimed_by: str | None
+    lease_until: datetime | None
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    """A row with a column that cannot be read: it ends 'fail' with `reason`."""
+
+    id: int
+    attempts: int
+    column: str
+    reason: str
+    template: str | None = None
+
+
+def shown(value: object) -> str:
+    """A value quoted for an error message: bounded, never raw bytes."""
+    raw = getattr(value, "raw", None)
+    if isinstance(raw, bytes):  # SQLite text that is not UTF-8 (db.dialects._BadText)
+        value = raw
+    if isinstance(value, bytes):
+        text = repr(value[:VALUE_SHOWN])
+    else:
+        text = repr(value)
+    return text if len(text) <= VALUE_SHOWN + 5 else text[:VALUE_SHOWN] + "...'"
+
+
+class ColumnError(ValueError):
+    pass
+
+
+def _text(value: object, nullable: bool) -> str | None:
+    if value is None:
+        if nullable:
+            return None
+        raise ColumnError("is NULL")
+    if getattr(value, "raw", None) is not None:
+        raise ColumnError(f"is not valid UTF-8 text ({shown(value)})")
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ColumnError(f"is not valid UTF-8 text ({shown(value)})") from None
+    if isinstance(value, str):
+        return value
+    return str(value)  # a number written into a text column reads as its text
+
+
+def _int(value: object, nullable: bool) -> int | None:
+    if value is None:
+        if nullable:
+            return None
+        raise ColumnError("is NULL")
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ColumnError(f"{shown(value)} is not an integer")
+    return value
+
+
+def _ts(value: object, nullable: bool) -> datetime | None:
+    if value is None:
+        if nullable:
+            return None
+        raise ColumnError("is NULL")
+    try:
+        return parse_utc(value)
+    except (ValueError, TypeError, OverflowError):
+        raise ColumnError(f"{shown(value)} is not a time") from None
+
+
+Decoder = Callable[[object, bool], object]
+# (column, decoder, nullable), in the order the claim selects them
+CLAIM_COLUMNS: tuple[tuple[str, Decoder, bool], ...] = (
+    ("id", _int, False),
+    ("attempts", _int, False),
+    ("template", _text, False),
+    ("app", _text, True),
+    ("openid", _text, False),
+    ("phone", _text, True),
+    ("params", _text, False),
+    ("page", _text, True),
+    ("priority", _int, False),
+    ("send_at", _ts, False),
+    ("expire_at", _ts, True),
+    ("dedup_key", _text, True),
+    ("errcode", _int, True),
+    ("error", _text, True),
+    ("parent_id", _int, True),
+    ("status", _text, False),
+    ("claimed_by", _text, True),
+    ("lease_until", _ts, True),
+    ("updated_at", _ts, True),
+)
+CLAIM_SELECT = ", ".join(name for name, _, _ in CLAIM_COLUMNS)
+
+
+def decode_claimed(raw: Sequence[object]) -> Row | BadRow:
+    """One row of CLAIM_SELECT -> Row, or BadRow naming the first unreadable column."""
+    values: dict[str, object] = {}
+    for (name, decode, nullable), value in zip(CLAIM_COLUMNS, raw, strict=True):
+        try:
+            values[name] = decode(value, nullable)
+        except ColumnError as exc:
+            row_id = values.get("id")
+            if not isinstance(row_id, int):
+                raise  # the primary key is always an integer; anything else is a bug
+            template = values.get("template")
+            return BadRow(id=row_id, attempts=int(values.get("attempts") or 0),  # type: ignore[call-overload]
+                          column=name, reason=f"{name} {exc}",
+                          template=template if isinstance(template, str) else None)
+    return Row(**values)  # type: ignore[arg-type]
+
+
+def ts_or_none(value: object) -> datetime | None:
+    """A timestamp for display; None when it cannot be read (readers never raise)."""
+    try:
+        return _ts(value, True)
+    except ColumnError:
+        return None
+
+
+def text_or_shown(value: object) -> str | None:
+    """Text for display; an unreadable value shown quoted rather than raising."""
+    try:
+        return _text(value, True)
+    except ColumnError:
+        return shown(value)
+
+
+__all__ = ["CLAIM_COLUMNS", "CLAIM_SELECT", "BadRow", "Row", "decode_claimed", "shown",
+           "text_or_shown", "ts_or_none"]

@@ -1,0 +1,252 @@
+"""Create Herald's schema, and upgrade a database an earlier release made, in place.
+
+db/ddl/<dialect>.sql is the whole current schema (what `schema --dialect` prints and
+a DBA may apply by hand); every statement in it is idempotent (IF NOT EXISTS, OR
+REPLACE, or an index Herald skips when it is there). An upgrade therefore is: add the
+columns an older msg_list lacks, fix up data the new constraints would refuse, run the
+DDL, record the version in herald_schema. Version 1 is the first release's schema
+(msg_list and access_token, no herald_schema table); tests/fixtures/schema_v1 keeps
+its DDL so the upgrade is tested from the real thing.
+
+`init-db` upgrades; so do `run` and `serve` at start. Two of them starting together
+take turns (an advisory lock on PostgreSQL, GET_LOCK on MySQL, the write lock on
+SQLite).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from peewee import Database
+
+from db.dialects import DIALECTS, Dialect, dialect
+
+log = logging.getLogger("herald.schema")
+
+VERSION = 2
+DESCRIPTIONS = {
+    1: "msg_list and access_token",
+    2: "receipts, grants, history, push inbox, heartbeats; fallback and sms columns; "
+       "SQLite timestamp normalisation",
+}
+# Columns version 2 added to msg_list, with each dialect's type.
+V2_COLUMNS: dict[str, dict[str, str]] = {
+    "phone": {"sqlite": "VARCHAR(32)", "postgres": "VARCHAR(32)", "mysql": "VARCHAR(32) NULL"},
+    "parent_id": {"sqlite": "BIGINT", "postgres": "BIGINT", "mysql": "BIGINT NULL"},
+    "started_at": {"sqlite": "DATETIME", "postgres": "TIMESTAMPTZ",
+                   "mysql": "TIMESTAMP(6) NULL DEFAULT NULL"},
+    "receipt": {"sqlite": "VARCHAR(16)", "postgres": "VARCHAR(16)", "mysql": "VARCHAR(16) NULL"},
+    "receipt_error": {"sqlite": "TEXT", "postgres": "TEXT", "mysql": "TEXT NULL"},
+    "receipt_at": {"sqlite": "DATETIME", "postgres": "TIMESTAMPTZ",
+                   "mysql": "TIMESTAMP(6) NULL DEFAULT NULL"},
+}
+# MySQL keeps msg_list's indexes inside CREATE TABLE, which an existing table skips.
+V2_MYSQL_INDEXES = (
+    "CREATE INDEX msg_list_msgid ON msg_list (msgid)",
+    "CREATE INDEX msg_list_parent ON msg_list (parent_id)",
+    "CREATE INDEX msg_list_openid ON msg_list (openid, id)",
+)
+
+# SQLite v1 databases may hold rows whose times are not in Herald's form (the v2
+# triggers now refuse those at INSERT). Before the triggers exist, rewrite the ones
+# SQLite can read and fail the waiting ones it cannot, naming the column.
+_SQLITE_TS = "'%Y-%m-%d %H:%M:%f'"
+
+
+def _sqlite_norm(col: str) -> str:
+    return (f"CASE WHEN typeof({col}) IN ('integer', 'real') THEN "
+            f"strftime({_SQLITE_TS}, {col}, 'unixepoch') WHEN typeof({col}) = 'text' AND "
+            f"strftime({_SQLITE_TS}, {col}) = strftime({_SQLITE_TS}, {col}, '+0 seconds') "
+            f"THEN strftime({_SQLITE_TS}, {col}, '+0 seconds') END")
+
+
+def _sqlite_canonical(col: str) -> str:
+    return (f"(typeof({col}) = 'text' AND substr({col}, 1, 19) = datetime({col}, '+0 seconds') "
+            f"AND (length({col}) = 19 OR (substr({col}, 20, 1) = '.' AND length({col}) "
+            f"BETWEEN 21 AND 26 AND substr({col}, 21) NOT GLOB '*[^0-9]*')))")
+
+
+def _sqlite_v2_fixups() -> list[str]:
+    out = []
+    for col in ("send_at", "expire_at", "created_at"):
+        norm, ok = _sqlite_norm(col), _sqlite_canonical(col)
+        out.append(f"UPDATE msg_list SET status = 'fail', error = 'msg_list.{col} is not a "
+                   f"time (found by the schema upgrade): ' || quote({col}) "
+                   f"WHERE status IN ('wait', 'sending') AND {col} IS NOT NULL AND NOT {ok} "
+                   f"AND ({norm}) IS NULL")
+        out.append(f"UPDATE msg_list SET {col} = {norm} WHERE {col} IS NOT NULL AND NOT {ok} "
+                   f"AND ({norm}) IS NOT NULL")
+    out.append("UPDATE msg_list SET status = 'fail', error = 'msg_list.priority is not an "
+               "integer (found by the schema upgrade): ' || quote(priority) "
+               "WHERE status IN ('wait', 'sending') AND typeof(priority) != 'integer'")
+    out.append("UPDATE msg_list SET priority = 0 WHERE typeof(priority) != 'integer'")
+    return out
+
+
+def ddl_text(name: str) -> str:
+    if name not in DIALECTS:
+        raise ValueError(f"unknown dialect {name!r} (use {', '.join(DIALECTS)})")
+    return DIALECTS[name].ddl()
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a DDL script on ';' outside quotes, comments, $$ bodies and the
+    BEGIN ... END of SQLite triggers."""
+    statements: list[str] = []
+    buf: list[str] = []
+    i, n = 0, len(sql)
+    depth = 0  # inside CREATE TRIGGER ... BEGIN ... END
+    while i < n:
+        if sql.startswith("--", i):
+            j = sql.find("\n", i)
+            i = n if j < 0 else j + 1
+            continue
+        if sql.startswith("$$", i):
+            j = sql.find("$$", i + 2)
+            j = n if j < 0 else j + 2
+            buf.append(sql[i:j])
+            i = j
+            continue
+        c = sql[i]
+        if c == "'":
+            m = re.compile(r"'(?:[^']|'')*'").match(sql, i)
+            j = m.end() if m else n
+            buf.append(sql[i:j])
+            i = j
+            continue
+        word = _BLOCK_WORD.match(sql, i)
+        if word and (i == 0 or not (sql[i - 1].isalnum() or sql[i - 1] == "_")):
+            # a trigger body (BEGIN ... END, with CASE ... END inside) holds ';'
+            if _TRIGGER.match("".join(buf).lstrip()):
+                depth += -1 if word.group(1).upper() == "END" else 1
+            buf.append(word.group(0))
+            i = word.end()
+            continue
+        if c == ";" and not depth:
+            stmt = "".join(buf).strip()
+            if stmt:
+                statements.append(stmt)
+            buf = []
+        else:
+            buf.append(c)
+        i += 1
+    stmt = "".join(buf).strip()
+    if stmt:
+        statements.append(stmt)
+    return statements
+
+
+_BLOCK_WORD = re.compile(r"(BEGIN|CASE|END)\b", re.I)
+_TRIGGER = re.compile(r"CREATE\s+TRIGGER\b", re.I)
+_CREATE_INDEX = re.compile(
+    r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(IF\s+NOT\s+EXISTS\s+)?(\w+)\s+ON\s+(\w+)", re.I)
+
+INIT_LOCK_KEY = 0x4845_5241_4C44  # "HERALD": the advisory lock of upgrades
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    version: int | None  # None: no Herald tables at all
+    current: int = VERSION
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.version == self.current
+
+    def describe(self) -> str:
+        if self.version is None:
+            return "no Herald tables (run init-db)"
+        if self.version < self.current:
+            return (f"schema version {self.version}, this release needs {self.current} "
+                    "(run init-db, or start run/serve: they upgrade in place)")
+        if self.version > self.current:
+            return (f"schema version {self.version} is newer than this release's "
+                    f"{self.current}: upgrade Herald")
+        return f"schema version {self.version} (current)"
+
+
+def state(db: Database) -> SchemaState:
+    """Which schema version the database holds."""
+    with db.connection_context():
+        tables = set(db.get_tables())
+        if "msg_list" not in tables:
+            return SchemaState(None)
+        if "herald_schema" not in tables:
+            return SchemaState(1)
+        row = db.execute_sql("SELECT MAX(version) FROM herald_schema").fetchone()
+        return SchemaState(int(row[0]) if row and row[0] is not None else 1)
+
+
+def init_schema(db: Database) -> list[int]:
+    """Create the schema, or upgrade an older one in place. Idempotent; keeps every row.
+
+    Returns the versions applied (empty when the database was current).
+    """
+    d = dialect(db)
+    with db.connection_context(), _exclusive(db, d):
+        before = state(db).version
+        if before is not None and before > VERSION:
+            raise RuntimeError(SchemaState(before).describe())
+        if before is not None and before < 2:
+            _add_columns(db, d, V2_COLUMNS)
+            if d.name == "sqlite":
+                for stmt in _sqlite_v2_fixups():
+                    db.execute_sql(stmt)
+            if d.name == "mysql":
+                _run(db, d, V2_MYSQL_INDEXES)
+        _run(db, d, split_statements(d.ddl()))
+        applied = [VERSION] if before is None else list(range(before + 1, VERSION + 1))
+        for version in applied:
+            db.execute_sql(d.insert_ignore("herald_schema", ("version", "description"),
+                                           "version"), (version, DESCRIPTIONS[version]))
+        if applied and before is not None:
+            log.info("schema upgraded from version %d to %d", before, VERSION)
+        return applied
+
+
+def _add_columns(db: Database, d: Dialect, columns: dict[str, dict[str, str]]) -> None:
+    have = {c.name for c in db.get_columns("msg_list")}
+    for name, types in columns.items():
+        if name not in have:
+            db.execute_sql(f"ALTER TABLE msg_list ADD COLUMN {name} {types[d.name]}")
+
+
+def _run(db: Database, d: Dialect, statements: tuple[str, ...] | list[str]) -> None:
+    indexes: dict[str, set[str]] = {}
+    for stmt in statements:
+        m = _CREATE_INDEX.match(stmt)
+        if m and not m.group(1):  # MySQL has no CREATE INDEX IF NOT EXISTS
+            index, table = m.group(2), m.group(3)
+            if table not in indexes:
+                indexes[table] = {i.name for i in db.get_indexes(table)}
+            if index in indexes[table]:
+                continue
+        db.execute_sql(stmt)
+
+
+@contextmanager
+def _exclusive(db: Database, d: Dialect) -> Iterator[None]:
+    """Run the upgrade alone (daemons on several hosts may start together)."""
+    if d.name == "postgres":
+        # PostgreSQL DDL is transactional: all of it happens or none, and no insert runs
+        # between dropping and re-creating the trigger.
+        with db.atomic():
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (INIT_LOCK_KEY,))
+            yield
+    elif d.name == "mysql":
+        # MySQL commits each DDL statement itself; a named lock keeps two upgrades apart
+        db.execute_sql("SELECT GET_LOCK('herald_schema', 60)")
+        try:
+            yield
+        finally:
+            db.execute_sql("SELECT RELEASE_LOCK('herald_schema')")
+    else:
+        with db.atomic():  # SQLite DDL is transactional, and IMMEDIATE excludes others
+            yield
+
+
+__all__ = ["VERSION", "SchemaState", "ddl_text", "init_schema", "split_statements", "state"]
