@@ -19,8 +19,8 @@ from db.connection import connect, init_schema
 from db.models import MsgList
 from logs import setup_logging
 from runtime import Runtime
-from templates import load_templates
 from sandbox.wechat import Sandbox
+from templates import load_templates
 
 HERE = Path(__file__).resolve().parent
 APPID, SECRET = "wxdemo0000000001", "demo-secret-not-real"

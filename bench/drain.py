@@ -40,11 +40,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import benchlib as bl  # noqa: E402
 
+from channels.wechat_api import WeChatClient  # noqa: E402
 from db.models import MsgList  # noqa: E402
 from jobs import dispatch, token_refresh  # noqa: E402
 from runtime import Runtime  # noqa: E402
 from templates import load_templates, render_row  # noqa: E402
-from channels.wechat_api import WeChatClient  # noqa: E402
 
 SEND_PATH = "/cgi-bin/message/subscribe/send"
 MAX_RUNS = 1000  # a drain that needs more dispatch runs than this is broken, not slow

@@ -23,9 +23,9 @@ from config import Config, config_from_dict  # noqa: E402
 from db.connection import connect, init_schema  # noqa: E402
 from db.models import AccessToken, MsgList  # noqa: E402
 from runtime import Runtime  # noqa: E402
+from sandbox.wechat import Sandbox  # noqa: E402
 from templates import load_templates  # noqa: E402
 from tests.support import APPID, SECRET, config_data  # noqa: E402
-from sandbox.wechat import Sandbox  # noqa: E402
 
 SERVER_URLS = {
     "postgres": os.environ.get("HERALD_TEST_POSTGRES_URL"),

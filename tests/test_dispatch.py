@@ -200,9 +200,9 @@ def test_a_template_saved_a_moment_ago_is_found_not_failed(db, tmp_path, runtime
     makes dispatch look at once instead of failing the row."""
     import os
 
+    from sandbox.wechat import Sandbox
     from tests.conftest import APPID
     from tests.conftest import SECRET as S
-    from sandbox.wechat import Sandbox
 
     path = tmp_path / "templates.yaml"
     path.write_text("a:\n  template_id: A1\n  data: {thing1: first}\n")

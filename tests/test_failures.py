@@ -13,6 +13,8 @@ import peewee
 import pytest
 
 import clock
+from channels.wechat_api import Answer, WeChatClient
+from channels.wechat_errors import ERRCODES, Kind, meaning
 from config import RetryConfig
 from db.claim import claim_batch
 from db.models import AccessToken, MsgList
@@ -20,8 +22,6 @@ from db.outcomes import Outcome, record
 from jobs import dispatch, stale_retry
 from policy import backoff_delay, decide
 from tests.conftest import APPID, SECRET, insert_sql, make_config, row
-from channels.wechat_api import Answer, WeChatClient
-from channels.wechat_errors import ERRCODES, Kind, meaning
 
 GOOD = '["Tea", 3, "shipped", "ok"]'
 T0 = datetime(2026, 11, 28, 3, 0, 0, tzinfo=UTC)

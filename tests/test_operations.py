@@ -61,8 +61,8 @@ def status_of(db, rid: int) -> str:
 @pytest.fixture
 def open_sandbox():
     """A sandbox that accepts any template_id (the test adds one at run time)."""
-    from tests.conftest import APPID, SECRET
     from sandbox.wechat import Sandbox
+    from tests.conftest import APPID, SECRET
 
     with Sandbox(apps={APPID: SECRET}) as sb:
         yield sb

@@ -9,11 +9,11 @@ import pytest
 from freezegun import freeze_time
 
 import clock
+from channels.wechat_api import WeChatClient
 from db.models import AccessToken
 from jobs import token_refresh
 from tests.conftest import SECRET
 from tokens import TokenUnavailable
-from channels.wechat_api import WeChatClient
 
 
 def test_refresh_ahead_of_expiry_under_freezegun(db, sandbox, runtime_factory):
