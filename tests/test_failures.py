@@ -16,7 +16,7 @@ import clock
 from channels.wechat_api import Answer, WeChatClient
 from channels.wechat_errors import ERRCODES, Kind, meaning
 from config import RetryConfig
-from db.claim import claim_batch
+from db.claim import claim_batch, mark_started
 from db.models import AccessToken, MsgList
 from db.outcomes import Outcome, record
 from jobs import dispatch, stale_retry
@@ -263,16 +263,24 @@ def test_credential_error_leaves_rows_waiting_with_the_reason(db, sandbox, runti
 
 
 # -- leases, stale rows and ownership -----------------------------------------------------
-@pytest.mark.parametrize(("on_stale", "status"), [("retry", "wait"), ("fail", "fail")])
-def test_stale_rows_are_recovered(db, sandbox, runtime_factory, on_stale, status):
+@pytest.mark.parametrize(("on_stale", "started", "status", "attempts"), [
+    ("retry", False, "wait", 1),
+    ("fail", True, "fail", 1),  # its send may have reached WeChat: at-most-once
+    ("fail", False, "wait", 0),  # it never reached a send: back, the attempt refunded
+])
+def test_stale_rows_are_recovered(db, sandbox, runtime_factory, on_stale, started, status,
+                                  attempts):
     rt = runtime_factory(db, sandbox, dispatch={"on_stale": on_stale, "lease": "1m"})
     rid = insert_sql(db, template="order_status", openid="o1", params=GOOD)
     t = clock.now()
     claim_batch(db, daemon_id="dead-daemon", now=t, lease=60, limit=10)
+    if started:
+        assert mark_started(db, rid, 1, daemon_id="dead-daemon", now=t)
     assert stale_retry.run(rt, now=at(t + timedelta(seconds=59))) == 0
     assert stale_retry.run(rt, now=at(t + timedelta(seconds=61))) == 1
     r = row(rid)
-    assert r.status == status and "lease expired while sending" in r.error
+    assert (r.status, r.attempts) == (status, attempts)
+    assert "lease expired" in r.error
     assert r.lease_until is None
 
 
