@@ -1,0 +1,148 @@
+"""Every key of config.yaml, declared once: type and limits (the check), default, help.
+
+Validation, defaults, the unknown-key and did-you-mean checks, and the dataclasses all
+come from this table; config.yaml must mention every key in it (tests/test_config.py
+checks). Adding a key: one line here, one field on its dataclass in model.py, one line in
+config.yaml.
+
+    key(path, check, default, help)      a value; default as written in YAML, or REQUIRED
+    secret(path, check, default, help)   a credential: never shown, deferrable
+    section(path, Dataclass, help)       a mapping with fixed keys
+    names(path, help, pattern, ...)      a mapping from names the user picks to sections
+"""
+
+from __future__ import annotations
+
+import re
+from types import MappingProxyType
+from typing import Any, Final
+
+from .model import (
+    AppConfig,
+    Backoff,
+    DispatchConfig,
+    HttpConfig,
+    JobConfig,
+    LogConfig,
+    MetricsConfig,
+    Retention,
+    RetryConfig,
+)
+from .spec import REQUIRED, Decl, Schema, key, names, secret, section
+from .values import (
+    Address,
+    Choice,
+    DatabaseUrl,
+    Duration,
+    FilePath,
+    HttpUrl,
+    Integer,
+    Listen,
+    Number,
+    Pattern,
+    QuotaResetTime,
+    SecretText,
+)
+
+
+def frozen_mapping(**items: Any) -> MappingProxyType[str, Any]:
+    return MappingProxyType(items)
+
+
+def with_address(cls: type) -> Any:
+    """Build `cls` from its section, the parsed `listen` spread into listen, host, port."""
+    def build(listen: Address | None, **rest: Any) -> Any:
+        if listen is None:
+            return cls(listen=None, host=None, port=None, **rest)
+        return cls(listen=listen.text, host=listen.host, port=listen.port, **rest)
+    return build
+
+
+def job(name: str, every: str, help: str) -> tuple[Decl, Decl]:
+    return (section(f"jobs.{name}", JobConfig, help),
+            key(f"jobs.{name}.every", Duration(), every, f"how often: {help}"))
+
+
+DATABASE_ENV: Final = "HERALD_DATABASE"
+TOKEN_SOURCES: Final = ("stable", "legacy", "external")
+
+DECLARATIONS: Final[tuple[Decl, ...]] = (
+    key("database", DatabaseUrl(), "sqlite:///herald.db",
+        "the queue: sqlite:///file.db, postgresql://user@host/db or mysql://user@host/db "
+        "(each may take +pool); HERALD_DATABASE overrides it", env_override=DATABASE_ENV),
+    key("api_base", HttpUrl("https://api.weixin.qq.com"), "https://api.weixin.qq.com",
+        "WeChat API root, http or https (the tests point it at the sandbox)"),
+    key("templates", FilePath(), "templates.yaml",
+        "the message templates file, relative to this file"),
+
+    names("apps", "one entry per app; queue rows whose app is NULL use the app named default",
+          r"[a-z][a-z0-9_]{0,31}", "app name",
+          "a lowercase letter, then up to 31 lowercase letters, digits or _",
+          empty="no apps configured (give at least one, e.g. "
+                "apps: {default: {appid: ..., secret: ...}})",
+          default={"default": {"appid": "${WECHAT_APPID}", "secret": "${WECHAT_SECRET}"}},
+          default_note="there is no apps section, so the app 'default' takes its appid and "
+                       "secret from WECHAT_APPID and WECHAT_SECRET"),
+    section("apps.<name>", AppConfig, "one app's credentials"),
+    key("apps.<name>.appid",
+        Pattern(re.compile(r"[A-Za-z0-9_-]{1,64}"), "appid", "1 to 64 letters, digits, _ or -"),
+        REQUIRED, "the Mini Program's appid, e.g. wx0123456789abcdef"),
+    secret("apps.<name>.secret", SecretText("the app secret"), None,
+           "the AppSecret; or secret_file: a file holding it, looked up in "
+           "$CREDENTIALS_DIRECTORY first", file=True),
+    key("apps.<name>.token_source", Choice(TOKEN_SOURCES), "stable",
+        "stable (POST /cgi-bin/stable_token, safe to share) | legacy (GET /cgi-bin/token) | "
+        "external (another service keeps the token)"),
+    key("apps.<name>.token_file", FilePath(), None,
+        "external only: a file holding the token; null reads the shared access_token table"),
+
+    section("jobs", frozen_mapping, "how often each scheduled job runs"),
+    *job("dispatch", "60s", "claim and send due messages"),
+    *job("token_refresh", "5m", "renew access tokens before they expire"),
+    *job("stale_retry", "1m", "recover rows whose sending lease ran out"),
+    *job("purge", "1h", "delete finished rows older than their retention"),
+
+    section("dispatch", DispatchConfig, "how due rows are claimed and sent"),
+    key("dispatch.batch_size", Integer(1, 10000), 100, "rows claimed per run"),
+    key("dispatch.workers", Integer(1, 256), 16, "concurrent sends"),
+    # Shorter leases would expire while a batch is still being sent.
+    key("dispatch.lease", Duration(low=10.0), "5m", "how long a claimed row stays ours"),
+    key("dispatch.on_stale", Choice(("retry", "fail")), "retry",
+        "a row whose lease ran out while sending: retry (at-least-once) | fail (at-most-once)"),
+    key("dispatch.rate_limit",
+        Number(lambda n: n > 0, "null or a number > 0, messages per second per app",
+               nullable=True),
+        None, "at most this many sends per second per app; null: unlimited"),
+
+    section("retry", RetryConfig, "what happens after a failed send"),
+    key("retry.max_attempts", Integer(1, 100), 5, "sends per message before it fails"),
+    section("retry.backoff", Backoff,
+            "the wait after the n-th failure: min(max, base × factor^(n-1)) ± jitter"),
+    key("retry.backoff.base", Duration(), "30s", "wait after the first failure"),
+    key("retry.backoff.factor", Number(lambda n: n >= 1, "a number >= 1"), 2,
+        "multiplier per further failure"),
+    key("retry.backoff.max", Duration(), "1h", "longest wait, at least base"),
+    key("retry.backoff.jitter", Number(lambda n: 0 <= n <= 1, "a number from 0 to 1"), 0.2,
+        "random spread as a fraction of the wait"),
+    key("retry.daily_quota_reset", QuotaResetTime(), "00:00+08:00",
+        "when WeChat's daily quota (errcode 45009) resets, HH:MM±HH:MM"),
+
+    section("http", HttpConfig, "outgoing HTTP requests"),
+    key("http.timeout", Duration(), "10s", "per WeChat API request"),
+
+    section("retention", Retention, "how long finished rows are kept before purge deletes them"),
+    key("retention.success", Duration(), "30d", "sent rows"),
+    key("retention.fail", Duration(), "90d", "failed rows"),
+    key("retention.cancelled", Duration(), "30d", "rows the application cancelled"),
+
+    section("metrics", with_address(MetricsConfig), "the Prometheus endpoint"),
+    key("metrics.listen", Listen("127.0.0.1:9464", "metrics"), "127.0.0.1:9464",
+        "host:port of the Prometheus endpoint; null disables it"),
+
+    section("log", LogConfig, "logging"),
+    key("log.format", Choice(("text", "json")), "text", "text | json (one object a line)"),
+    key("log.level", Choice(("DEBUG", "INFO", "WARNING", "ERROR"), upper=True), "INFO",
+        "DEBUG | INFO | WARNING | ERROR"),
+)
+
+SCHEMA: Final = Schema(dict, *DECLARATIONS)
