@@ -95,12 +95,24 @@ def mask_url(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class PushConfig:
+    """WeChat message push (消息推送) for one app, as set in its console."""
+
+    token: Secret
+    aes_key: Secret | None  # EncodingAESKey; None = plaintext mode only
+
+
+# Defaults on fields added after the first release keep AppConfig(...) calls written for
+# the five-field version working; tests/test_config.py checks they match the schema's.
+@dataclass(frozen=True, slots=True)
 class AppConfig:
     name: str
     appid: str
     secret: Secret | None
     token_source: str  # stable | legacy | external
     token_file: Path | None  # external only; None = the shared access_token table row
+    kind: str = "miniprogram"  # miniprogram | official_account
+    push: PushConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +177,12 @@ class HttpConfig:
 
 @dataclass(frozen=True, slots=True)
 class Retention:
-    success: float  # seconds
-    fail: float
-    cancelled: float
+    """Seconds each kind of finished row is kept; None = forever."""
+
+    success: float | None
+    fail: float | None
+    cancelled: float | None
+    events: float | None = 30 * 86400.0  # push_event inbox rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +196,56 @@ class MetricsConfig:
 class LogConfig:
     format: str  # text | json
     level: str  # DEBUG | INFO | WARNING | ERROR
+    sql: bool = False  # peewee's SQL statements logged
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """Where `serve` listens for WeChat pushes and SMS status callbacks."""
+
+    listen: str | None  # None = disabled
+    host: str | None
+    port: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleUser:
+    name: str
+    password_hash: Secret  # "scrypt$..."; a verifier, still kept out of logs
+    role: str  # viewer | operator
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    listen: str | None  # None = disabled
+    host: str | None
+    port: int | None
+    users: Mapping[str, ConsoleUser]  # MappingProxyType, in file order
+    session_ttl: float  # seconds
+    cookie_secure: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GrantsConfig:
+    on_missing: str  # send | hold | fail
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptsConfig:
+    missing_after: float  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class SmsConfig:
+    """Tencent Cloud SMS (API 3.0)."""
+
+    secret_id: Secret
+    secret_key: Secret
+    sdk_app_id: str  # digits, e.g. "1400006666"
+    sign_name: str
+    region: str
+    endpoint: str  # without trailing slash
+    callback_token: Secret | None  # last path segment of the status callback URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +262,11 @@ class Config:
     retention: Retention
     metrics: MetricsConfig
     log: LogConfig
+    web: WebConfig
+    console: ConsoleConfig
+    grants: GrantsConfig
+    receipts: ReceiptsConfig
+    sms: SmsConfig | None
 
     def app(self, name: str | None) -> AppConfig:
         """The app called `name`; rows whose app is NULL (None) use the app 'default'."""

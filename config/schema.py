@@ -20,19 +20,29 @@ from typing import Any, Final
 from .model import (
     AppConfig,
     Backoff,
+    ConsoleConfig,
+    ConsoleUser,
     DispatchConfig,
+    GrantsConfig,
     HttpConfig,
     JobConfig,
     LogConfig,
     MetricsConfig,
+    PushConfig,
+    ReceiptsConfig,
     Retention,
     RetryConfig,
+    SmsConfig,
+    WebConfig,
 )
 from .spec import REQUIRED, Decl, Schema, key, names, secret, section
 from .values import (
     Address,
+    AesKey,
+    Bool,
     Choice,
     DatabaseUrl,
+    Digits,
     Duration,
     FilePath,
     HttpUrl,
@@ -65,6 +75,10 @@ def job(name: str, every: str, help: str) -> tuple[Decl, Decl]:
 
 DATABASE_ENV: Final = "HERALD_DATABASE"
 TOKEN_SOURCES: Final = ("stable", "legacy", "external")
+DAY: Final = 86400.0
+RETENTION: Final = Duration(forever=True)
+PUSH_TOKEN: Final = Pattern(re.compile(r"[A-Za-z0-9]{3,32}"), "push Token",
+                            "3 to 32 letters or digits, as set in the console")
 
 DECLARATIONS: Final[tuple[Decl, ...]] = (
     key("database", DatabaseUrl(), "sqlite:///herald.db",
@@ -95,12 +109,24 @@ DECLARATIONS: Final[tuple[Decl, ...]] = (
         "external (another service keeps the token)"),
     key("apps.<name>.token_file", FilePath(), None,
         "external only: a file holding the token; null reads the shared access_token table"),
+    key("apps.<name>.kind", Choice(("miniprogram", "official_account")), "miniprogram",
+        "miniprogram | official_account (an account whose own token sends oa_template rows)"),
+    section("apps.<name>.push", PushConfig,
+            "WeChat message push (消息推送) for `serve`, as set in the app's console; "
+            "null: no push receiver", optional=True),
+    secret("apps.<name>.push.token", SecretText("the push Token", PUSH_TOKEN), REQUIRED,
+           "the push Token from the console (3 to 32 letters or digits); or token_file",
+           file=True),
+    secret("apps.<name>.push.aes_key", SecretText("the EncodingAESKey", AesKey()), None,
+           "the EncodingAESKey (43 characters) for compatible and safe mode; or "
+           "aes_key_file; null: plaintext mode only", file=True),
 
     section("jobs", frozen_mapping, "how often each scheduled job runs"),
     *job("dispatch", "60s", "claim and send due messages"),
     *job("token_refresh", "5m", "renew access tokens before they expire"),
     *job("stale_retry", "1m", "recover rows whose sending lease ran out"),
     *job("purge", "1h", "delete finished rows older than their retention"),
+    *job("events", "5s", "apply pushed events and application-reported grants"),
 
     section("dispatch", DispatchConfig, "how due rows are claimed and sent"),
     key("dispatch.batch_size", Integer(1, 10000), 100, "rows claimed per run"),
@@ -131,9 +157,10 @@ DECLARATIONS: Final[tuple[Decl, ...]] = (
     key("http.timeout", Duration(), "10s", "per WeChat API request"),
 
     section("retention", Retention, "how long finished rows are kept before purge deletes them"),
-    key("retention.success", Duration(), "30d", "sent rows"),
-    key("retention.fail", Duration(), "90d", "failed rows"),
-    key("retention.cancelled", Duration(), "30d", "rows the application cancelled"),
+    key("retention.success", RETENTION, "30d", "sent rows; forever keeps them"),
+    key("retention.fail", RETENTION, "90d", "failed rows; forever keeps them"),
+    key("retention.cancelled", RETENTION, "30d", "cancelled rows; forever keeps them"),
+    key("retention.events", RETENTION, "30d", "push_event inbox rows; forever keeps them"),
 
     section("metrics", with_address(MetricsConfig), "the Prometheus endpoint"),
     key("metrics.listen", Listen("127.0.0.1:9464", "metrics"), "127.0.0.1:9464",
@@ -143,6 +170,66 @@ DECLARATIONS: Final[tuple[Decl, ...]] = (
     key("log.format", Choice(("text", "json")), "text", "text | json (one object a line)"),
     key("log.level", Choice(("DEBUG", "INFO", "WARNING", "ERROR"), upper=True), "INFO",
         "DEBUG | INFO | WARNING | ERROR"),
+    key("log.sql", Bool(), False, "true logs every SQL statement peewee runs (noisy)"),
+
+    section("web", with_address(WebConfig), "the HTTP side `serve` runs"),
+    key("web.listen", Listen("127.0.0.1:8080", "the push receiver"), "127.0.0.1:8080",
+        "host:port for WeChat pushes and SMS callbacks, behind a TLS reverse proxy; "
+        "null disables it"),
+
+    section("console", with_address(ConsoleConfig), "the operator console `serve` runs"),
+    key("console.listen", Listen("127.0.0.1:9465", "the console"), "127.0.0.1:9465",
+        "host:port of the console; null disables it"),
+    names("console.users", "who may log in to the console", r"[a-z][a-z0-9_.-]{0,31}",
+          "user name", "a lowercase letter, then up to 31 lowercase letters, digits, _, . or -"),
+    section("console.users.<name>", ConsoleUser, "one console user"),
+    key("console.users.<name>.password_hash",
+        SecretText("a password hash", Pattern(re.compile(r"scrypt\$\S+"), "password hash",
+                                             "the scrypt$... line that `scheduler.py "
+                                             "console-password` prints")),
+        REQUIRED, "what `scheduler.py console-password` prints (scrypt$...)", hidden=True),
+    key("console.users.<name>.role", Choice(("viewer", "operator")), "viewer",
+        "viewer (reads) | operator (also re-drives and cancels)"),
+    key("console.session_ttl", Duration(low=60.0, high=30 * DAY), "12h",
+        "a login lasts this long, 1m to 30d"),
+    key("console.cookie_secure", Bool(), False,
+        "true sends the session cookie over HTTPS only: set it behind HTTPS"),
+
+    section("grants", GrantsConfig, "the subscription ledger (push events, app reports)"),
+    key("grants.on_missing", Choice(("send", "hold", "fail")), "send",
+        "a row whose user has no grant for its template: send (the ledger only observes) | "
+        "hold (wait for a grant or expire_at) | fail (error no grant)"),
+
+    section("receipts", ReceiptsConfig, "delivery receipts"),
+    key("receipts.missing_after", Duration(low=60.0, high=30 * DAY), "30m",
+        "a success with no delivery receipt after this long counts as missing"),
+
+    section("sms", SmsConfig, "Tencent Cloud SMS for the sms channel; null: no SMS",
+            optional=True),
+    secret("sms.secret_id",
+           SecretText("the SecretId", Pattern(re.compile(r"[A-Za-z0-9]{1,128}"), "SecretId",
+                                              "letters and digits, e.g. AKID...")),
+           REQUIRED, "the API key's SecretId (Tencent Cloud CAM console)"),
+    secret("sms.secret_key", SecretText("the SecretKey"), REQUIRED,
+           "the API key's SecretKey; or secret_key_file", file=True),
+    key("sms.sdk_app_id", Digits("SdkAppId", '"1400006666"'), REQUIRED,
+        'the SMS application\'s SdkAppId, e.g. "1400006666"'),
+    key("sms.sign_name",
+        Pattern(re.compile(r"\S(?:[^\x00-\x1f\x7f]{0,30}\S)?"), "sign name",
+                "1 to 32 characters on one line, e.g. 某某商城"),
+        REQUIRED, "the approved signature (签名), e.g. 某某商城; a template may override it"),
+    key("sms.region",
+        Pattern(re.compile(r"[a-z]{2,4}(?:-[a-z0-9]{1,24}){1,3}"), "region",
+                "a Tencent Cloud region such as ap-guangzhou"),
+        "ap-guangzhou", "the API region"),
+    key("sms.endpoint", HttpUrl("https://sms.tencentcloudapi.com"),
+        "https://sms.tencentcloudapi.com", "the SMS API root (the tests point it at the sandbox)"),
+    secret("sms.callback_token",
+           SecretText("the callback token",
+                      Pattern(re.compile(r"[A-Za-z0-9_-]{16,128}"), "callback token",
+                              "16 to 128 letters, digits, _ or -")),
+           None, "the secret last segment of the status callback URL "
+                 "/tencent/sms/status/<callback_token>; null: no callbacks"),
 )
 
 SCHEMA: Final = Schema(dict, *DECLARATIONS)

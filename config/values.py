@@ -7,6 +7,8 @@ A check raises Invalid with the reason only; the walker puts the dotted key and 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import math
 import os
@@ -150,16 +152,23 @@ def duration_seconds(value: object) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Duration(Check):
-    """Seconds between `low` and `high`, both inclusive."""
+    """Seconds between `low` and `high`, both inclusive; with forever=True the word
+    `forever` is allowed too, and stands for None."""
 
     low: float = 0.0
     high: float = math.inf
+    forever: bool = False
 
-    def parse(self, value: object, ctx: Context) -> float:
+    def parse(self, value: object, ctx: Context) -> float | None:
+        if self.forever and isinstance(value, str) and value.strip() == "forever":
+            return None
         try:
             seconds = duration_seconds(value)
         except ValueError as error:
-            raise Invalid(str(error)) from None
+            reason = str(error)
+            if self.forever and reason == NOT_A_DURATION:
+                reason = "is not a duration (use 90s, 5m, 1h, 30d, a number of seconds or forever)"
+            raise Invalid(reason) from None
         if seconds < self.low:
             raise Invalid(f"is too short (must be at least {seconds_text(self.low)})")
         if seconds > self.high:
@@ -200,6 +209,16 @@ class Number(Check):
 
 
 @dataclass(frozen=True, slots=True)
+class Bool(Check):
+    def parse(self, value: object, ctx: Context) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, EnvStr) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise Invalid("is not allowed (true or false)")
+
+
+@dataclass(frozen=True, slots=True)
 class Choice(Check):
     """One of `allowed`; upper=True accepts any case and stores upper case."""
 
@@ -232,6 +251,22 @@ class Pattern(Check):
         return str(value)
 
 
+@dataclass(frozen=True, slots=True)
+class Digits(Check):
+    """A string of digits; YAML may give it as an integer (an id that looks numeric)."""
+
+    noun: str
+    example: str
+
+    def parse(self, value: object, ctx: Context) -> str:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            value = str(value)
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9]{1,20}", value.strip()):
+            raise Invalid(f"is not a valid {self.noun} (allowed: 1 to 20 digits, "
+                          f"e.g. {self.example})")
+        return value.strip()
+
+
 # --------------------------------------------------------------------------- secrets
 
 
@@ -252,6 +287,28 @@ class SecretText(Check):
         if self.rule is not None:
             self.rule.parse(text, ctx)
         return Secret(str(text))
+
+
+_AES_KEY: Final = re.compile(r"[A-Za-z0-9+/]{43}")
+
+
+@dataclass(frozen=True, slots=True)
+class AesKey(Check):
+    """WeChat's EncodingAESKey: 43 base64 characters, the AES-256 key once "=" is added."""
+
+    def parse(self, value: object, ctx: Context) -> str:
+        text = value if isinstance(value, str) else ""
+        valid = _AES_KEY.fullmatch(text) is not None
+        if valid:
+            try:
+                valid = len(base64.b64decode(text + "=", validate=True)) == 32
+            except binascii.Error:
+                valid = False
+        if not valid:
+            # No length or position in the reason: either would tell something of the key.
+            raise Invalid("is not a valid EncodingAESKey (allowed: exactly 43 characters of "
+                          "A-Z, a-z, 0-9, + and /, as the console generates it)")
+        return text
 
 
 # --------------------------------------------------------------------------- places
@@ -419,7 +476,8 @@ class QuotaResetTime(Check):
 
 
 __all__ = [
-    "Address", "Check", "Choice", "Context", "DatabaseUrl", "Duration", "EnvStr", "FilePath",
+    "Address", "AesKey", "Bool", "Check", "Choice", "Context", "DatabaseUrl", "Digits",
+    "Duration", "EnvStr", "FilePath",
     "HttpUrl", "Integer", "Invalid", "Listen", "NOT_A_DURATION", "Number", "Pattern",
     "QuotaResetTime", "SecretText", "duration_seconds", "parse_address", "seconds_text", "shown",
 ]

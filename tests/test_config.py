@@ -24,7 +24,7 @@ SHIPPED = Path(__file__).parent.parent / "config.yaml"
 SECRET_VALUE = "s3cr3t-VALUE-never-shown"
 ENV = {"WECHAT_APPID": "wx0123456789abcdef", "WECHAT_SECRET": SECRET_VALUE}
 ALLOWED_TOP = ("database, api_base, templates, apps, jobs, dispatch, retry, http, retention, "
-               "metrics, log")
+               "metrics, log, web, console, grants, receipts, sms")
 
 
 def write(folder: Path, text: str, name: str = "config.yaml") -> Path:
@@ -74,7 +74,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert isinstance(config.apps, MappingProxyType)
     assert isinstance(config.jobs, MappingProxyType)
     assert {name: job.every for name, job in config.jobs.items()} == {
-        "dispatch": 60.0, "token_refresh": 300.0, "stale_retry": 60.0, "purge": 3600.0}
+        "dispatch": 60.0, "token_refresh": 300.0, "stale_retry": 60.0, "purge": 3600.0,
+        "events": 5.0}
     assert config.dispatch.batch_size == 100
     assert config.dispatch.workers == 16
     assert config.dispatch.lease == 300.0
@@ -241,8 +242,9 @@ metrics: {port: 9}
 """)
     assert found == [
         "apps.default.secert: unknown key, did you mean 'secret'? "
-        "(allowed: appid, secret, secret_file, token_source, token_file)",
-        "jobs.cleanup: unknown key (allowed: dispatch, token_refresh, stale_retry, purge)",
+        "(allowed: appid, secret, secret_file, token_source, token_file, kind, push)",
+        "jobs.cleanup: unknown key (allowed: dispatch, token_refresh, stale_retry, purge, "
+        "events)",
         "jobs.dispatch.when: unknown key (allowed: every)",
         "dispatch.wokers: unknown key, did you mean 'workers'? "
         "(allowed: batch_size, workers, lease, on_stale, rate_limit)",
@@ -261,7 +263,7 @@ def test_section_must_be_a_mapping(tmp_path: Path) -> None:
     assert problems(tmp_path, "dispatch: 5\nlog: [text]\n") == [
         "dispatch: 5 is not a mapping (allowed keys: batch_size, workers, lease, on_stale, "
         "rate_limit)",
-        "log: a list is not a mapping (allowed keys: format, level)",
+        "log: a list is not a mapping (allowed keys: format, level, sql)",
     ]
 
 
