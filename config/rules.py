@@ -6,7 +6,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from .values import seconds_text
 from .walk import Walker
+
+
+def lease_outlasts_sends(w: Walker) -> None:
+    lease, timeout = "dispatch.lease", "http.timeout"
+    if not w.ok(lease, timeout):
+        return
+    need = 3 * w.values[timeout]
+    if w.values[lease] < need:
+        given = w.origin[timeout].removeprefix("the default ")
+        origin = "the default" if w.origin[timeout].startswith("the default ") else "set to"
+        w.add(lease, f"{w.origin[lease]} is shorter than 3 × {timeout} = {seconds_text(need)} "
+                     f"({timeout} is {origin} {given}): a send could outlive its lease, and "
+                     "another daemon could take the row over and send it again (make "
+                     f"{lease} at least {seconds_text(need)}, or {timeout} shorter)")
 
 
 def backoff_max_covers_base(w: Walker) -> None:
@@ -34,6 +49,7 @@ def app_credentials_fit_token_source(w: Walker) -> None:
 
 
 RULES: Final[tuple[Callable[[Walker], None], ...]] = (
+    lease_outlasts_sends,
     backoff_max_covers_base,
     app_credentials_fit_token_source,
 )

@@ -70,13 +70,16 @@ def with_address(cls: type) -> Any:
 
 def job(name: str, every: str, help: str) -> tuple[Decl, Decl]:
     return (section(f"jobs.{name}", JobConfig, help),
-            key(f"jobs.{name}.every", Duration(), every, f"how often: {help}"))
+            key(f"jobs.{name}.every", JOB_EVERY, every, f"how often: {help}"))
 
 
 DATABASE_ENV: Final = "HERALD_DATABASE"
 TOKEN_SOURCES: Final = ("stable", "legacy", "external")
+# Limits no real operator meets; they exist to catch typos (1e12, a lost unit) at start-up.
 DAY: Final = 86400.0
-RETENTION: Final = Duration(forever=True)
+JOB_EVERY: Final = Duration(low=0.1, high=DAY)
+BACKOFF: Final = Duration(high=7 * DAY)
+RETENTION: Final = Duration(high=36500 * DAY, forever=True)  # 100 years
 PUSH_TOKEN: Final = Pattern(re.compile(r"[A-Za-z0-9]{3,32}"), "push Token",
                             "3 to 32 letters or digits, as set in the console")
 
@@ -131,30 +134,30 @@ DECLARATIONS: Final[tuple[Decl, ...]] = (
     section("dispatch", DispatchConfig, "how due rows are claimed and sent"),
     key("dispatch.batch_size", Integer(1, 10000), 100, "rows claimed per run"),
     key("dispatch.workers", Integer(1, 256), 16, "concurrent sends"),
-    # Shorter leases would expire while a batch is still being sent.
-    key("dispatch.lease", Duration(low=10.0), "5m", "how long a claimed row stays ours"),
+    # Shorter leases would expire while a batch is still being sent; rules.py also wants
+    # 3 × http.timeout.
+    key("dispatch.lease", Duration(low=10.0, high=DAY), "5m",
+        "how long a claimed row stays ours; at least 10s and 3 × http.timeout"),
     key("dispatch.on_stale", Choice(("retry", "fail")), "retry",
         "a row whose lease ran out while sending: retry (at-least-once) | fail (at-most-once)"),
     key("dispatch.rate_limit",
-        Number(lambda n: n > 0, "null or a number > 0, messages per second per app",
-               nullable=True),
+        Number(0, 10000, low_open=True, nullable=True, unit="messages per second per app"),
         None, "at most this many sends per second per app; null: unlimited"),
 
     section("retry", RetryConfig, "what happens after a failed send"),
     key("retry.max_attempts", Integer(1, 100), 5, "sends per message before it fails"),
     section("retry.backoff", Backoff,
             "the wait after the n-th failure: min(max, base × factor^(n-1)) ± jitter"),
-    key("retry.backoff.base", Duration(), "30s", "wait after the first failure"),
-    key("retry.backoff.factor", Number(lambda n: n >= 1, "a number >= 1"), 2,
-        "multiplier per further failure"),
-    key("retry.backoff.max", Duration(), "1h", "longest wait, at least base"),
-    key("retry.backoff.jitter", Number(lambda n: 0 <= n <= 1, "a number from 0 to 1"), 0.2,
-        "random spread as a fraction of the wait"),
+    key("retry.backoff.base", BACKOFF, "30s", "wait after the first failure"),
+    # factor ** attempts must stay a float: 10 ** 100 does, 1e10 ** 100 overflows.
+    key("retry.backoff.factor", Number(1, 10), 2, "multiplier per further failure"),
+    key("retry.backoff.max", BACKOFF, "1h", "longest wait, at least base"),
+    key("retry.backoff.jitter", Number(0, 1), 0.2, "random spread as a fraction of the wait"),
     key("retry.daily_quota_reset", QuotaResetTime(), "00:00+08:00",
         "when WeChat's daily quota (errcode 45009) resets, HH:MM±HH:MM"),
 
     section("http", HttpConfig, "outgoing HTTP requests"),
-    key("http.timeout", Duration(), "10s", "per WeChat API request"),
+    key("http.timeout", Duration(low=0.1, high=300.0), "10s", "per WeChat API request"),
 
     section("retention", Retention, "how long finished rows are kept before purge deletes them"),
     key("retention.success", RETENTION, "30d", "sent rows; forever keeps them"),

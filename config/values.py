@@ -152,11 +152,11 @@ def duration_seconds(value: object) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Duration(Check):
-    """Seconds between `low` and `high`, both inclusive; with forever=True the word
+    """Seconds from `low` to `high`, both inclusive; with forever=True the word
     `forever` is allowed too, and stands for None."""
 
+    high: float  # every duration has a ceiling: a typo like 1e12 must not pass
     low: float = 0.0
-    high: float = math.inf
     forever: bool = False
 
     def parse(self, value: object, ctx: Context) -> float | None:
@@ -193,19 +193,33 @@ class Integer(Check):
 
 @dataclass(frozen=True, slots=True)
 class Number(Check):
-    """A number accepted by `ok`, which `expected` describes for people."""
+    """A number from `low` to `high` (above `low` when low_open); `unit` says what it counts."""
 
-    ok: Callable[[float], bool]
-    expected: str
+    low: float
+    high: float
+    low_open: bool = False
     nullable: bool = False
+    unit: str = ""
 
     def parse(self, value: object, ctx: Context) -> float | None:
         if value is None and self.nullable:
             return None
         number = _as_number(value)
-        if number is None or not self.ok(number):
+        above_low = number is not None and (number > self.low if self.low_open
+                                            else number >= self.low)
+        if number is None or not above_low or number > self.high:
             raise Invalid(f"is not allowed ({self.expected})")
         return number
+
+    @property
+    def expected(self) -> str:
+        if self.low_open:
+            text = f"a number > {self.low:g} and at most {self.high:g}"
+        else:
+            text = f"a number from {self.low:g} to {self.high:g}"
+        if self.nullable:
+            text = "null or " + text
+        return f"{text}, {self.unit}" if self.unit else text
 
 
 @dataclass(frozen=True, slots=True)

@@ -208,8 +208,10 @@ def test_duration_error_message_in_config(tmp_path: Path) -> None:
 
 
 def test_lease_minimum(tmp_path: Path) -> None:
-    assert from_dict({"dispatch": {"lease": "10s"}}, tmp_path).dispatch.lease == 10.0
-    assert dict_problems({"dispatch": {"lease": 9.5}}, tmp_path) == [
+    # A 10s lease also needs http.timeout of at most a third of it (test_config_checks.py).
+    fast = {"http": {"timeout": "3s"}}
+    assert from_dict({"dispatch": {"lease": "10s"}, **fast}, tmp_path).dispatch.lease == 10.0
+    assert dict_problems({"dispatch": {"lease": 9.5}, **fast}, tmp_path) == [
         "dispatch.lease: 9.5 is too short (must be at least 10s)"]
 
 
@@ -303,9 +305,10 @@ def test_log_level_case_insensitive(tmp_path: Path, written: str, stored: str) -
     ("dispatch", "workers", True, "true is not allowed (an integer from 1 to 256)"),
     ("dispatch", "workers", None, "null is not allowed (an integer from 1 to 256)"),
     ("dispatch", "rate_limit", 0,
-     "0 is not allowed (null or a number > 0, messages per second per app)"),
+     "0 is not allowed (null or a number > 0 and at most 10000, messages per second per app)"),
     ("dispatch", "rate_limit", "fast",
-     "'fast' is not allowed (null or a number > 0, messages per second per app)"),
+     "'fast' is not allowed (null or a number > 0 and at most 10000, messages per second per "
+     "app)"),
     ("retry", "max_attempts", 101, "101 is not allowed (an integer from 1 to 100)"),
 ])
 def test_bad_numbers(tmp_path: Path, section: str, key: str, value: object, message: str
@@ -317,7 +320,7 @@ def test_backoff_rules(tmp_path: Path) -> None:
     found = dict_problems({"retry": {"backoff": {"factor": 0.5, "jitter": 1.5, "base": "2h"}}},
                           tmp_path)
     assert found == [
-        "retry.backoff.factor: 0.5 is not allowed (a number >= 1)",
+        "retry.backoff.factor: 0.5 is not allowed (a number from 1 to 10)",
         "retry.backoff.jitter: 1.5 is not allowed (a number from 0 to 1)",
         "retry.backoff.max: the default 1h is shorter than retry.backoff.base '2h' "
         "(max must be >= base)",

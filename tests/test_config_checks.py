@@ -1,0 +1,120 @@
+"""config/: limits on every value, checks across keys, warnings, deferred credentials,
+and the schema kept in step with config.yaml and the dataclasses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config import Config, ConfigError, config_from_dict
+from config.schema import SCHEMA
+from config.values import Duration, Integer, Number
+
+ENV = {"WECHAT_APPID": "wx0123456789abcdef", "WECHAT_SECRET": "app-secret-VALUE"}
+
+
+def build(data: dict[str, Any], tmp_path: Path, env: dict[str, str] | None = None,
+          **options: Any) -> Config:
+    return config_from_dict(data, base_dir=tmp_path, env=ENV if env is None else env, **options)
+
+
+def problems(data: dict[str, Any], tmp_path: Path, env: dict[str, str] | None = None,
+             **options: Any) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        build(data, tmp_path, env, **options)
+    return caught.value.problems
+
+
+def nested(dotted: str, value: object) -> dict[str, Any]:
+    """{"a": {"b": value}} for "a.b"."""
+    data: Any = value
+    for part in reversed(dotted.split(".")):
+        data = {part: data}
+    return data
+
+
+def keys_with(kind: type) -> list[str]:
+    return [key.path for key in SCHEMA.keys() if isinstance(key.check, kind)
+            and "<name>" not in key.path and not key.path.startswith("sms.")]
+
+
+# --------------------------------------------------------------------------- limits
+
+
+@pytest.mark.parametrize("path", keys_with(Duration))
+def test_every_duration_has_a_ceiling(tmp_path: Path, path: str) -> None:
+    found = problems(nested(path, 1e12), tmp_path)
+    assert len(found) == 1
+    assert found[0].startswith(f"{path}: 1000000000000.0 is too long (must be at most ")
+
+
+@pytest.mark.parametrize("path", keys_with(Integer) + keys_with(Number))
+def test_every_number_has_a_ceiling(tmp_path: Path, path: str) -> None:
+    found = problems(nested(path, 10**12), tmp_path)
+    assert len(found) == 1
+    assert found[0].startswith(f"{path}: 1000000000000 is not allowed (")
+
+
+@pytest.mark.parametrize(("path", "value", "message"), [
+    ("jobs.dispatch.every", "2d", "'2d' is too long (must be at most 1d)"),
+    ("jobs.events.every", 0.05, "0.05 is too short (must be at least 0.1s)"),
+    ("http.timeout", "6m", "'6m' is too long (must be at most 5m)"),
+    ("http.timeout", "0.05s", "'0.05s' is too short (must be at least 0.1s)"),
+    ("dispatch.lease", "25h", "'25h' is too long (must be at most 1d)"),
+    ("dispatch.lease", 1e12, "1000000000000.0 is too long (must be at most 1d)"),
+    ("retry.backoff.max", "8d", "'8d' is too long (must be at most 7d)"),
+    ("retry.backoff.factor", 11, "11 is not allowed (a number from 1 to 10)"),
+    ("dispatch.rate_limit", 10001, "10001 is not allowed (null or a number > 0 and at most "
+                                   "10000, messages per second per app)"),
+    ("retention.fail", "36501d", "'36501d' is too long (must be at most 36500d)"),
+    ("retention.events", "1e9d", "'1e9d' is not a duration (use 90s, 5m, 1h, 30d, a number "
+                                 "of seconds or forever)"),
+])
+def test_limits(tmp_path: Path, path: str, value: object, message: str) -> None:
+    assert problems(nested(path, value), tmp_path) == [f"{path}: {message}"]
+
+
+@pytest.mark.parametrize(("path", "value", "seconds"), [
+    ("jobs.dispatch.every", "1d", 86400.0), ("jobs.dispatch.every", 0.1, 0.1),
+    ("http.timeout", "5m", 300.0), ("dispatch.lease", "1d", 86400.0),
+    ("retry.backoff.max", "7d", 7 * 86400.0), ("retention.success", "36500d", 36500 * 86400.0),
+])
+def test_limits_are_inclusive(tmp_path: Path, path: str, value: object, seconds: float) -> None:
+    data = nested(path, value)
+    if path == "http.timeout":
+        data["dispatch"] = {"lease": "1d"}  # a lease must outlast 3 timeouts
+    config = build(data, tmp_path)
+    section, _, name = path.rpartition(".")
+    holder: Any = config
+    for part in section.split("."):
+        holder = holder[part] if isinstance(holder, type(config.jobs)) else getattr(holder, part)
+    assert getattr(holder, name) == seconds
+
+
+# --------------------------------------------------------------------------- lease vs timeout
+
+
+def test_lease_must_be_three_timeouts(tmp_path: Path) -> None:
+    assert problems({"dispatch": {"lease": "29s"}}, tmp_path) == [
+        "dispatch.lease: '29s' is shorter than 3 × http.timeout = 30s (http.timeout is the "
+        "default 10s): a send could outlive its lease, and another daemon could take the row "
+        "over and send it again (make dispatch.lease at least 30s, or http.timeout shorter)"]
+    assert build({"dispatch": {"lease": "30s"}}, tmp_path).dispatch.lease == 30.0
+
+
+def test_lease_check_names_both_values(tmp_path: Path) -> None:
+    assert problems({"http": {"timeout": "2m"}}, tmp_path) == [
+        "dispatch.lease: the default 5m is shorter than 3 × http.timeout = 6m (http.timeout is "
+        "set to '2m'): a send could outlive its lease, and another daemon could take the row "
+        "over and send it again (make dispatch.lease at least 6m, or http.timeout shorter)"]
+    config = build({"http": {"timeout": "2m"}, "dispatch": {"lease": "6m"}}, tmp_path)
+    assert (config.http.timeout, config.dispatch.lease) == (120.0, 360.0)
+
+
+def test_lease_check_skipped_when_either_is_bad(tmp_path: Path) -> None:
+    found = problems({"http": {"timeout": "slow"}, "dispatch": {"lease": "10s"}}, tmp_path)
+    assert [line.split(":")[0] for line in found] == ["http.timeout"]
+    found = problems({"http": {"timeout": "5s"}, "dispatch": {"lease": "2d"}}, tmp_path)
+    assert [line.split(":")[0] for line in found] == ["dispatch.lease"]
