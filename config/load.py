@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import yaml
 
 from .model import Config, ConfigError
-from .rules import check_rules
+from .rules import check_rules, warnings_for
 from .schema import SCHEMA
 from .values import Context, shown
 from .walk import Walker
@@ -31,7 +32,8 @@ def config_from_dict(data: Mapping[str, Any], *, base_dir: Path, env: Mapping[st
     check_rules(walker)
     if walker.problems:
         raise ConfigError(walker.problems, path)
-    return Config(path=path, **walker.build())
+    config = Config(path=path, **walker.build())
+    return dataclasses.replace(config, warnings=warnings_for(config))
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -267,6 +267,9 @@ class Config:
     grants: GrantsConfig
     receipts: ReceiptsConfig
     sms: SmsConfig | None
+    # Sound but risky settings (a port open to other hosts...): for `check` and start-up
+    # logs to show; they never stop Herald.
+    warnings: tuple[str, ...] = ()
 
     def app(self, name: str | None) -> AppConfig:
         """The app called `name`; rows whose app is NULL (None) use the app 'default'."""

@@ -1,11 +1,15 @@
-"""Checks that involve more than one key; each skips keys that already had a problem, so
-one mistake is reported once."""
+"""Checks that involve more than one key, and the warnings about sound but risky settings.
+
+Each check skips keys that already had a problem, so one mistake is reported once.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Final
 
+from .model import Config
 from .values import seconds_text
 from .walk import Walker
 
@@ -58,3 +62,53 @@ RULES: Final[tuple[Callable[[Walker], None], ...]] = (
 def check_rules(w: Walker) -> None:
     for rule in RULES:
         rule(w)
+
+
+# --------------------------------------------------------------------------- warnings
+
+EXPOSED: Final = {
+    "metrics.listen": "the metrics endpoint has no authentication (bind 127.0.0.1, or "
+                      "firewall the port)",
+    "web.listen": "WeChat's pushes should come through a TLS reverse proxy on this host "
+                  "(bind 127.0.0.1 and let the proxy forward)",
+    "console.listen": "reach the console through a TLS reverse proxy or an SSH tunnel, and "
+                      "bind 127.0.0.1",
+}
+
+
+def is_loopback(host: str) -> bool | None:
+    """True or False for an address; None for a host name (it could resolve anywhere)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def warnings_for(cfg: Config) -> tuple[str, ...]:
+    found: list[str] = []
+    servers = (("metrics.listen", cfg.metrics.listen, cfg.metrics.host),
+               ("web.listen", cfg.web.listen, cfg.web.host),
+               ("console.listen", cfg.console.listen, cfg.console.host))
+    for key, listen, host in servers:
+        loopback = True if host is None else is_loopback(host)
+        if loopback is False:
+            found.append(f"{key} {listen} is reachable from other hosts; {EXPOSED[key]}")
+        elif loopback is None:
+            found.append(f"{key} {listen} is not a loopback address, so it may be reachable "
+                         f"from other hosts; {EXPOSED[key]}")
+    console = cfg.console
+    if console.listen is not None and not console.users:
+        found.append("console.listen is set but console.users is empty: nobody can log in "
+                     "(add a user with the password_hash `scheduler.py console-password` "
+                     "prints, or set console.listen: null)")
+    if (console.host is not None and is_loopback(console.host) is not True
+            and not console.cookie_secure):
+        found.append(f"console.listen {console.listen} is not loopback and "
+                     "console.cookie_secure is false: the session cookie can travel without "
+                     "TLS (serve the console over HTTPS and set console.cookie_secure: true)")
+    return tuple(found)

@@ -118,3 +118,53 @@ def test_lease_check_skipped_when_either_is_bad(tmp_path: Path) -> None:
     assert [line.split(":")[0] for line in found] == ["http.timeout"]
     found = problems({"http": {"timeout": "5s"}, "dispatch": {"lease": "2d"}}, tmp_path)
     assert [line.split(":")[0] for line in found] == ["dispatch.lease"]
+
+
+# --------------------------------------------------------------------------- warnings
+
+NOBODY = ("console.listen is set but console.users is empty: nobody can log in (add a user "
+          "with the password_hash `scheduler.py console-password` prints, or set "
+          "console.listen: null)")
+USERS = {"ann": {"password_hash": "scrypt$x$y"}}
+
+
+def test_default_config_warns_only_that_nobody_can_log_in(tmp_path: Path) -> None:
+    assert build({}, tmp_path).warnings == (NOBODY,)
+    assert build({"console": {"listen": None}}, tmp_path).warnings == ()
+    assert build({"console": {"users": USERS}}, tmp_path).warnings == ()
+
+
+def test_warnings_for_servers_reachable_from_other_hosts(tmp_path: Path) -> None:
+    config = build({"metrics": {"listen": "0.0.0.0:9464"}, "web": {"listen": "[::]:8080"},
+                    "console": {"listen": "192.0.2.7:9465", "users": USERS}}, tmp_path)
+    assert config.warnings == (
+        "metrics.listen 0.0.0.0:9464 is reachable from other hosts; the metrics endpoint has "
+        "no authentication (bind 127.0.0.1, or firewall the port)",
+        "web.listen [::]:8080 is reachable from other hosts; WeChat's pushes should come "
+        "through a TLS reverse proxy on this host (bind 127.0.0.1 and let the proxy forward)",
+        "console.listen 192.0.2.7:9465 is reachable from other hosts; reach the console "
+        "through a TLS reverse proxy or an SSH tunnel, and bind 127.0.0.1",
+        "console.listen 192.0.2.7:9465 is not loopback and console.cookie_secure is false: the "
+        "session cookie can travel without TLS (serve the console over HTTPS and set "
+        "console.cookie_secure: true)",
+    )
+    secure = build({"console": {"listen": "0.0.0.0:9465", "users": USERS,
+                                "cookie_secure": True}}, tmp_path)
+    assert [w.split(" is ")[0] for w in secure.warnings] == ["console.listen 0.0.0.0:9465"]
+
+
+def test_host_names_may_be_reachable(tmp_path: Path) -> None:
+    config = build({"metrics": {"listen": "metrics.internal:9464"}, "console": {"users": USERS}},
+                   tmp_path)
+    assert config.warnings == (
+        "metrics.listen metrics.internal:9464 is not a loopback address, so it may be reachable "
+        "from other hosts; the metrics endpoint has no authentication (bind 127.0.0.1, or "
+        "firewall the port)",)
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:1", "127.8.9.10:1", "[::1]:1", "localhost:1",
+                                    "LOCALHOST:1", "[::ffff:127.0.0.1]:1"])
+def test_loopback_addresses_do_not_warn(tmp_path: Path, listen: str) -> None:
+    config = build({"metrics": {"listen": listen}, "web": {"listen": listen},
+                    "console": {"listen": listen, "users": USERS}}, tmp_path)
+    assert config.warnings == ()
