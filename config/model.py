@@ -10,9 +10,10 @@ import hmac
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from types import MappingProxyType
 
 
 class Secret:
@@ -92,6 +93,12 @@ def mask_url(text: str) -> str:
         return text
     user = userinfo.split(":", 1)[0]
     return f"{match.group(1)}{user}:***@{host}{text[match.end():]}"
+
+
+# In a Config loaded with strict_secrets=False, a credential whose problem was deferred
+# (listed in Config.unresolved) is None even where the annotation says Secret or str:
+# such configs serve verbs that never use credentials, and Config.require() guards the
+# others. The annotations stay what every credential-using caller can rely on.
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +277,8 @@ class Config:
     # Sound but risky settings (a port open to other hosts...): for `check` and start-up
     # logs to show; they never stop Herald.
     warnings: tuple[str, ...] = ()
+    # strict_secrets=False only: dotted key -> the problem that would have been an error.
+    unresolved: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def app(self, name: str | None) -> AppConfig:
         """The app called `name`; rows whose app is NULL (None) use the app 'default'."""
@@ -279,6 +288,15 @@ class Config:
         except KeyError:
             configured = ", ".join(sorted(self.apps))
             raise UnknownAppError(f"unknown app {wanted!r} (configured: {configured})") from None
+
+    def require(self, *prefixes: str) -> None:
+        """Raise ConfigError listing the unresolved problems whose keys start with any of
+        `prefixes` (all of them when none is given), e.g. require("apps.") before sending.
+        A config loaded with strict_secrets=True has none."""
+        wanted = [problem for key, problem in self.unresolved.items()
+                  if not prefixes or key.startswith(prefixes)]
+        if wanted:
+            raise ConfigError(wanted, self.path)
 
     def __repr__(self) -> str:
         # Hand-written (dataclass keeps it) only to hide a password in the database URL;

@@ -35,7 +35,7 @@ from .model import (
     SmsConfig,
     WebConfig,
 )
-from .spec import REQUIRED, Decl, Schema, key, names, secret, section
+from .spec import REQUIRED, Decl, Defer, Schema, key, names, secret, section
 from .values import (
     Address,
     AesKey,
@@ -103,7 +103,7 @@ DECLARATIONS: Final[tuple[Decl, ...]] = (
     section("apps.<name>", AppConfig, "one app's credentials"),
     key("apps.<name>.appid",
         Pattern(re.compile(r"[A-Za-z0-9_-]{1,64}"), "appid", "1 to 64 letters, digits, _ or -"),
-        REQUIRED, "the Mini Program's appid, e.g. wx0123456789abcdef"),
+        REQUIRED, "the Mini Program's appid, e.g. wx0123456789abcdef", defer=Defer.UNSET_ENV),
     secret("apps.<name>.secret", SecretText("the app secret"), None,
            "the AppSecret; or secret_file: a file holding it, looked up in "
            "$CREDENTIALS_DIRECTORY first", file=True),

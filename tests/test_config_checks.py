@@ -168,3 +168,108 @@ def test_loopback_addresses_do_not_warn(tmp_path: Path, listen: str) -> None:
     config = build({"metrics": {"listen": listen}, "web": {"listen": listen},
                     "console": {"listen": listen, "users": USERS}}, tmp_path)
     assert config.warnings == ()
+
+
+# --------------------------------------------------------------------------- strict_secrets
+
+SHIPPED = Path(__file__).parent.parent / "config.yaml"
+UNSET_SECRET = ("apps.default.secret: environment variable WECHAT_SECRET is not set "
+                "(set it, or write ${WECHAT_SECRET:-default})")
+
+
+def test_unset_secret_variable_is_deferred(tmp_path: Path) -> None:
+    data = {"apps": {"default": {"appid": "wx1", "secret": "${WECHAT_SECRET}"}}}
+    with pytest.raises(ConfigError) as caught:
+        build(data, tmp_path, env={})
+    assert caught.value.problems == [UNSET_SECRET]  # strict: the same text, as an error
+    config = build(data, tmp_path, env={}, strict_secrets=False)
+    assert config.app(None).secret is None
+    assert config.app(None).appid == "wx1"  # keys that are fine are unaffected
+    assert dict(config.unresolved) == {"apps.default.secret": UNSET_SECRET}
+    with pytest.raises(TypeError):
+        config.unresolved["x"] = "y"  # type: ignore[index]
+    with pytest.raises(ConfigError) as caught:
+        config.require("apps.")
+    assert caught.value.problems == [UNSET_SECRET]
+    with pytest.raises(ConfigError):
+        config.require()  # no prefix: everything
+    config.require("sms.", "apps.shop.")  # nothing unresolved there
+    build(data, tmp_path).require()  # a strict load has nothing unresolved
+
+
+def test_shipped_config_loads_without_credentials_when_not_strict() -> None:
+    from config import load_config
+    config = load_config(SHIPPED, env={}, strict_secrets=False)
+    app = config.app(None)
+    assert (app.appid, app.secret) == (None, None)
+    assert list(config.unresolved) == ["apps.default.appid", "apps.default.secret"]
+    assert config.unresolved["apps.default.appid"] == (
+        "apps.default.appid: environment variable WECHAT_APPID is not set "
+        "(set it, or write ${WECHAT_APPID:-default})")
+    with pytest.raises(ConfigError) as caught:
+        config.require("apps.default.")
+    assert caught.value.path == str(SHIPPED.resolve())
+    assert len(caught.value.problems) == 2
+
+
+def test_missing_secret_file_is_deferred(tmp_path: Path) -> None:
+    data = {"apps": {"default": {"appid": "wx1", "secret_file": "wechat_secret"}}}
+    message = (f"apps.default.secret_file: 'wechat_secret' not found (looked for "
+               f"{tmp_path.resolve()}/wechat_secret)")
+    assert problems(data, tmp_path) == [message]
+    config = build(data, tmp_path, strict_secrets=False)
+    assert config.app(None).secret is None
+    assert dict(config.unresolved) == {"apps.default.secret_file": message}
+
+
+def test_missing_secret_for_token_source_is_deferred(tmp_path: Path) -> None:
+    data = {"apps": {"default": {"appid": "wx1", "token_source": "legacy"}}}
+    config = build(data, tmp_path, strict_secrets=False)
+    assert dict(config.unresolved) == {"apps.default.secret": (
+        "apps.default.secret: missing (required for token_source 'legacy'; give secret or "
+        "secret_file)")}
+
+
+def test_other_problems_stay_errors(tmp_path: Path) -> None:
+    data = {"apps": {"default": {"appid": "${WX_APPID}", "secret": "${WECHAT_SECRET}"},
+                     "shop": {"appid": "wx 2", "secret": "x"},
+                     "blog": {"appid": "${BAD NAME}", "secret": "x"},
+                     "news": {"secret": "x"}},
+            "dispatch": {"workers": 0},
+            "console": {"users": {"ann": {"password_hash": "${HASH}"}}}}
+    found = problems(data, tmp_path, env={}, strict_secrets=False)
+    assert [line.split(":")[0] for line in found] == [
+        "apps.shop.appid", "apps.blog.appid", "apps.news.appid", "dispatch.workers",
+        "console.users.ann.password_hash"]
+    assert not any("WX_APPID" in line or "WECHAT_SECRET" in line for line in found)
+
+
+def test_push_and_sms_credentials_are_deferred(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "cb").write_text("x", encoding="utf-8")
+    data = {"apps": {"default": {"appid": "wx1", "secret": "x", "push": {
+                "token": "${PUSH_TOKEN}", "aes_key_file": "aes"}}},
+            "sms": {"secret_id": "${SMS_ID}", "secret_key_file": "sms_key",
+                    "sdk_app_id": "1400006666", "sign_name": "商城",
+                    "callback_token": "short"}}
+    config = build(data, tmp_path, env={"CREDENTIALS_DIRECTORY": str(creds)},
+                   strict_secrets=False)
+    assert sorted(config.unresolved) == [
+        "apps.default.push.aes_key_file", "apps.default.push.token", "sms.callback_token",
+        "sms.secret_id", "sms.secret_key_file"]
+    push, sms = config.app(None).push, config.sms
+    assert push is not None and (push.token, push.aes_key) == (None, None)
+    assert sms is not None and (sms.secret_id, sms.secret_key, sms.callback_token) == (
+        None, None, None)
+    assert (sms.sdk_app_id, sms.sign_name) == ("1400006666", "商城")
+    assert "short" not in "\n".join(config.unresolved.values())
+    with pytest.raises(ConfigError) as caught:
+        config.require("sms.")
+    assert [line.split(":")[0] for line in caught.value.problems] == [
+        "sms.secret_id", "sms.secret_key_file", "sms.callback_token"]
+    config.require("apps.default.secret", "console.")
+    # A non-secret SMS key is still checked.
+    data["sms"]["sign_name"] = ""  # type: ignore[index]
+    found = problems(data, tmp_path, env={}, strict_secrets=False)
+    assert [line.split(":")[0] for line in found] == ["sms.sign_name"]
