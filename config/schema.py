@@ -59,13 +59,16 @@ def frozen_mapping(**items: Any) -> MappingProxyType[str, Any]:
     return MappingProxyType(items)
 
 
-def with_address(cls: type) -> Any:
-    """Build `cls` from its section, the parsed `listen` spread into listen, host, port."""
-    def build(listen: Address | None, **rest: Any) -> Any:
+class WithAddress:
+    """Builds `cls` from its section, the parsed `listen` spread into listen, host, port."""
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+
+    def __call__(self, listen: Address | None, **rest: Any) -> Any:
         if listen is None:
-            return cls(listen=None, host=None, port=None, **rest)
-        return cls(listen=listen.text, host=listen.host, port=listen.port, **rest)
-    return build
+            return self.cls(listen=None, host=None, port=None, **rest)
+        return self.cls(listen=listen.text, host=listen.host, port=listen.port, **rest)
 
 
 def job(name: str, every: str, help: str) -> tuple[Decl, Decl]:
@@ -165,7 +168,7 @@ DECLARATIONS: Final[tuple[Decl, ...]] = (
     key("retention.cancelled", RETENTION, "30d", "cancelled rows; forever keeps them"),
     key("retention.events", RETENTION, "30d", "push_event inbox rows; forever keeps them"),
 
-    section("metrics", with_address(MetricsConfig), "the Prometheus endpoint"),
+    section("metrics", WithAddress(MetricsConfig), "the Prometheus endpoint"),
     key("metrics.listen", Listen("127.0.0.1:9464", "metrics"), "127.0.0.1:9464",
         "host:port of the Prometheus endpoint; null disables it"),
 
@@ -175,12 +178,12 @@ DECLARATIONS: Final[tuple[Decl, ...]] = (
         "DEBUG | INFO | WARNING | ERROR"),
     key("log.sql", Bool(), False, "true logs every SQL statement peewee runs (noisy)"),
 
-    section("web", with_address(WebConfig), "the HTTP side `serve` runs"),
+    section("web", WithAddress(WebConfig), "the HTTP side `serve` runs"),
     key("web.listen", Listen("127.0.0.1:8080", "the push receiver"), "127.0.0.1:8080",
         "host:port for WeChat pushes and SMS callbacks, behind a TLS reverse proxy; "
         "null disables it"),
 
-    section("console", with_address(ConsoleConfig), "the operator console `serve` runs"),
+    section("console", WithAddress(ConsoleConfig), "the operator console `serve` runs"),
     key("console.listen", Listen("127.0.0.1:9465", "the console"), "127.0.0.1:9465",
         "host:port of the console; null disables it"),
     names("console.users", "who may log in to the console", r"[a-z][a-z0-9_.-]{0,31}",

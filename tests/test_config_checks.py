@@ -3,13 +3,17 @@ and the schema kept in step with config.yaml and the dataclasses."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from config import Config, ConfigError, config_from_dict
+from config import Config, ConfigError, config_from_dict, load_config
+from config.model import AppConfig, LogConfig, Retention
 from config.schema import SCHEMA
+from config.spec import Node, Section
 from config.values import Duration, Integer, Number
 
 ENV = {"WECHAT_APPID": "wx0123456789abcdef", "WECHAT_SECRET": "app-secret-VALUE"}
@@ -198,7 +202,6 @@ def test_unset_secret_variable_is_deferred(tmp_path: Path) -> None:
 
 
 def test_shipped_config_loads_without_credentials_when_not_strict() -> None:
-    from config import load_config
     config = load_config(SHIPPED, env={}, strict_secrets=False)
     app = config.app(None)
     assert (app.appid, app.secret) == (None, None)
@@ -273,3 +276,106 @@ def test_push_and_sms_credentials_are_deferred(tmp_path: Path) -> None:
     data["sms"]["sign_name"] = ""  # type: ignore[index]
     found = problems(data, tmp_path, env={}, strict_secrets=False)
     assert [line.split(":")[0] for line in found] == ["sms.sign_name"]
+
+
+# --------------------------------------------------------------------------- docs and dataclasses
+
+EXAMPLE = Path(__file__).parent.parent / "systemd" / "config.example.yaml"
+
+
+def mentioned(text: str) -> set[str]:
+    """Dotted keys a commented YAML file mentions, including commented-out lines: "# "
+    inserted at a block's indentation, as an editor's comment-region does."""
+    found: set[str] = set()
+    stack: list[tuple[int, str]] = []
+    for line in text.splitlines():
+        indent = len(line) - len(line.lstrip(" "))
+        body = line[indent:]
+        if body.startswith("# "):
+            body = body[2:]
+        match = re.match(r"( *)([a-z_][a-z0-9_]*):(?:\s|$)(.*)", body)
+        if match is None:
+            continue
+        column = indent + len(match.group(1))
+        while stack and stack[-1][0] >= column:
+            stack.pop()
+        stack.append((column, match.group(2)))
+        path = ".".join(name for _, name in stack)
+        found.add(path)
+        flow = re.sub(r'"[^"]*"|\'[^\']*\'', "", match.group(3))
+        if flow.lstrip().startswith("{"):
+            inner = flow[flow.index("{") + 1:flow.index("}")]
+            found.update(f"{path}.{name}" for name in re.findall(r"([a-z_][a-z0-9_]*)\s*:", inner))
+    return found
+
+
+def schema_paths() -> list[str]:
+    paths: list[str] = []
+    for decl in SCHEMA.decls:
+        paths.append(decl.path)
+        if getattr(decl, "file", False):
+            paths.append(f"{decl.path}_file")
+    return paths
+
+
+def matches(pattern: str, path: str) -> bool:
+    return re.fullmatch(re.escape(pattern).replace(re.escape("<name>"), "[^.]+"), path) is not None
+
+
+def test_mentioned_reads_commented_blocks() -> None:
+    text = ("# Prose: not a key\na:\n  b: {c: 1, d: \"x: y\"}\n  # e: 1\n  # f:\n  #   g: 2\n"
+            "h: null\n# h:\n#   i: 3\n")
+    assert mentioned(text) == {"a", "a.b", "a.b.c", "a.b.d", "a.e", "a.f", "a.f.g", "h", "h.i"}
+
+
+def test_config_yaml_mentions_every_key() -> None:
+    documented = mentioned(SHIPPED.read_text(encoding="utf-8"))
+    missing = [path for path in schema_paths()
+               if not any(matches(path, seen) for seen in documented)]
+    assert missing == [], "config.yaml does not mention these schema keys"
+    stale = sorted(seen for seen in documented
+                   if not any(matches(path, seen) for path in schema_paths()))
+    assert stale == [], "config.yaml mentions keys the schema does not have"
+
+
+def test_example_config_mentions_only_schema_keys() -> None:
+    documented = mentioned(EXAMPLE.read_text(encoding="utf-8"))
+    stale = sorted(seen for seen in documented
+                   if not any(matches(path, seen) for path in schema_paths()))
+    assert stale == []
+    sections = {decl.path for decl in SCHEMA.decls if "." not in decl.path}
+    assert sections <= documented  # every top-level key appears in the example too
+
+
+def sections() -> list[tuple[str, Node]]:
+    out: list[tuple[str, Node]] = []
+    todo = [("", SCHEMA.root)]
+    while todo:
+        path, node = todo.pop()
+        if isinstance(node.decl, Section):
+            out.append((path, node))
+        todo.extend((f"{path}.{name}".lstrip("."), child) for name, child in node.children.items())
+    return out
+
+
+def test_dataclasses_have_a_field_per_key() -> None:
+    checked = 0
+    for path, node in sections():
+        assert isinstance(node.decl, Section)
+        target = getattr(node.decl.build, "cls", node.decl.build)
+        if not dataclasses.is_dataclass(target):
+            continue  # the top level and jobs are plain mappings
+        checked += 1
+        names = {item.name for item in dataclasses.fields(target)} - {"host", "port"}
+        expected = set(node.children) | ({"name"} if path.endswith("<name>") else set())
+        assert names == expected, path
+    assert checked == len(sections()) - 2
+
+
+def test_dataclass_defaults_agree_with_the_schema(tmp_path: Path) -> None:
+    config = build({}, tmp_path)
+    for cls, built in ((AppConfig, config.app(None)), (LogConfig, config.log),
+                       (Retention, config.retention)):
+        for item in dataclasses.fields(cls):
+            if item.default is not dataclasses.MISSING:
+                assert getattr(built, item.name) == item.default, f"{cls.__name__}.{item.name}"
