@@ -11,8 +11,9 @@ as in the shell); write $${ for a literal ${. Secrets are wrapped in Secret, who
 and repr() never show the value, and error messages print <secret> instead of it.
 
 Modules: schema.py is the table of every key (start there); spec.py the declarations it
-is written in; values.py the value checks; walk.py applies the table to a file; rules.py
-the checks across keys; model.py what comes out; load.py the entry points.
+is written in; values.py the value checks; walk.py applies the table to a file, with
+interpolate.py (${VAR}) and credentials.py (secret files); rules.py the checks across
+keys and the warnings; model.py what comes out; load.py the entry points.
 """
 
 from .load import config_from_dict, load_config
@@ -21,16 +22,23 @@ from .model import (
     Backoff,
     Config,
     ConfigError,
+    ConsoleConfig,
+    ConsoleUser,
     DispatchConfig,
+    GrantsConfig,
     HttpConfig,
     JobConfig,
     LogConfig,
     MetricsConfig,
+    PushConfig,
     QuotaReset,
+    ReceiptsConfig,
     Retention,
     RetryConfig,
     Secret,
+    SmsConfig,
     UnknownAppError,
+    WebConfig,
 )
 from .values import duration_seconds, shown
 
@@ -51,16 +59,23 @@ __all__ = [
     "Backoff",
     "Config",
     "ConfigError",
+    "ConsoleConfig",
+    "ConsoleUser",
     "DispatchConfig",
+    "GrantsConfig",
     "HttpConfig",
     "JobConfig",
     "LogConfig",
     "MetricsConfig",
+    "PushConfig",
     "QuotaReset",
+    "ReceiptsConfig",
     "Retention",
     "RetryConfig",
     "Secret",
+    "SmsConfig",
     "UnknownAppError",
+    "WebConfig",
     "config_from_dict",
     "load_config",
     "parse_duration",

@@ -1,9 +1,9 @@
 """Every key of config.yaml, declared once: type and limits (the check), default, help.
 
 Validation, defaults, the unknown-key and did-you-mean checks, and the dataclasses all
-come from this table; config.yaml must mention every key in it (tests/test_config.py
-checks). Adding a key: one line here, one field on its dataclass in model.py, one line in
-config.yaml.
+come from this table; config.yaml must mention every key in it
+(tests/test_config_checks.py checks). Adding a key: one line here, one field on its
+dataclass in model.py, one line in config.yaml.
 
     key(path, check, default, help)      a value; default as written in YAML, or REQUIRED
     secret(path, check, default, help)   a credential: never shown, deferrable

@@ -379,3 +379,8 @@ def test_dataclass_defaults_agree_with_the_schema(tmp_path: Path) -> None:
         for item in dataclasses.fields(cls):
             if item.default is not dataclasses.MISSING:
                 assert getattr(built, item.name) == item.default, f"{cls.__name__}.{item.name}"
+
+
+def test_every_declaration_has_one_line_of_help() -> None:
+    for decl in SCHEMA.decls:
+        assert decl.help.strip() and "\n" not in decl.help and len(decl.help) <= 160, decl.path
