@@ -74,9 +74,8 @@ def seconds_text(seconds: float) -> str:
 
 
 class Check:
-    """Base of all checks. nullable: null is a meaningful value (it disables something)."""
-
-    nullable: bool = False
+    """Base of all checks. A key whose default is null accepts null without asking its
+    check; other checks see null and decide (Listen: null disables a server)."""
 
     def parse(self, value: object, ctx: Context) -> Any:
         raise NotImplementedError
@@ -455,7 +454,6 @@ class Listen(Check):
 
     example: str  # e.g. "127.0.0.1:9464"
     what: str  # what null disables, e.g. "metrics"
-    nullable: bool = True
 
     def parse(self, value: object, ctx: Context) -> Address | None:
         if value is None:
