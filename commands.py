@@ -38,8 +38,10 @@ def safe_url(url: str) -> str:
     return url
 
 
-def load(args: argparse.Namespace) -> Config:
-    return load_config(args.config)
+def load(args: argparse.Namespace, *, credentials: bool = True) -> Config:
+    """The config; credentials=False for verbs that only touch the database, which then
+    run without the apps' secrets in the environment (DESIGN.md, operator verbs)."""
+    return load_config(args.config, strict_secrets=credentials)
 
 
 def parse_when(text: str | None, name: str) -> datetime | None:
@@ -60,7 +62,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_init_db(args: argparse.Namespace) -> int:
-    cfg = load(args)
+    cfg = load(args, credentials=False)
     db = connect(cfg.database)
     init_schema(db)
     print(f"msg_list and access_token ready in {safe_url(cfg.database)}")
@@ -92,11 +94,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  apps      {', '.join(f'{a.name} ({a.token_source})' for a in cfg.apps.values())}")
     print(f"  templates {len(tset.templates)} in {cfg.templates}: "
           f"{', '.join(tset.templates)}")
+    for warning in cfg.warnings:  # valid but risky: said, never fatal
+        err(f"warning: {warning}")
     return EXIT_OK
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    cfg = load(args)
+    cfg = load(args, credentials=False)
     connect(cfg.database)
     params = args.params
     try:
@@ -147,7 +151,7 @@ def status_report(now: datetime, failures: int = 10) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    cfg = load(args)
+    cfg = load(args, credentials=False)
     connect(cfg.database)
     report = status_report(clock.now(), args.failures)
     if args.json:
@@ -221,7 +225,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         err("retry: name the rows: ids, --errcode, --template, --failed-within, "
             "--failed-before, or --all for every failed row")
         return EXIT_USAGE
-    cfg = load(args)
+    cfg = load(args, credentials=False)
     db = connect(cfg.database)
     now = clock.now()
     try:

@@ -1,8 +1,9 @@
 """The purge job: delete finished rows older than their retention.
 
-Retention is per final status (config `retention`: success, fail, cancelled) and is
-measured from updated_at, the moment the row finished, not from when it was queued:
-a message scheduled a month ahead must not vanish the day it is sent.
+Retention is per final status (config `retention`: success, fail, cancelled; `forever`
+keeps that status's rows) and is measured from updated_at, the moment the row finished,
+not from when it was queued: a message scheduled a month ahead must not vanish the day
+it is sent.
 
 Deleting happens in small batches, each its own short transaction, so a purge of
 millions of rows never holds a long lock that would stall dispatch (SQLite has one
@@ -44,7 +45,11 @@ def run(rt: Any, *, now: Callable[[], datetime] = clock.now, batch: int = 1000
     deleted: dict[str, int] = {}
     transactions = 0
     for status in FINISHED:
-        cutoff = at - timedelta(seconds=getattr(retention, status))
+        keep: float | None = getattr(retention, status)
+        if keep is None:  # retention.<status>: forever
+            deleted[status] = 0
+            continue
+        cutoff = at - timedelta(seconds=keep)
         count, txns = purge_status(rt.db, status, cutoff, batch=batch, stopping=stopping)
         deleted[status] = count
         transactions += txns

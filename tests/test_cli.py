@@ -46,6 +46,14 @@ def test_check_ok_and_config_from_env(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "templates 2" in res.stdout
     assert SECRET not in res.stdout + res.stderr
+    assert "warning: console.listen is set but console.users is empty" in res.stderr
+    exposed = write_config(tmp_path, name="exposed.yaml", metrics={"listen": "0.0.0.0:9464"},
+                           console={"listen": None})
+    res = cli("--config", str(exposed), "check")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines() == [
+        "warning: metrics.listen 0.0.0.0:9464 is reachable from other hosts; the metrics "
+        "endpoint has no authentication (bind 127.0.0.1, or firewall the port)"]
 
 
 def test_check_reports_a_broken_template_file(tmp_path):
@@ -86,6 +94,21 @@ def test_init_db_enqueue_status_render(tmp_path):
     assert report["oldest_due_wait_seconds"] is None  # scheduled an hour ahead
     res = cli("--config", str(path), "status")
     assert "wait" in res.stdout and res.returncode == 0
+
+
+def test_database_verbs_need_no_app_credentials(tmp_path):
+    path = write_config(tmp_path, apps={"default": {"appid": "${WECHAT_APPID}",
+                                                    "secret_file": "wechat_secret"}})
+    for verb in (["init-db"], ["enqueue", "order_status", "oUser", "--params",
+                               '["Tea", 3, "shipped", "ok"]'], ["status"],
+                 ["retry", "--all", "--dry-run"]):
+        res = cli("--config", str(path), *verb)
+        assert res.returncode == 0, (verb, res.stderr)
+    for verb in ("check", "run"):  # these need them, and say which are missing
+        res = cli("--config", str(path), verb)
+        assert res.returncode == 2
+        assert "apps.default.appid: environment variable WECHAT_APPID is not set" in res.stderr
+        assert "apps.default.secret_file: 'wechat_secret' not found" in res.stderr
 
 
 def test_enqueue_rejects_bad_params_and_duplicate_dedup_key(tmp_path):

@@ -24,7 +24,7 @@ SHIPPED = Path(__file__).parent.parent / "config.yaml"
 SECRET_VALUE = "s3cr3t-VALUE-never-shown"
 ENV = {"WECHAT_APPID": "wx0123456789abcdef", "WECHAT_SECRET": SECRET_VALUE}
 ALLOWED_TOP = ("database, api_base, templates, apps, jobs, dispatch, retry, http, retention, "
-               "metrics, log")
+               "metrics, log, web, console, grants, receipts, sms")
 
 
 def write(folder: Path, text: str, name: str = "config.yaml") -> Path:
@@ -74,7 +74,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert isinstance(config.apps, MappingProxyType)
     assert isinstance(config.jobs, MappingProxyType)
     assert {name: job.every for name, job in config.jobs.items()} == {
-        "dispatch": 60.0, "token_refresh": 300.0, "stale_retry": 60.0, "purge": 3600.0}
+        "dispatch": 60.0, "token_refresh": 300.0, "stale_retry": 60.0, "purge": 3600.0,
+        "events": 5.0}
     assert config.dispatch.batch_size == 100
     assert config.dispatch.workers == 16
     assert config.dispatch.lease == 300.0
@@ -207,8 +208,10 @@ def test_duration_error_message_in_config(tmp_path: Path) -> None:
 
 
 def test_lease_minimum(tmp_path: Path) -> None:
-    assert from_dict({"dispatch": {"lease": "10s"}}, tmp_path).dispatch.lease == 10.0
-    assert dict_problems({"dispatch": {"lease": 9.5}}, tmp_path) == [
+    # A 10s lease also needs http.timeout of at most a third of it (test_config_checks.py).
+    fast = {"http": {"timeout": "3s"}}
+    assert from_dict({"dispatch": {"lease": "10s"}, **fast}, tmp_path).dispatch.lease == 10.0
+    assert dict_problems({"dispatch": {"lease": 9.5}, **fast}, tmp_path) == [
         "dispatch.lease: 9.5 is too short (must be at least 10s)"]
 
 
@@ -241,8 +244,9 @@ metrics: {port: 9}
 """)
     assert found == [
         "apps.default.secert: unknown key, did you mean 'secret'? "
-        "(allowed: appid, secret, secret_file, token_source, token_file)",
-        "jobs.cleanup: unknown key (allowed: dispatch, token_refresh, stale_retry, purge)",
+        "(allowed: appid, secret, secret_file, token_source, token_file, kind, push)",
+        "jobs.cleanup: unknown key (allowed: dispatch, token_refresh, stale_retry, purge, "
+        "events)",
         "jobs.dispatch.when: unknown key (allowed: every)",
         "dispatch.wokers: unknown key, did you mean 'workers'? "
         "(allowed: batch_size, workers, lease, on_stale, rate_limit)",
@@ -261,7 +265,7 @@ def test_section_must_be_a_mapping(tmp_path: Path) -> None:
     assert problems(tmp_path, "dispatch: 5\nlog: [text]\n") == [
         "dispatch: 5 is not a mapping (allowed keys: batch_size, workers, lease, on_stale, "
         "rate_limit)",
-        "log: a list is not a mapping (allowed keys: format, level)",
+        "log: a list is not a mapping (allowed keys: format, level, sql)",
     ]
 
 
@@ -301,9 +305,10 @@ def test_log_level_case_insensitive(tmp_path: Path, written: str, stored: str) -
     ("dispatch", "workers", True, "true is not allowed (an integer from 1 to 256)"),
     ("dispatch", "workers", None, "null is not allowed (an integer from 1 to 256)"),
     ("dispatch", "rate_limit", 0,
-     "0 is not allowed (null or a number > 0, messages per second per app)"),
+     "0 is not allowed (null or a number > 0 and at most 10000, messages per second per app)"),
     ("dispatch", "rate_limit", "fast",
-     "'fast' is not allowed (null or a number > 0, messages per second per app)"),
+     "'fast' is not allowed (null or a number > 0 and at most 10000, messages per second per "
+     "app)"),
     ("retry", "max_attempts", 101, "101 is not allowed (an integer from 1 to 100)"),
 ])
 def test_bad_numbers(tmp_path: Path, section: str, key: str, value: object, message: str
@@ -315,7 +320,7 @@ def test_backoff_rules(tmp_path: Path) -> None:
     found = dict_problems({"retry": {"backoff": {"factor": 0.5, "jitter": 1.5, "base": "2h"}}},
                           tmp_path)
     assert found == [
-        "retry.backoff.factor: 0.5 is not allowed (a number >= 1)",
+        "retry.backoff.factor: 0.5 is not allowed (a number from 1 to 10)",
         "retry.backoff.jitter: 1.5 is not allowed (a number from 0 to 1)",
         "retry.backoff.max: the default 1h is shorter than retry.backoff.base '2h' "
         "(max must be >= base)",

@@ -29,6 +29,7 @@ def setup(tmp_path, sandbox):
         tmp_path, api_base=sandbox.url,
         jobs={"dispatch": {"every": "1s"}, "stale_retry": {"every": "1s"}},
         dispatch={"workers": WORKERS, "batch_size": 10, "lease": "10s"},
+        http={"timeout": "3s"},  # a short lease needs a timeout of a third of it at most
     )
     db = connect(f"sqlite:///{tmp_path / 'herald.db'}")
     init_schema(db)

@@ -99,6 +99,14 @@ def test_wait_and_sending_rows_are_never_deleted(any_db, any_db_url, tmp_path) -
             purge.purge_status(any_db, status, NOW, batch=10)
 
 
+def test_forever_keeps_that_status(db, db_url, tmp_path) -> None:
+    rt = runtime(db, db_url, tmp_path, success="forever", fail="1d")
+    ancient = add(db, "success", NOW - 36500 * DAY)
+    add(db, "fail", NOW - 2 * DAY)
+    assert purge.run(rt, now=lambda: NOW) == {"success": 0, "fail": 1, "cancelled": 0}
+    assert remaining() == {ancient}
+
+
 def test_batches_are_separate_transactions(any_db, any_db_url, tmp_path, monkeypatch) -> None:
     rt = runtime(any_db, any_db_url, tmp_path, success="30d")
     for i in range(10):

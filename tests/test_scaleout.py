@@ -68,7 +68,7 @@ def make_daemons(tmp_path: Path, url: str, api_base: str) -> list[DaemonProcess]
             folder, api_base=api_base, database=url,
             jobs={"dispatch": {"every": "1s"}, "stale_retry": {"every": "1s"}},
             dispatch={"workers": workers, "batch_size": 50, "lease": "10s"},
-            http={"timeout": "5s"},
+            http={"timeout": "3s"},  # at most a third of the lease
         )
         daemons.append(DaemonProcess(cfg, folder / "daemon.log", f"daemon{i}"))
     return daemons
