@@ -192,6 +192,8 @@ class Sandbox:
             {tid: list(keys) for tid, keys in templates.items()} if templates is not None else None
         )
         self.pages: set[str] | None = set(pages) if pages is not None else None
+        # what GET /wxaapi/newtmpl/gettemplate lists: tid -> title, type, labels, enums
+        self.template_info: dict[str, dict[str, Any]] = {}
         self.token_ttl = float(token_ttl)
         # Read once per request without the lock: a float attribute swap is atomic, and a
         # request racing a change may use either value, which is all a caller can expect.
@@ -320,6 +322,43 @@ class Sandbox:
             self._records = _Records()
 
     # --- control ---------------------------------------------------------------------
+
+    def add_template(self, template_id: str, keywords: dict[str, str], *, title: str = "",
+                     long_term: bool = False, enums: dict[str, list[str]] | None = None,
+                     example: str = "") -> None:
+        """Make a template known (sends to it are judged by its keywords) and listed by
+        the template-list endpoint: keywords maps each data key to its label (商品名称)."""
+        with self._lock:
+            if self.templates is None:
+                self.templates = {}
+            self.templates[template_id] = list(keywords)
+            self.template_info[template_id] = {
+                "title": title or template_id, "type": 3 if long_term else 2,
+                "labels": dict(keywords), "enums": dict(enums or {}), "example": example}
+
+    def remove_template(self, template_id: str) -> None:
+        with self._lock:
+            if self.templates is not None:
+                self.templates.pop(template_id, None)
+            self.template_info.pop(template_id, None)
+
+    def template_list(self) -> list[dict[str, Any]]:
+        """The `data` of GET /wxaapi/newtmpl/gettemplate, as WeChat shapes it."""
+        with self._lock:
+            known = dict(self.templates or {})
+            info = {k: dict(v) for k, v in self.template_info.items()}
+        out = []
+        for tid, keys in known.items():
+            meta = info.get(tid, {})
+            labels = meta.get("labels") or {k: k for k in keys}
+            content = "\n".join(f"{labels.get(k, k)}:{{{{{k}.DATA}}}}" for k in keys)
+            out.append({
+                "priTmplId": tid, "title": meta.get("title", tid), "content": content,
+                "example": meta.get("example", ""), "type": meta.get("type", 2),
+                "keywordEnumValueList": [{"keywordCode": f"{k}.DATA", "enumValueList": list(v)}
+                                         for k, v in meta.get("enums", {}).items()],
+            })
+        return out
 
     def unsubscribe(self, openid: str) -> None:
         with self._lock:
@@ -477,13 +516,15 @@ class Sandbox:
             extra = [key for key in data if key not in template_keys]
             if missing or extra:
                 return 47003, f"argument invalid! data.{(missing or extra)[0]}.value invalid"
+        enums = self.template_info.get(template_id, {}).get("enums", {})
         for key, item in data.items():
             value = item.get("value") if isinstance(item, dict) else None
             if not isinstance(value, str):
                 return 47003, f"argument invalid! data.{key}.value invalid"
             try:
                 # truncate=False: WeChat refuses an over-long value, it never shortens one.
-                keywords.check_value(key, value, truncate=False)
+                choices = tuple(enums[key]) if key in enums else None
+                keywords.check_value(key, value, truncate=False, choices=choices)
             except keywords.KeywordError:
                 return 47003, f"argument invalid! data.{key}.value invalid"
         return 0, "ok"
@@ -674,10 +715,31 @@ class _Handler(BaseHTTPRequestHandler):
             if sandbox.token_latency > 0:
                 time.sleep(sandbox.token_latency)
             self._reply_json(sandbox._legacy_token(query))
+        elif path == "/wxaapi/newtmpl/gettemplate":
+            if method != "GET":
+                self._reply_json({"errcode": 43001, "errmsg": ERRMSGS[43001]})
+                return
+            self._template_list(sandbox, query)
         elif path.startswith("/_sandbox/"):
             self._control(sandbox, method, path[len("/_sandbox/") :], body)
         else:
             self._reply_json({"error": f"no such endpoint {path}"}, 404)
+
+    # --- the template list -----------------------------------------------------------
+
+    def _template_list(self, sandbox: Sandbox, query: dict[str, str]) -> None:
+        now = sandbox.clock()
+        token = query.get("access_token")
+        with sandbox._lock:
+            info = sandbox._tokens.get(token) if token else None
+            stale = info is None or (info.superseded_at is not None and now >= info.superseded_at)
+            expired = info is not None and (info.expired or now >= info.expires_at)
+        if stale:
+            self._reply_json({"errcode": 40001, "errmsg": ERRMSGS[40001]})
+        elif expired:
+            self._reply_json({"errcode": 42001, "errmsg": ERRMSGS[42001]})
+        else:
+            self._reply_json({"errcode": 0, "errmsg": "ok", "data": sandbox.template_list()})
 
     # --- the send endpoint -----------------------------------------------------------
 

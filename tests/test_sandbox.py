@@ -632,3 +632,28 @@ def test_command_line(tmp_path, http):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_template_list_shows_added_templates_as_wechat_does(http, sandbox: Sandbox,
+                                                            token: str) -> None:
+    sandbox.add_template("TPL_SHIP", {"thing2": "商品名称", "enum4": "订单状态"}, title="发货提醒",
+                         long_term=True, enums={"enum4": ["待发货", "已发货"]})
+    tok = token
+    answer = http.get(f"{sandbox.url}/wxaapi/newtmpl/gettemplate",
+                      params={"access_token": tok}).json()
+    assert answer["errcode"] == 0
+    [entry] = [d for d in answer["data"] if d["priTmplId"] == "TPL_SHIP"]
+    assert entry == {"priTmplId": "TPL_SHIP", "title": "发货提醒",
+                     "content": "商品名称:{{thing2.DATA}}\n订单状态:{{enum4.DATA}}",
+                     "example": "", "type": 3,
+                     "keywordEnumValueList": [{"keywordCode": "enum4.DATA",
+                                               "enumValueList": ["待发货", "已发货"]}]}
+    bad = http.get(f"{sandbox.url}/wxaapi/newtmpl/gettemplate",
+                   params={"access_token": "nope"}).json()
+    assert bad["errcode"] == 40001
+    # a value outside the enum list is refused like WeChat does (47003 naming the key)
+    sent = http.post(f"{sandbox.url}/cgi-bin/message/subscribe/send",
+                     params={"access_token": tok},
+                     json={"touser": "o1", "template_id": "TPL_SHIP",
+                           "data": {"thing2": {"value": "Tea"}, "enum4": {"value": "已签收"}}})
+    assert sent.json()["errcode"] == 47003 and "enum4" in sent.json()["errmsg"]

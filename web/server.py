@@ -1,0 +1,183 @@
+"""`scheduler.py serve`: Herald's web side, in a process of its own.
+
+Two listeners, each its own waitress server and thread pool, never sharing a port:
+
+- web.listen (default 127.0.0.1:8080, behind a TLS reverse proxy): what the internet
+  calls: WeChat's message push (/wechat/push/<app>) and Tencent Cloud SMS status
+  callbacks (/tencent/sms/status/<callback_token>). It stores each fact, answers at
+  once, and the events applier (jobs/events.py) turns facts into receipts and grants.
+- console.listen (default 127.0.0.1:9465): the operator console.
+
+Why waitress: a production WSGI server in pure Python (no compiler, no C extension to
+build on a fresh machine), with a bounded thread pool and its own request-size and
+connection limits, that runs on Linux without a process manager of its own and stops
+cleanly from a signal. The web side holds no AppSecret: only push Tokens, AES keys and
+the SMS callback token (Config.require lists what is missing).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from peewee import Database
+from waitress import wasyncore
+from waitress.server import create_server
+
+import clock
+from config import Config
+from db import heartbeat
+from logs import redact
+from notify import notify
+from runtime import make_daemon_id, waiting_rows_naming
+from templates import LoadContext, TemplateHolder
+from web.wsgi import WSGIApp
+
+log = logging.getLogger("herald.web")
+
+
+@dataclass
+class WebContext:
+    """What the web apps share."""
+
+    config: Config
+    db: Database
+    templates: TemplateHolder
+    daemon_id: str
+    # called after a push is stored, to apply it at once (the applier also polls)
+    wake: Callable[[], None] = lambda: None
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+
+class Listener:
+    """One waitress server on its own thread."""
+
+    def __init__(self, app: WSGIApp, host: str, port: int, *, name: str, threads: int = 8
+                 ) -> None:
+        self.name = name
+        self.server: Any = create_server(
+            app, host=host, port=port, threads=threads, ident="herald",
+            # a push body is at most 64 KiB; nothing Herald serves needs more
+            max_request_body_size=1024 * 1024, max_request_header_size=64 * 1024,
+            channel_timeout=30, connection_limit=256, clear_untrusted_proxy_headers=True,
+            expose_tracebacks=False)
+        self.port = int(self.server.effective_port)
+        self.host = str(self.server.effective_host)
+        self._thread = threading.Thread(target=self.server.run, name=f"web-{name}",
+                                        daemon=True)
+
+    def start(self) -> Listener:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        # closing sockets from another thread races the select() of the loop: ask the
+        # loop thread to close them itself
+        self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self.server._map))
+        self._thread.join(timeout)
+        self.server.task_dispatcher.shutdown()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def build(cfg: Config, db: Database) -> WebContext:
+    context = LoadContext(config=cfg, base_dir=cfg.templates.parent)
+    holder = TemplateHolder(cfg.templates, in_use=waiting_rows_naming(db),  # type: ignore[arg-type]
+                            context=context)
+    return WebContext(config=cfg, db=db, templates=holder,
+                      daemon_id=make_daemon_id() + ":web")
+
+
+def start(ctx: WebContext) -> list[Listener]:
+    """Start the listeners the config asks for; the first is the push receiver."""
+    from web.push import make_app as push_app
+
+    cfg = ctx.config
+    listeners: list[Listener] = []
+    if cfg.web.listen:
+        listeners.append(Listener(push_app(ctx), cfg.web.host, cfg.web.port,
+                                  name="push").start())
+    if cfg.console.listen:
+        from web.console import make_app as console_app
+
+        listeners.append(Listener(console_app(ctx), cfg.console.host, cfg.console.port,
+                                  name="console").start())
+    return listeners
+
+
+def main(cfg: Config) -> int:
+    """The serve verb: run until SIGTERM/SIGINT; SIGHUP reloads templates."""
+    from db.connection import connect
+    from db.schema import init_schema
+    from jobs import events
+
+    db = connect(cfg.database)
+    init_schema(db)  # upgrade in place, like run
+    ctx = build(cfg, db)
+    applier = events.Applier(ctx)
+    ctx.wake = applier.wake
+    stop = threading.Event()
+    reload = threading.Event()
+
+    def on_stop(_signum: int, _frame: object) -> None:
+        ctx.stopping.set()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    try:
+        listeners = start(ctx)
+    except OSError as exc:
+        log.error("serve: cannot listen: %s", redact(str(exc)))
+        return 1
+    applier.start()
+    started = clock.now()
+    for line in cfg.warnings:
+        log.warning("config: %s", line)
+    where = ", ".join(f"{li.name} on {li.url}" for li in listeners) or "nothing"
+    log.info("herald serve listening: %s", where)
+    notify("READY=1", f"STATUS=serving {where}")
+    last_beat = 0.0
+    try:
+        while not stop.wait(0.5):
+            if reload.is_set():
+                reload.clear()
+                ctx.templates.reload()
+            if time.monotonic() - last_beat >= heartbeat.HEARTBEAT_EVERY:
+                last_beat = time.monotonic()
+                _beat(ctx, started)
+    finally:
+        notify("STOPPING=1")
+        for listener in listeners:
+            listener.stop()
+        applier.stop()
+        try:
+            with db.connection_context():
+                heartbeat.stopped(db, ctx.daemon_id)
+        except Exception:  # noqa: BLE001 - stopping must not fail on a database away
+            pass
+        log.info("herald serve stopped")
+    return 0
+
+
+def _beat(ctx: WebContext, started: Any) -> None:
+    try:
+        with ctx.db.connection_context():
+            heartbeat.beat(ctx.db, daemon_id=ctx.daemon_id, role="serve", started_at=started,
+                           now=clock.now(), info={"listen": {
+                               "web": ctx.config.web.listen,
+                               "console": ctx.config.console.listen}})
+    except Exception as exc:  # noqa: BLE001 - a heartbeat must not stop the server
+        log.warning("heartbeat not written: %s", redact(str(exc))[:160])
+
+
+__all__ = ["Listener", "WebContext", "build", "main", "start"]
