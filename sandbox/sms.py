@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import hmac
 import json
+import os
 import re
 import signal
 import socket
@@ -338,7 +339,6 @@ class SmsSandbox:
         # Delivery reports waiting for the callback thread; guarded by _reports_cv.
         self._reports_cv = threading.Condition(threading.Lock())
         self._pending: list[_Report] = []
-        self._in_flight = 0  # reports taken by the callback thread, not yet settled
         self._stopping = False
         self._callback_thread: threading.Thread | None = None
 
@@ -676,10 +676,7 @@ class SmsSandbox:
                 # how close-together sends arrive as one array.
                 batch = [r.item for r in self._pending[:CALLBACK_BATCH]]
                 del self._pending[:CALLBACK_BATCH]
-                self._in_flight = len(batch)
             self._deliver(batch)
-            with self._reports_cv:
-                self._in_flight = 0
 
     def _deliver(self, batch: list[dict[str, Any]]) -> None:
         url = self.callback_url
@@ -990,8 +987,7 @@ def _parse_template(text: str) -> tuple[str, int]:
 
 
 def _write_port_file(path: str, port: int) -> None:
-    import os
-
+    # Write then rename, so a reader polling for the file never sees it half written.
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="ascii") as handle:
         handle.write(f"{port}\n")
