@@ -235,6 +235,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return commands.EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The web side: WeChat push receiver, SMS status callbacks, the console."""
+    from web import server
+
+    cfg = load_config(args.config, strict_secrets=False)
+    # the web side holds no AppSecret; it needs the push tokens/keys and the SMS
+    # callback token of whatever it is configured to receive
+    needed = [f"apps.{a}.push" for a, app in cfg.apps.items() if app.push is not None]
+    if cfg.sms is not None:
+        needed.append("sms.callback_token")
+    if needed:  # (require() with no prefix would ask for every secret, the AppSecret too)
+        cfg.require(*needed)
+    setup_logging(cfg.log.format, cfg.log.level)
+    return server.main(cfg)
+
+
+def cmd_console_password(args: argparse.Namespace) -> int:
+    from web.console import auth
+
+    return auth.password_verb(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import demo
 
@@ -257,6 +279,18 @@ def parser() -> argparse.ArgumentParser:
                                    "SIGHUP reloads templates.yaml; SIGTERM/SIGINT stop "
                                    "claiming, finish in-flight sends and exit 0.")
     s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("serve", help="run the web side: WeChat push, SMS callbacks, console",
+                       description="Serve WeChat message pushes and SMS status callbacks on "
+                                   "web.listen and the operator console on console.listen. "
+                                   "Needs no AppSecret. SIGTERM stops it; SIGHUP reloads "
+                                   "templates.")
+    s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser("console-password", help="print a password hash for console.users",
+                       description="Read a password on stdin and print the hash to put in "
+                                   "console.users.<name>.password_hash.")
+    s.set_defaults(fn=cmd_console_password)
 
     s = sub.add_parser("demo", help="run everything locally: SQLite, sandbox, sample rows",
                        description="Build a SQLite queue in ./demo-run, start the local "

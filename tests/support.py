@@ -195,3 +195,28 @@ class DaemonProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+class ServeProcess(DaemonProcess):
+    """One `scheduler.py --config CONFIG serve` child (the web side)."""
+
+    READY = re.compile(r"herald serve listening: (.*)")
+
+    def start(self) -> ServeProcess:
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "scheduler.py"), "--config", str(self.config), "serve"],
+            cwd=ROOT, env=clean_env(), stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def urls(self) -> dict[str, str]:
+        """name -> base URL of each listener, from the start-up line."""
+        m = self.READY.search(self.text())
+        if not m:
+            return {}
+        out = {}
+        for part in m.group(1).split(", "):
+            name, _, url = part.partition(" on ")
+            out[name] = url
+        return out
