@@ -27,7 +27,7 @@ import commands
 from config import Config, ConfigError, load_config
 from db.connection import connect, dialect_of, init_schema
 from db.queue import counts_by_status
-from jobs import dispatch, purge, stale_retry, token_refresh
+from jobs import dispatch, events, purge, stale_retry, token_refresh
 from logs import redact, setup_logging
 from notify import notify, watchdog_interval
 from reload import reload_config
@@ -57,6 +57,7 @@ class Daemon:
             "token_refresh": lambda: token_refresh.run(rt),
             "stale_retry": lambda: stale_retry.run(rt),
             "purge": lambda: purge.run(rt),
+            "events": lambda: events.run(rt),
         }
         for name, body in self.jobs.items():
             extra = {}

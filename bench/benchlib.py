@@ -29,7 +29,7 @@ from peewee import Database  # noqa: E402
 
 from config import Config, config_from_dict  # noqa: E402
 from db.connection import connect, dialect_of, init_schema  # noqa: E402
-from db.models import MsgList  # noqa: E402
+from db.models import TABLE_NAMES, MsgList  # noqa: E402
 from tests import support  # noqa: E402
 
 APPID, SECRET = "wxbench00000000001", "bench-secret-0123456789"
@@ -225,7 +225,7 @@ def fresh_database(dialect: str, workdir: Path) -> tuple[str, Database]:
         url = server_url(dialect)
         db = connect(url)
         with db.connection_context():
-            for table in ("msg_list", "access_token"):
+            for table in TABLE_NAMES:
                 db.execute_sql(f"DROP TABLE IF EXISTS {table}")
             if dialect == "postgres":
                 db.execute_sql("DROP FUNCTION IF EXISTS herald_notify() CASCADE")

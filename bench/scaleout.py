@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
 
 from db.connection import connect, init_schema, url_params  # noqa: E402
+from db.models import TABLE_NAMES  # noqa: E402
 from tests.support import DaemonProcess, wait_for, write_config  # noqa: E402
 
 DB_NAME = "herald_scaleout"
@@ -92,7 +93,7 @@ def fresh_schema(url: str) -> None:
     conn = pg_connect(url)
     try:
         with conn.cursor() as cur:
-            cur.execute("DROP TABLE IF EXISTS msg_list, access_token")
+            cur.execute(f"DROP TABLE IF EXISTS {', '.join(TABLE_NAMES)}")
             cur.execute("DROP FUNCTION IF EXISTS herald_notify() CASCADE")
     finally:
         conn.close()

@@ -194,3 +194,4 @@ class SchemaVersion(BaseModel):
 
 TABLES = (MsgList, AccessToken, PushEvent, SubscribeGrant, MsgEvent, HeraldDaemon,
           SchemaVersion)
+TABLE_NAMES = tuple(m._meta.table_name for m in TABLES)

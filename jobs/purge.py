@@ -25,7 +25,8 @@ from typing import Any
 from peewee import Database
 
 import clock
-from db.models import FINISHED, MsgList
+from db.heartbeat import forget_old
+from db.models import FINISHED, MsgEvent, MsgList, PushEvent
 
 log = logging.getLogger("herald.purge")
 
@@ -53,6 +54,13 @@ def run(rt: Any, *, now: Callable[[], datetime] = clock.now, batch: int = 1000
         count, txns = purge_status(rt.db, status, cutoff, batch=batch, stopping=stopping)
         deleted[status] = count
         transactions += txns
+    keep_events: float | None = getattr(retention, "events", None)
+    if keep_events is not None:
+        inbox = purge_events(rt.db, at - timedelta(seconds=keep_events), batch=batch,
+                             stopping=stopping)
+        if inbox:
+            log.info("purge: deleted %d applied push_event rows", inbox, extra={"job": "purge"})
+    forget_old(rt.db, at)  # heartbeats of daemons gone for a day
     if any(deleted.values()):
         log.info("purge: deleted %s finished rows (%s) in %d transactions",
                  sum(deleted.values()),
@@ -80,6 +88,27 @@ def purge_status(db: Database, status: str, cutoff: datetime, *, batch: int,
             ids = [r.id for r in MsgList.select(MsgList.id).where(expired).limit(batch)]
             if ids:
                 total += MsgList.delete().where(MsgList.id.in_(ids) & expired).execute()
+                # a row's history goes with it (a re-driven row kept its id: its
+                # status filter above keeps it out of reach)
+                kept = [r.id for r in MsgList.select(MsgList.id).where(MsgList.id.in_(ids))]
+                MsgEvent.delete().where(MsgEvent.msg_id.in_(sorted(set(ids) - set(kept)))
+                                        ).execute()
         if len(ids) < batch:
             break
     return total, transactions
+
+
+def purge_events(db: Database, cutoff: datetime, *, batch: int,
+                 stopping: threading.Event | None = None) -> int:
+    """Delete applied push_event rows received before `cutoff` (unapplied ones stay:
+    they still have something to tell)."""
+    old = (PushEvent.received_at < cutoff) & PushEvent.applied_at.is_null(False)
+    total = 0
+    while not (stopping is not None and stopping.is_set()):
+        with db.atomic():
+            ids = [r.id for r in PushEvent.select(PushEvent.id).where(old).limit(batch)]
+            if ids:
+                total += PushEvent.delete().where(PushEvent.id.in_(ids) & old).execute()
+        if len(ids) < batch:
+            break
+    return total

@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
 
 from config import Config, config_from_dict  # noqa: E402
 from db.connection import connect, init_schema  # noqa: E402
-from db.models import AccessToken, MsgList  # noqa: E402
+from db.models import TABLE_NAMES, AccessToken, MsgList  # noqa: E402
 from runtime import Runtime  # noqa: E402
 from sandbox.wechat import Sandbox  # noqa: E402
 from templates import load_templates  # noqa: E402
@@ -37,7 +37,7 @@ def _reset_server_db(url: str) -> None:
     """Drop Herald's tables (and trigger function) so each test starts empty."""
     db = connect(url)
     with db.connection_context():
-        for table in ("msg_list", "access_token"):
+        for table in TABLE_NAMES:
             db.execute_sql(f"DROP TABLE IF EXISTS {table}")
         if url.startswith("postgres"):
             db.execute_sql("DROP FUNCTION IF EXISTS herald_notify() CASCADE")

@@ -114,8 +114,9 @@ def test_batches_are_separate_transactions(any_db, any_db_url, tmp_path, monkeyp
     young = add(any_db, "success", NOW - DAY)
     txns = count_transactions(any_db, monkeypatch)
     assert purge.run(rt, now=lambda: NOW, batch=3)["success"] == 10
-    # success: 3 + 3 + 3 + 1 (short: done) = 4; fail and cancelled: one empty batch each
-    assert len(txns) == 4 + 1 + 1
+    # success: 3 + 3 + 3 + 1 (short: done) = 4; fail and cancelled: one empty batch each;
+    # then one for applied push_event rows and one for heartbeats gone a day
+    assert len(txns) == 4 + 1 + 1 + 1 + 1
     assert remaining() == {young}
 
 

@@ -52,6 +52,7 @@ class WebContext:
     # called after a push is stored, to apply it at once (the applier also polls)
     wake: Callable[[], None] = lambda: None
     stopping: threading.Event = field(default_factory=threading.Event)
+    push_receiver: Any = None  # set by web.push.make_app: its counters go in heartbeats
 
 
 class Listener:
@@ -172,10 +173,12 @@ def main(cfg: Config) -> int:
 def _beat(ctx: WebContext, started: Any) -> None:
     try:
         with ctx.db.connection_context():
+            counts = ctx.push_receiver.snapshot() if ctx.push_receiver else {}
             heartbeat.beat(ctx.db, daemon_id=ctx.daemon_id, role="serve", started_at=started,
-                           now=clock.now(), info={"listen": {
-                               "web": ctx.config.web.listen,
-                               "console": ctx.config.console.listen}})
+                           now=clock.now(), info={
+                               "listen": {"web": ctx.config.web.listen,
+                                          "console": ctx.config.console.listen},
+                               "pushes": counts})
     except Exception as exc:  # noqa: BLE001 - a heartbeat must not stop the server
         log.warning("heartbeat not written: %s", redact(str(exc))[:160])
 
