@@ -25,8 +25,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 import commands
 from config import Config, ConfigError, load_config
-from db.connection import connect, dialect_of, init_schema
+from db.connection import connect, dialect_of
 from db.queue import counts_by_status
+from db.schema import SchemaError, ensure_current
 from jobs import dispatch, events, purge, stale_retry, token_refresh
 from logs import redact, setup_logging
 from notify import notify, watchdog_interval
@@ -116,19 +117,12 @@ class Daemon:
 
 def build(cfg: Config) -> Runtime:
     db = connect(cfg.database)
-    with db.connection_context():
-        missing = {"msg_list", "access_token"} - set(db.get_tables())
-    if missing:
-        # First start (e.g. systemd's fresh state directory): create the schema as the
-        # service's own user, so the SQLite file belongs to it. A server account
-        # without CREATE rights gets a clear message instead.
-        try:
-            init_schema(db)
-            log.info("created tables %s", ", ".join(sorted(missing)))
-        except Exception as exc:  # noqa: BLE001
-            raise SystemExit(f"tables {', '.join(sorted(missing))} missing and could not be "
-                             f"created ({redact(str(exc))}): run `python scheduler.py "
-                             "init-db` with an account that may create tables") from None
+    try:
+        done = ensure_current(db)
+    except SchemaError as exc:
+        raise SystemExit(str(exc)) from None
+    if done:
+        log.info("%s", done)
     return Runtime.build(cfg, db)
 
 

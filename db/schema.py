@@ -181,6 +181,34 @@ def state(db: Database) -> SchemaState:
         return SchemaState(int(row[0]) if row and row[0] is not None else 1)
 
 
+class SchemaError(RuntimeError):
+    """The schema is missing or old and could not be brought up to date."""
+
+
+def ensure_current(db: Database) -> str:
+    """At the start of run and serve: create the schema on a fresh database (e.g.
+    systemd's new state directory, so the SQLite file belongs to the service's user),
+    upgrade an older one in place, refuse a newer one. Returns what it did, for the log.
+    """
+    before = state(db)
+    if before.up_to_date:
+        return ""
+    if before.version is not None and before.version > VERSION:
+        raise SchemaError(before.describe())
+    try:
+        init_schema(db)
+    except Exception as exc:
+        from logs import redact
+
+        what = ("created" if before.version is None
+                else f"upgraded from version {before.version}")
+        raise SchemaError(f"the schema could not be {what} ({redact(str(exc))}): "
+                          "run `init-db` with an account that may create and alter tables"
+                          ) from None
+    return ("created the schema" if before.version is None
+            else f"upgraded the schema from version {before.version} to {VERSION}")
+
+
 def init_schema(db: Database) -> list[int]:
     """Create the schema, or upgrade an older one in place. Idempotent; keeps every row.
 
@@ -249,4 +277,5 @@ def _exclusive(db: Database, d: Dialect) -> Iterator[None]:
             yield
 
 
-__all__ = ["VERSION", "SchemaState", "ddl_text", "init_schema", "split_statements", "state"]
+__all__ = ["VERSION", "SchemaError", "SchemaState", "ddl_text", "ensure_current", "init_schema",
+           "split_statements", "state"]

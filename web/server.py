@@ -117,11 +117,17 @@ def start(ctx: WebContext) -> list[Listener]:
 def main(cfg: Config) -> int:
     """The serve verb: run until SIGTERM/SIGINT; SIGHUP reloads templates."""
     from db.connection import connect
-    from db.schema import init_schema
+    from db.schema import SchemaError, ensure_current
     from jobs import events
 
     db = connect(cfg.database)
-    init_schema(db)  # upgrade in place, like run
+    try:
+        done = ensure_current(db)  # create or upgrade in place, like run
+    except SchemaError as exc:
+        log.error("serve: %s", exc)
+        return 1
+    if done:
+        log.info("%s", done)
     ctx = build(cfg, db)
     applier = events.Applier(ctx)
     ctx.wake = applier.wake
