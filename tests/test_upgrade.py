@@ -131,7 +131,8 @@ def test_init_db_and_run_upgrade_in_place(tmp_path, sandbox):
             d = DaemonProcess(cfg, folder / "run.log").start()
             try:
                 d.wait_ready()
-                assert wait_for(lambda: _status(db, rid) == "success", 20), d.tail()
+                assert wait_for(lambda db=db, rid=rid: _status(db, rid) == "success", 20), \
+                    d.tail()
                 assert "upgraded the schema from version 1" in d.text()
             finally:
                 d.stop()
