@@ -173,50 +173,79 @@ def _write_alone(db: Database, d: Dialect, o: Outcome, daemon_id: str, now: date
 
 def _write(db: Database, d: Dialect, items: Sequence[Outcome], daemon_id: str,
            now: datetime) -> int:
-    holders = _holders(db, d, [o.row_id for o in items])
-    ours: list[Outcome] = []
-    cancelled: list[Outcome] = []
-    for o in items:
-        h = holders.get(o.row_id)
-        if h is None or h[1] != daemon_id or h[2] != o.claim_attempts:
-            continue  # another daemon took it over (or it was deleted): not ours to write
-        if h[0] == "sending":
-            ours.append(o)
-        elif h[0] == "cancelled":
-            cancelled.append(o)
+    """Optimistic: each group's UPDATE carries the ownership check, and when it changed
+    as many rows as it had results (the usual case) nothing more is read. Only a group
+    that fell short, and a failure with a fallback hop, look at who holds the rows."""
     cursor = db.cursor()
     stamp = d.ts(now)
-    written = 0
+    done: list[Outcome] = []
+    unsure: list[Outcome] = []
     groups: dict[Shape, list[Outcome]] = {}
-    for o in ours:
+    hops: list[Outcome] = []
+    for o in items:
         if o.hop is not None and o.status == "fail":
-            continue  # written below, with its hop
-        groups.setdefault((o.status, o.refund_attempt), []).append(o)
+            hops.append(o)
+        else:
+            groups.setdefault((o.status, o.refund_attempt), []).append(o)
     for shape, group in groups.items():
-        written += _update_group(d, cursor, shape, group, daemon_id, stamp)
-    for o in ours:
-        if o.hop is not None and o.status == "fail":
-            written += _fail_with_hop(db, d, cursor, o, daemon_id, stamp)
-    for o in cancelled:
-        written += _cancelled(d, cursor, o, daemon_id, stamp)
-    done = [*ours, *cancelled]
+        n = _update_group(d, cursor, shape, group, daemon_id, stamp)
+        (done if n == len(group) else unsure).extend(group)
+    if unsure or hops:
+        holders = _holders(db, d, [o.row_id for o in [*unsure, *hops]])
+        for o in unsure:
+            h = holders.get(o.row_id)
+            if h is not None and _wrote(o, h, daemon_id, d):
+                done.append(o)
+            elif h is not None and _cancelled_under_us(o, h, daemon_id):
+                if _cancelled(d, cursor, o, daemon_id, stamp):
+                    done.append(o)
+        for o in hops:
+            h = holders.get(o.row_id)
+            if h is None or h[1] != daemon_id or h[2] != o.claim_attempts:
+                continue  # another daemon took it over (or it was deleted)
+            if h[0] == "sending" and _fail_with_hop(db, d, cursor, o, daemon_id, stamp):
+                done.append(o)
+            elif _cancelled_under_us(o, h, daemon_id) and _cancelled(d, cursor, o,
+                                                                    daemon_id, stamp):
+                done.append(o)
     d.insert_many(cursor, "msg_event", EVENT_COLUMNS,
                   [_event_row(o, d, stamp, daemon_id) for o in done if o.event is not None])
     _apply_grants(d, cursor, [o.grant for o in done if o.grant is not None], stamp)
-    return written
+    return len(done)
 
 
-def _holders(db: Database, d: Dialect, ids: list[int]) -> dict[int, tuple[str, str | None, int]]:
-    """id -> (status, claimed_by, attempts) now, for the rows we have results for."""
-    out: dict[int, tuple[str, str | None, int]] = {}
+Holder = tuple[str, "str | None", int, object]  # status, claimed_by, attempts, send_at
+
+
+def _holders(db: Database, d: Dialect, ids: list[int]) -> dict[int, Holder]:
+    """id -> (status, claimed_by, attempts, send_at) now."""
+    out: dict[int, Holder] = {}
     p = d.param
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
-        cur = db.execute_sql(f"SELECT id, status, claimed_by, attempts FROM msg_list "
+        cur = db.execute_sql(f"SELECT id, status, claimed_by, attempts, send_at FROM msg_list "
                              f"WHERE id IN ({', '.join([p] * len(chunk))})", chunk)
-        for row_id, status, claimed_by, attempts in cur.fetchall():
-            out[int(row_id)] = (str(status), claimed_by, attempts)
+        for row_id, status, claimed_by, attempts, send_at in cur.fetchall():
+            out[int(row_id)] = (str(status), claimed_by, attempts, send_at)
     return out
+
+
+def _wrote(o: Outcome, h: Holder, daemon_id: str, d: Dialect) -> bool:
+    """Does the row now hold what our UPDATE just wrote? (Which rows of a group that
+    fell short were ours: a written row is unmistakable, since another daemon's claim
+    sets its own claimed_by and stale_retry its own send_at.)"""
+    status, claimed_by, attempts, send_at = h
+    if o.status != "wait":
+        return status == o.status and claimed_by == daemon_id and attempts == o.claim_attempts
+    expected = o.claim_attempts - 1 if o.refund_attempt else o.claim_attempts
+    from db.decode import ts_or_none
+
+    return (status == "wait" and claimed_by is None and attempts == expected
+            and ts_or_none(send_at) == o.send_at)
+
+
+def _cancelled_under_us(o: Outcome, h: Holder, daemon_id: str) -> bool:
+    return h[0] == "cancelled" and h[1] == daemon_id and h[2] == o.claim_attempts
 
 
 def _columns(shape: Shape) -> list[tuple[str, str]]:
