@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from channels.base import Answer, Kind
 from config import RetryConfig
-from db.outcomes import Outcome
+from db.outcomes import Event, GrantUse, Outcome
 
 USER_BUSY_DELAY = 3.0  # 43108: the other send to this user finishes within seconds
 TOKEN_WAIT = 60.0  # no token for the app: look again in a minute
@@ -42,34 +42,38 @@ def decide(
     now: datetime,
     retry: RetryConfig,
     rng: random.Random | None = None,
+    event: Event | None = None,
+    grant: GrantUse | None = None,
 ) -> Outcome:
-    """The outcome of one send. `attempts` counts this try (as the claim set it)."""
-    kind, code = answer.kind, answer.errcode
+    """The outcome of one send. `attempts` counts this try (as the claim set it);
+    `event` and `grant` ride along into the outcome (its history line, its ledger
+    change)."""
+    kind = answer.kind
+
+    def outcome(status: str, *, error: str | None = None, send_at: datetime | None = None,
+                refund: bool = False) -> Outcome:
+        return Outcome(row_id=row_id, claim_attempts=attempts, status=status,
+                       errcode=answer.errcode, error=error, send_at=send_at,
+                       msgid=answer.msgid if status == "success" else None,
+                       refund_attempt=refund, event=event, grant=grant)
+
     if kind is Kind.SUCCESS:
-        return Outcome(row_id=row_id, claim_attempts=attempts, status="success",
-                       errcode=code, msgid=answer.msgid)
+        return outcome("success")
     if kind is Kind.PERMANENT:
-        return Outcome(row_id=row_id, claim_attempts=attempts, status="fail", errcode=code,
-                       error=answer.reason)
+        return outcome("fail", error=answer.reason)
     if kind is Kind.QUOTA_DAY:
         # not the row's fault: wait for the quota day, the attempt does not count
-        return Outcome(row_id=row_id, claim_attempts=attempts, status="wait", errcode=code,
-                       send_at=retry.daily_quota_reset.next_after(now),
-                       error=f"deferred to the next quota day: {answer.reason}",
-                       refund_attempt=True)
+        return outcome("wait", send_at=retry.daily_quota_reset.next_after(now), refund=True,
+                       error=f"deferred to the next quota day: {answer.reason}")
     if kind is Kind.QUOTA_MINUTE:
-        return Outcome(row_id=row_id, claim_attempts=attempts, status="wait", errcode=code,
-                       send_at=next_minute(now),
-                       error=f"deferred to the next minute: {answer.reason}",
-                       refund_attempt=True)
+        return outcome("wait", send_at=next_minute(now), refund=True,
+                       error=f"deferred to the next minute: {answer.reason}")
     if kind is Kind.CREDENTIAL:
-        return Outcome(row_id=row_id, claim_attempts=attempts, status="wait", errcode=code,
-                       send_at=now + timedelta(seconds=TOKEN_WAIT), error=answer.reason,
-                       refund_attempt=True)
+        return outcome("wait", send_at=now + timedelta(seconds=TOKEN_WAIT), refund=True,
+                       error=answer.reason)
     # TRANSIENT, USER_BUSY, and TOKEN after its one immediate resend: they count
     if attempts >= retry.max_attempts:
-        return Outcome(row_id=row_id, claim_attempts=attempts, status="fail", errcode=code,
-                       error=f"gave up after {attempts} attempts: {answer.reason}")
+        return outcome("fail", error=f"gave up after {attempts} attempts: {answer.reason}")
     delay = USER_BUSY_DELAY if kind is Kind.USER_BUSY else backoff_delay(attempts, retry, rng)
-    return Outcome(row_id=row_id, claim_attempts=attempts, status="wait", errcode=code,
-                   send_at=now + timedelta(seconds=delay), error=f"will retry: {answer.reason}")
+    return outcome("wait", send_at=now + timedelta(seconds=delay),
+                   error=f"will retry: {answer.reason}")

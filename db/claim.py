@@ -24,7 +24,6 @@ from peewee import Database
 from db.decode import CLAIM_SELECT, BadRow, Row, decode_claimed
 from db.dialects import dialect
 from db.models import MsgList
-from db.outcomes import EVENT_COLUMNS
 
 EXPIRED = "expired: expire_at passed before the message could be sent"
 
@@ -48,10 +47,16 @@ def claim_batch(
     with db.atomic():
         raw = d.claim(db, sets=sets, set_params=(daemon_id, d.ts(until), stamp), now=stamp,
                       limit=limit, returning=CLAIM_SELECT)
-        # the history line of each claim, in the claim's own transaction
-        d.insert_many(db.cursor(), "msg_event", EVENT_COLUMNS, [
-            (r[0], stamp, "claim", None, None, f"attempt {r[1]}, lease until "
-             f"{until:%H:%M:%S}", daemon_id) for r in raw])
+        if raw:
+            # the history line of each claim, in the claim's own transaction, built by
+            # the database from the claimed rows (no per-row work here)
+            ids = [r[0] for r in raw]
+            detail = d.concat("'attempt '", "attempts", p)
+            db.execute_sql(
+                "INSERT INTO msg_event (msg_id, at, kind, detail, daemon) "
+                f"SELECT id, {p}, 'claim', {detail}, {p} FROM msg_list "
+                f"WHERE id IN ({', '.join([p] * len(ids))})",
+                (stamp, f", lease until {until:%H:%M:%S}", daemon_id, *ids))
     rows = [decode_claimed(r) for r in raw]
     # RETURNING gives no order: restore the claim order (unreadable rows first: they
     # are failed at once and cost nothing)

@@ -22,11 +22,12 @@ VALUE_SHOWN = 60  # characters of a bad value quoted in an error
 
 @dataclass(slots=True)
 class Row:
-    """A claimed msg_list row, decoded."""
+    """A claimed msg_list row, decoded (fields in CLAIM_COLUMNS' order)."""
 
     id: int
-    app: str | None
+    attempts: int
     template: str
+    app: str | None
     openid: str
     phone: str | None
     params: str
@@ -34,7 +35,6 @@ class Row:
     priority: int
     send_at: datetime
     expire_at: datetime | None
-    attempts: int
     dedup_key: str | None
     errcode: int | None
     error: str | None
@@ -136,10 +136,38 @@ CLAIM_COLUMNS: tuple[tuple[str, Decoder, bool], ...] = (
     ("updated_at", _ts, True),
 )
 CLAIM_SELECT = ", ".join(name for name, _, _ in CLAIM_COLUMNS)
+assert tuple(Row.__dataclass_fields__) == tuple(n for n, _, _ in CLAIM_COLUMNS)
+
+
+_TS_AT = tuple(i for i, (_, d, _) in enumerate(CLAIM_COLUMNS) if d is _ts)
+_TEXT_AT = tuple(i for i, (_, d, n) in enumerate(CLAIM_COLUMNS) if d is _text and not n)
+_NTEXT_AT = tuple(i for i, (_, d, n) in enumerate(CLAIM_COLUMNS) if d is _text and n)
+_INT_AT = tuple(i for i, (_, d, n) in enumerate(CLAIM_COLUMNS) if d is _int and not n)
+_NINT_AT = tuple(i for i, (_, d, n) in enumerate(CLAIM_COLUMNS) if d is _int and n)
 
 
 def decode_claimed(raw: Sequence[object]) -> Row | BadRow:
-    """One row of CLAIM_SELECT -> Row, or BadRow naming the first unreadable column."""
+    """One row of CLAIM_SELECT -> Row, or BadRow naming the first unreadable column.
+
+    The common case (every value of the type its column should hold) takes a fast path
+    of plain type checks; anything else goes through the column decoders one by one."""
+    values = list(raw)
+    try:
+        if (all(type(values[i]) is str for i in _TEXT_AT)
+                and all(values[i] is None or type(values[i]) is str for i in _NTEXT_AT)
+                and all(type(values[i]) is int for i in _INT_AT)
+                and all(values[i] is None or type(values[i]) is int for i in _NINT_AT)):
+            for i in _TS_AT:
+                if values[i] is not None:
+                    values[i] = parse_utc(values[i])
+            if values[_TS_AT[0]] is not None:  # send_at is NOT NULL
+                return Row(*values)  # type: ignore[arg-type]
+    except (ValueError, TypeError, OverflowError):
+        pass
+    return _decode_slowly(raw)
+
+
+def _decode_slowly(raw: Sequence[object]) -> Row | BadRow:
     values: dict[str, object] = {}
     for (name, decode, nullable), value in zip(CLAIM_COLUMNS, raw, strict=True):
         try:

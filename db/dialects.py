@@ -265,6 +265,10 @@ class Dialect:
         return their `returning` columns, undecoded."""
         raise NotImplementedError
 
+    def concat(self, *parts: str) -> str:
+        """SQL that joins text expressions (MySQL's || means OR)."""
+        return " || ".join(parts)
+
     # -- grouped writes ------------------------------------------------------------
     def update_from_values(self, cursor: Any, table: str, columns: Sequence[tuple[str, str]],
                            rows: Sequence[tuple], sets: Sequence[tuple[str, str]],
@@ -482,6 +486,9 @@ class MySQL(Dialect):
         marks = ", ".join("%s" for _ in columns)
         return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
                 f"ON DUPLICATE KEY UPDATE {conflict} = {conflict}")
+
+    def concat(self, *parts: str) -> str:
+        return f"CONCAT({', '.join(parts)})"
 
     def update_from_values(self, cursor: Any, table: str, columns: Sequence[tuple[str, str]],
                            rows: Sequence[tuple], sets: Sequence[tuple[str, str]],

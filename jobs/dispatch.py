@@ -532,14 +532,14 @@ def _finished(rt: Runtime, st: _State, job: Job, fut: Future, now: datetime,
         st.busy.discard(recipient)
         st.ready.appendleft(job)
         return
-    outcome = decide(row_id=job.row.id, attempts=job.row.attempts, answer=answer, now=now,
-                     retry=rt.config.retry, rng=rng)
     detail = f"{took * 1000:.0f} ms: {answer.reason}"
     if answer.msgid:
         detail += f" (msgid {answer.msgid})"
-    outcome = replace(outcome, event=Event("attempt", channel=tpl.channel,
-                                           errcode=answer.errcode, detail=detail),
-                      grant=_grant_use(job, answer))
+    outcome = decide(row_id=job.row.id, attempts=job.row.attempts, answer=answer, now=now,
+                     retry=rt.config.retry, rng=rng,
+                     event=Event("attempt", channel=tpl.channel, errcode=answer.errcode,
+                                 detail=detail),
+                     grant=_grant_use(job, answer))
     if answer.kind in (Kind.QUOTA_DAY, Kind.QUOTA_MINUTE):
         # the app's quota is spent: hold its other rows instead of burning requests
         st.app_hold[job.app] = (outcome.send_at or now, outcome.error or answer.reason)
