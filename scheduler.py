@@ -136,8 +136,17 @@ def queue_status(rt: Runtime) -> str:
     return f"{counts['wait']} waiting, {counts['sending']} sending"
 
 
+def run_credentials(cfg: Config) -> list[str]:
+    """What the daemon itself must have: each app's appid and secret, the SMS keys. The
+    push Token and AES key belong to `serve` (another unit, other credentials)."""
+    needed = [f"apps.{name}.{key}" for name in cfg.apps for key in ("appid", "secret",
+                                                                     "token_file")]
+    return [*needed, "sms.secret_id", "sms.secret_key"]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, strict_secrets=False)
+    cfg.require(*run_credentials(cfg))
     setup_logging(cfg.log.format, cfg.log.level)
     rt = build(cfg)
     server = None

@@ -205,7 +205,7 @@ def ensure_current(db: Database) -> str:
         raise SchemaError(f"the schema could not be {what} ({redact(str(exc))}): "
                           "run `init-db` with an account that may create and alter tables"
                           ) from None
-    return ("created the schema" if before.version is None
+    return (f"created the schema (version {VERSION})" if before.version is None
             else f"upgraded the schema from version {before.version} to {VERSION}")
 
 

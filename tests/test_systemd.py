@@ -21,8 +21,11 @@ from config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "herald.service"
+WEB_UNIT = ROOT / "systemd" / "herald-web.service"
 EXAMPLE = ROOT / "systemd" / "config.example.yaml"
 PROD_EXEC = "ExecStart=/opt/herald/.venv/bin/python /opt/herald/scheduler.py run"
+WEB_EXEC = "ExecStart=/opt/herald/.venv/bin/python /opt/herald/scheduler.py serve"
+UNITS = {"run": (UNIT, PROD_EXEC), "serve": (WEB_UNIT, WEB_EXEC)}
 MAX_EXPOSURE = 1.5
 ANALYZE = shutil.which("systemd-analyze")
 
@@ -42,13 +45,14 @@ def settings(text: str) -> dict[str, list[str]]:
     return out
 
 
-def local_copy(directory: Path, text: str | None = None) -> Path:
+def local_copy(directory: Path, text: str | None = None, verb: str = "run") -> Path:
     """The unit with ExecStart/WorkingDirectory pointed at this checkout."""
-    text = UNIT.read_text(encoding="utf-8") if text is None else text
-    assert text.count(PROD_EXEC) == 1, "the production ExecStart line changed: update the test"
-    text = text.replace(PROD_EXEC, f"ExecStart={sys.executable} {ROOT / 'scheduler.py'} run")
+    unit, exec_line = UNITS[verb]
+    text = unit.read_text(encoding="utf-8") if text is None else text
+    assert text.count(exec_line) == 1, "the production ExecStart line changed: update the test"
+    text = text.replace(exec_line, f"ExecStart={sys.executable} {ROOT / 'scheduler.py'} {verb}")
     text = re.sub(r"(?m)^WorkingDirectory=.*$", f"WorkingDirectory={ROOT}", text)
-    path = directory / "herald.service"  # the name matters: it is how systemd sees it
+    path = directory / unit.name  # the name matters: it is how systemd sees it
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -86,8 +90,9 @@ def exposure(path: Path) -> float:
 
 
 @needs_analyze
-def test_unit_verifies_clean(tmp_path: Path) -> None:
-    assert verify_problems(local_copy(tmp_path)) == []
+@pytest.mark.parametrize("verb", list(UNITS))
+def test_unit_verifies_clean(tmp_path: Path, verb: str) -> None:
+    assert verify_problems(local_copy(tmp_path, verb=verb)) == []
 
 
 @needs_analyze
@@ -112,8 +117,9 @@ def test_broken_units_fail_the_same_check(tmp_path: Path, old: str, new: str) ->
 
 
 @needs_analyze
-def test_exposure_is_low(tmp_path: Path) -> None:
-    score = exposure(UNIT)
+@pytest.mark.parametrize("verb", list(UNITS))
+def test_exposure_is_low(tmp_path: Path, verb: str) -> None:
+    score = exposure(UNITS[verb][0])
     assert score <= MAX_EXPOSURE, f"exposure {score} > {MAX_EXPOSURE}: a hardening line went"
 
 
@@ -144,6 +150,20 @@ def test_unit_has_the_required_settings() -> None:
     assert int(s["WatchdogSec"][0]) >= 30
     families = s["RestrictAddressFamilies"][0].split()
     assert {"AF_UNIX", "AF_INET", "AF_INET6"} <= set(families)
+
+
+def test_web_unit_holds_no_app_secret_and_shares_the_queue() -> None:
+    web, run = (settings(u.read_text(encoding="utf-8")) for u in (WEB_UNIT, UNIT))
+    assert web["ExecStart"] == [WEB_EXEC.removeprefix("ExecStart=")]
+    assert web["Type"] == ["notify"] and web["Restart"] == ["on-failure"]
+    creds = web["LoadCredential"]
+    assert creds == ["push_token:/etc/herald/push_token",
+                     "push_aes_key:/etc/herald/push_aes_key"]
+    assert not any("wechat_secret" in c for c in creds)
+    # one dynamic user for both units: both open the SQLite queue in one state directory
+    assert web["User"] == run["User"] == ["herald"]
+    assert web["StateDirectory"] == run["StateDirectory"] == ["herald"]
+    assert web["DynamicUser"] == ["yes"]
 
 
 def test_stop_timeout_covers_an_in_flight_send(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ import clock
 from config import Config
 from db import heartbeat
 from logs import redact
-from notify import notify
+from notify import notify, watchdog_interval
 from runtime import make_daemon_id, waiting_rows_naming
 from templates import LoadContext, TemplateHolder
 from web.wsgi import WSGIApp
@@ -82,6 +82,10 @@ class Listener:
         self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self.server._map))
         self._thread.join(timeout)
         self.server.task_dispatcher.shutdown()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     @property
     def url(self) -> str:
@@ -153,9 +157,16 @@ def main(cfg: Config) -> int:
     where = ", ".join(f"{li.name} on {li.url}" for li in listeners) or "nothing"
     log.info("herald serve listening: %s", where)
     notify("READY=1", f"STATUS=serving {where}")
-    last_beat = 0.0
+    last_beat = last_ping = 0.0
+    ping_every = watchdog_interval()
     try:
         while not stop.wait(0.5):
+            mono = time.monotonic()
+            if ping_every and mono - last_ping >= ping_every:
+                # only while every listener's thread still serves
+                if all(li.alive for li in listeners):
+                    notify("WATCHDOG=1")
+                    last_ping = mono
             if reload.is_set():
                 reload.clear()
                 ctx.templates.reload()
