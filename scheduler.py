@@ -150,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(cfg.log.format, cfg.log.level)
     rt = build(cfg)
     server = None
-    if cfg.metrics.listen:
+    if cfg.metrics.listen and cfg.metrics.host is not None and cfg.metrics.port is not None:
         from metrics import Metrics, start_server
 
         rt.metrics = Metrics(db=rt.db, token_expiry=lambda: {

@@ -204,8 +204,9 @@ class TokenManager:
             # the file carries no expiry: re-read it every minute
             return self._remember(cfg.name, token, now + timedelta(seconds=120))
         row = self._read_row(cfg.name, lock=False)
-        if row and row.token and row.expires_at and row.expires_at - USABLE_MARGIN > now:
-            return self._remember(cfg.name, row.token, row.expires_at)
+        expires_at: datetime | None = row.expires_at if row else None
+        if row and row.token and expires_at and expires_at - USABLE_MARGIN > now:
+            return self._remember(cfg.name, row.token, expires_at)
         raise TokenUnavailable(cfg.name, "external token source has no valid token in "
                                "access_token; the service that keeps it must write it")
 

@@ -74,19 +74,29 @@ class BuildError(ValueError):
 
 
 class RowLike(Protocol):
-    openid: str | None
-    phone: str | None
-    page: str | None
-    row_id: int | None
+    @property
+    def openid(self) -> str | None: ...
+    @property
+    def phone(self) -> str | None: ...
+    @property
+    def page(self) -> str | None: ...
+    @property
+    def row_id(self) -> int | None: ...
 
 
 class TemplateLike(Protocol):
-    name: str
-    channel: str
-    template_id: str | None
-    app: str | None
-    settings: Mapping[str, Any]
-    enums: Mapping[str, tuple[str, ...]]
+    @property
+    def name(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def template_id(self) -> str | None: ...
+    @property
+    def app(self) -> str | None: ...
+    @property
+    def settings(self) -> Mapping[str, Any]: ...
+    @property
+    def enums(self) -> Mapping[str, tuple[str, ...]]: ...
 
 
 class ChannelKind:

@@ -21,6 +21,7 @@ start, lets in-flight sends finish and records them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import random
@@ -175,9 +176,8 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
                 _release_unstarted(st)
             _keep_leases(rt, st, stats, now())
             if more and not stopping and len(st.ready) + len(st.in_flight) < workers:
-                rows = _retrying(rt, lambda n=limit: claim_batch(
-                    rt.db, daemon_id=rt.daemon_id, now=now(), lease=cfg.dispatch.lease,
-                    limit=n))
+                rows = _retrying(rt, functools.partial(
+                    _claim, rt, now(), cfg.dispatch.lease, limit))
                 more = len(rows) == limit
                 if more:
                     # a backlog: claim in bigger steps (fewer claims, each a database
@@ -213,6 +213,10 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
         if st.ready or st.parked:
             _release_unstarted(st)
         _flush(rt, st, stats, now())
+
+
+def _claim(rt: Runtime, now: datetime, lease: float, limit: int) -> list[Row | BadRow]:
+    return claim_batch(rt.db, daemon_id=rt.daemon_id, now=now, lease=lease, limit=limit)
 
 
 def claim_limit(batch_size: int, rate_limit: float | None, lease: float) -> int:

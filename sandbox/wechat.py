@@ -760,7 +760,7 @@ class _Handler(BaseHTTPRequestHandler):
             sandbox._record(touser, template_id, errcode, None, at)
             self._reply_json({"errcode": errcode, "errmsg": errmsg})
             return
-        assert isinstance(msg, dict)
+        assert isinstance(msg, dict) and isinstance(touser, str)
         # Only a send that would otherwise succeed takes the user's slot, and it keeps it
         # through the latency, which is what makes an overlapping second send a 43108.
         if not sandbox._enter(touser):

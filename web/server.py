@@ -107,10 +107,10 @@ def start(ctx: WebContext) -> list[Listener]:
 
     cfg = ctx.config
     listeners: list[Listener] = []
-    if cfg.web.listen:
+    if cfg.web.listen and cfg.web.host is not None and cfg.web.port is not None:
         listeners.append(Listener(push_app(ctx), cfg.web.host, cfg.web.port,
                                   name="push").start())
-    if cfg.console.listen:
+    if cfg.console.listen and cfg.console.host is not None and cfg.console.port is not None:
         from web.console import make_app as console_app
 
         listeners.append(Listener(console_app(ctx), cfg.console.host, cfg.console.port,
