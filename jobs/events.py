@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -42,6 +43,7 @@ log = logging.getLogger("herald.events")
 
 BATCH = 500
 RECEIPT_PATIENCE = timedelta(hours=1)
+RECHECK = 10.0  # seconds between looks at receipts still waiting for their row
 RECEIPT_KINDS = ("subscribe_msg_sent_event", "TEMPLATESENDJOBFINISH", "sms_status")
 GRANT_RESULTS = ("accept", "reject", "ban")
 BEIJING = timezone(timedelta(hours=8))  # Tencent Cloud reports user_receive_time in it
@@ -56,6 +58,7 @@ class Applied:
     failed: int = 0  # events closed with an error
     other: int = 0  # events Herald keeps but does not act on
     per_kind: dict[str, int] = field(default_factory=dict)
+    high_water: int = 0  # the highest push_event id looked at
 
     @property
     def total(self) -> int:
@@ -72,13 +75,15 @@ class Pending(Exception):
 
 def apply_pending(db: Database, *, now: datetime, templates: Any = None,
                   limit: int = BATCH, daemon_id: str | None = None,
-                  max_pages: int = 20) -> Applied:
-    """Apply the unapplied events, `limit` per transaction, in id order. Receipts still
-    waiting for their row are stepped over, so they never hold up what comes after."""
+                  max_pages: int = 20, after: int = 0) -> Applied:
+    """Apply the unapplied events with an id above `after`, `limit` per transaction, in
+    id order. Receipts still waiting for their row are stepped over, so they never hold
+    up what comes after; `done.high_water` is the last id looked at."""
     done = Applied()
-    after = 0
+    done.high_water = after
     for _ in range(max_pages):
-        seen, after = _apply_page(db, done, after, now, templates, limit, daemon_id)
+        seen, done.high_water = _apply_page(db, done, done.high_water, now, templates,
+                                            limit, daemon_id)
         if seen < limit:
             break
     if done.total:
@@ -98,14 +103,16 @@ def _apply_page(db: Database, done: Applied, after: int, now: datetime, template
         if d.name != "sqlite":
             sql += " FOR UPDATE SKIP LOCKED"
         rows = db.execute_sql(sql, (after,)).fetchall()
+        known = _rows_by_msgid(db, d, rows)
         for event_id, app, source, kind, openid, payload, received_at in rows:
             after = max(after, int(event_id))
             error: str | None = None
-            sp = db.savepoint()
             try:
-                with sp:
+                if kind in RECEIPT_KINDS and not _receipt_ready(kind, payload, known):
+                    raise Pending()
+                with db.savepoint():
                     what = _apply_one(db, d, app or "default", str(source), str(kind), openid,
-                                      payload, now, templates, daemon_id)
+                                      payload, now, templates, daemon_id, known)
             except Pending:
                 if _older_than(received_at, now, RECEIPT_PATIENCE):
                     error = "no row has this msgid (another system's message, or purged)"
@@ -128,6 +135,44 @@ def _apply_page(db: Database, done: Applied, after: int, now: datetime, template
     return len(rows), after
 
 
+def _receipt_ids(kind: object, payload: object) -> list[str]:
+    """The msgids (SMS: sids) a receipt event is about; [] when it names none."""
+    try:
+        data = json.loads(str(payload))
+    except (ValueError, RecursionError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    if kind == "sms_status":
+        sid = data.get("sid")
+        return [sid[:32]] if isinstance(sid, str) and sid else []
+    items = data.get("items")
+    if not isinstance(items, list):
+        return []
+    return [i["msgid"][:32] for i in items
+            if isinstance(i, dict) and isinstance(i.get("msgid"), str) and i["msgid"]]
+
+
+def _rows_by_msgid(db: Database, d: Any, rows: list[tuple]) -> dict[str, list[int]]:
+    """The rows every receipt of this page is about, in one query: msgid -> row ids."""
+    wanted = sorted({m for r in rows if r[3] in RECEIPT_KINDS for m in _receipt_ids(r[3], r[5])})
+    found: dict[str, list[int]] = {}
+    p = d.param
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        cur = db.execute_sql(f"SELECT msgid, id FROM msg_list WHERE msgid IN "
+                             f"({', '.join([p] * len(chunk))})", chunk)
+        for msgid, row_id in cur.fetchall():
+            found.setdefault(str(msgid), []).append(int(row_id))
+    return found
+
+
+def _receipt_ready(kind: object, payload: object, known: dict[str, list[int]]) -> bool:
+    """Every msgid of the receipt has its row (or it names none: it fails as malformed)."""
+    ids = _receipt_ids(kind, payload)
+    return all(m in known for m in ids)
+
+
 def _older_than(value: object, now: datetime, age: timedelta) -> bool:
     from db.decode import ts_or_none
 
@@ -146,11 +191,11 @@ def _json(payload: object) -> dict[str, Any]:
 
 
 def _apply_one(db: Database, d: Any, app: str, source: str, kind: str, openid: Any,
-               payload: object, now: datetime, templates: Any, daemon_id: str | None
-               ) -> dict[str, int]:
+               payload: object, now: datetime, templates: Any, daemon_id: str | None,
+               known: dict[str, list[int]]) -> dict[str, int]:
     data = _json(payload)
     if kind in RECEIPT_KINDS:
-        return _receipts(db, d, kind, data, now, daemon_id)
+        return _receipts(db, d, kind, data, now, daemon_id, known)
     if kind in ("subscribe_msg_popup_event", "subscribe_msg_change_event"):
         if not isinstance(openid, str) or not openid:
             raise EventError("no openid")
@@ -213,7 +258,7 @@ def _grant(db: Database, app: str, openid: str, template_id: str, result: str,
 
 
 def _receipts(db: Database, d: Any, kind: str, data: dict[str, Any], now: datetime,
-              daemon_id: str | None) -> dict[str, int]:
+              daemon_id: str | None, known: dict[str, list[int]]) -> dict[str, int]:
     if kind == "sms_status":
         sid = data.get("sid")
         if not isinstance(sid, str) or not sid:
@@ -237,12 +282,11 @@ def _receipts(db: Database, d: Any, kind: str, data: dict[str, Any], now: dateti
     p = d.param
     applied = 0
     for msgid, ok, why, at in marks:
-        found = db.execute_sql(f"SELECT id FROM msg_list WHERE msgid = {p}",
-                               (msgid[:32],)).fetchall()
+        found = known.get(msgid[:32])
         if not found:
             raise Pending()
         state = "delivered" if ok else "failed"
-        for (row_id,) in found:
+        for row_id in found:
             db.execute_sql(f"UPDATE msg_list SET receipt = {p}, receipt_error = {p}, "
                            f"receipt_at = {p} WHERE id = {p}",
                            (state, None if ok else clean(why, 300), d.ts(at), row_id))
@@ -276,6 +320,8 @@ class Applier:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.runs = 0
+        self.high_water = 0  # new events are those above it
+        self._rechecked = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -296,10 +342,19 @@ class Applier:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            # a wake-up (a push was stored) looks at what is new; every RECHECK seconds
+            # the whole inbox is looked at again (receipts waiting for their row, and
+            # rows applications inserted out of id order)
+            mono = time.monotonic()
+            after = self.high_water
+            if mono - self._rechecked >= RECHECK:
+                after, self._rechecked = 0, mono
             try:
                 with self.ctx.db.connection_context():
-                    apply_pending(self.ctx.db, now=self.now(), templates=self.ctx.templates,
-                                  daemon_id=self.ctx.daemon_id)
+                    done = apply_pending(self.ctx.db, now=self.now(),
+                                         templates=self.ctx.templates,
+                                         daemon_id=self.ctx.daemon_id, after=after)
+                self.high_water = max(self.high_water, done.high_water)
                 self.runs += 1
             except Exception as exc:  # noqa: BLE001 - the next wake-up tries again
                 log.warning("applying events failed: %s", redact(str(exc))[:200])

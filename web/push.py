@@ -175,7 +175,10 @@ class PushReceiver:
         """Insert the event unless its dedup_key is there; True if it was new."""
         d = dialect(self.db)
         now = d.ts(clock.now())
-        with self.db.connection_context(), self.db.atomic():
+        # waitress's threads live as long as the server: each keeps its connection
+        # (opening one per push would cost more than the insert)
+        self.db.connect(reuse_if_open=True)
+        with self.db.atomic():
             cur = self.db.execute_sql(
                 d.insert_ignore("push_event", PUSH_COLUMNS, "dedup_key"),
                 (None if app == "sms" else app, source, kind[:64],
