@@ -19,27 +19,30 @@ def age(seconds: float) -> str:
     return f"{d} d {h} h" if h else f"{d} d"
 
 
-def stamp(dt: datetime | None) -> str:
-    """'2026-11-28 10:30:00 UTC', or '-' when unknown."""
+def stamp(dt: object) -> str:
+    """'2026-11-28 10:30:00 UTC'; '-' when unknown; a value that is no time as it is
+    (readers show what a row holds, they never raise on it)."""
     if dt is None:
         return "-"
+    if not isinstance(dt, datetime):
+        return str(dt)
     return dt.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def relative(dt: datetime | None, now: datetime) -> str:
+def relative(dt: object, now: datetime) -> str:
     """'3 min ago' / 'in 2 h 5 min' / 'now'."""
-    if dt is None:
-        return "unknown"
+    if not isinstance(dt, datetime):
+        return "time unknown"
     delta = (dt - now).total_seconds()
     if abs(delta) < 1:
         return "now"
     return f"in {age(delta)}" if delta > 0 else f"{age(delta)} ago"
 
 
-def when(dt: datetime | None, now: datetime) -> str:
+def when(dt: object, now: datetime) -> str:
     """'2026-11-28 10:30:00 UTC (3 min ago)'."""
-    if dt is None:
-        return "-"
+    if not isinstance(dt, datetime):
+        return stamp(dt)
     return f"{stamp(dt)} ({relative(dt, now)})"
 
 
