@@ -245,10 +245,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_OK
     found = Outcome()
     out("")
-    db = check_database(cfg, found)
+    apps = list(cfg.apps) if args.connect else list(subscribe_apps(tset, cfg))
+    # --remote alone needs the database only for tokens kept there (legacy, external)
+    need_db = args.connect or any(cfg.apps[a].token_source != "stable" for a in apps)
+    db = check_database(cfg, found) if need_db else None
     client = WeChatClient(cfg.api_base, timeout=cfg.http.timeout, pool_size=2)
     try:
-        apps = list(cfg.apps) if args.connect else list(subscribe_apps(tset, cfg))
         tokens = check_tokens(cfg, db, client, found, apps)
         if args.remote:
             check_remote(cfg, tset, client, tokens, found)

@@ -222,12 +222,12 @@ def pull_yaml(listed: Sequence[RemoteTemplate], *, app: str, known_ids: set[str]
         lines.append(f"  template_id: {json.dumps(remote.template_id)}")
         if app != "default":
             lines.append(f"  app: {app}")
-        lines.append("  # page: pages/index/index      # the page the card opens (optional)")
+        lines.append("  # page: pages/index/index        # the page the card opens (optional)")
         lines.append(f"  params: [{', '.join(params)}]")
         lines.append("  data:")
         for (key, label), param in zip(remote.keywords, params, strict=True):
-            value = json.dumps("{{ " + param + " }}")
-            lines.append(f"    {key}: {value:<24} # {_comment(label) or key} ({_rule(key)})")
+            item = f"{key}: {json.dumps('{{ ' + param + ' }}')}"
+            lines.append(f"    {item:<34} # {_comment(label) or key} ({_rule(key)})")
         if not remote.keywords:
             lines.append("    {}  # WeChat listed no keywords: fill them in")
         enums = {k: v for k, v in remote.enums.items() if k in remote.keys}
@@ -240,11 +240,12 @@ def pull_yaml(listed: Sequence[RemoteTemplate], *, app: str, known_ids: set[str]
 
 
 def _rule(key: str) -> str:
+    """'thing: up to 20 characters' (the type alone where its rule is long)."""
     try:
         kind = keyword_type(key)
     except KeywordError:
         return "not a keyword type Herald knows"
-    return f"{kind}: {RULES[kind]}"
+    return f"{kind}: {RULES[kind]}" if len(RULES[kind]) <= 40 else kind
 
 
 __all__ = ["Findings", "RemoteTemplate", "compare", "entry_name", "missing_id", "param_names",
