@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 
 from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
+from peewee import DatabaseError
 
 import clock
 import commands
@@ -31,7 +32,7 @@ from commands.cli import prog_name
 from config import Config, ConfigError, load_config
 from db import heartbeat
 from db.connection import connect, dialect_of, init_schema
-from db.errors import cause
+from db.errors import cause, describe
 from db.queue import counts_by_status
 from jobs import dispatch, purge, stale_retry, token_refresh
 from logs import redact, setup_logging
@@ -155,8 +156,11 @@ class Daemon:
 
 def build(cfg: Config) -> Runtime:
     db = connect(cfg.database)
-    with db.connection_context():
-        missing = {"msg_list", "access_token"} - set(db.get_tables())
+    try:
+        with db.connection_context():
+            missing = {"msg_list", "access_token"} - set(db.get_tables())
+    except Exception as exc:  # noqa: BLE001 - one sentence naming the database
+        raise commands.VerbError(describe(exc, cfg.database)) from None
     if missing:
         # First start (e.g. systemd's fresh state directory): create the schema as the
         # service's own user, so the SQLite file belongs to it. A server account
@@ -354,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback, for operators
         logging.getLogger("herald").debug("failure", exc_info=True)
-        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        text = f"database: {cause(exc)}" if isinstance(exc, DatabaseError) else str(exc)
+        print(f"error: {redact(text)}", file=sys.stderr)
         return commands.EXIT_RUNTIME
 
 

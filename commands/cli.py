@@ -170,7 +170,7 @@ def build(run: Mapping[str, Handler]) -> argparse.ArgumentParser:
               "Set waiting rows to cancelled so Herald never sends them. Only rows still "
               "waiting are cancelled; every other row named is left, and the reason said "
               "(exit 1 if a row named by id was left). Needs no app secrets.")
-    s.add_argument("ids", nargs="*", type=int, help="row ids")
+    s.add_argument("ids", nargs="*", type=int, help="ids of the rows to cancel (msg_list.id)")
     s.add_argument("--template", help="every waiting row of this template")
     s.add_argument("--openid", help="every waiting row for this recipient")
     s.add_argument("--app", help="only rows of this app")
@@ -180,7 +180,7 @@ def build(run: Mapping[str, Handler]) -> argparse.ArgumentParser:
               "Put failed rows back to wait with attempts reset, due now. Filters combine. "
               "Rows named by id that are not failed are left and the reason said (exit 1). "
               "Try --dry-run first. Needs no app secrets.")
-    s.add_argument("ids", nargs="*", type=int, help="row ids")
+    s.add_argument("ids", nargs="*", type=int, help="ids of the rows to retry (msg_list.id)")
     s.add_argument("--errcode", type=int, help="only rows whose last errcode is this, e.g. -1")
     s.add_argument("--template", help="only rows of this template")
     s.add_argument("--app", help="only rows of this app")
