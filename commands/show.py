@@ -188,14 +188,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         if name == "app" and value is None:
             text = "- (the app named default)"
         out(f"  {name:<{width}}  {text}")
-    if "receipt" in row:
+    if row.get("receipt"):
         out("")
-        if row.get("receipt"):
-            out(f"receipt: {row['receipt']} {_value(row.get('receipt_at'), now)}"
-                + (f": {row['receipt_error']}" if row.get("receipt_error") else ""))
-        elif row.get("status") == "success":
-            out("receipt: none yet (WeChat reports it when the user's device gets it, "
-                "if the app's message push is set up)")
+        out(f"receipt: {row['receipt']} {_value(row.get('receipt_at'), now)}"
+            + (f": {row['receipt_error']}" if row.get("receipt_error") else ""))
+    elif "receipt" in row and row.get("status") == "success":
+        out("")
+        out("receipt: none yet (WeChat reports it when the user's device gets it, if the "
+            "app's message push is set up)")
     if hops:
         out("")
         out("fallback chain:")
