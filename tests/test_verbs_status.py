@@ -222,3 +222,33 @@ def test_a_running_daemon_reports_its_heartbeat_tokens_and_alerts(tmp_path, sand
         daemon.close()
     data = json.loads(herald_child("status", "--json", "--config", str(cfg)).out)
     assert data["daemons"] == []  # a clean stop removes its row
+
+
+def test_a_database_of_the_previous_release_is_shown_and_named(tmp_path, capsys):
+    """Before `init-db` upgrades it, a v1 queue still shows; what needs v2 says so."""
+    import sqlite3 as sq
+
+    from db.connection import split_statements
+    from tests.support import ROOT
+
+    path = tmp_path / "herald.db"
+    con = sq.connect(path)
+    for stmt in split_statements((ROOT / "tests/fixtures/schema_v1/sqlite.sql").read_text()):
+        con.execute(stmt)
+    con.execute("INSERT INTO msg_list (template, openid, params) VALUES ('order_status', "
+                "'oU', '[]')")
+    con.commit()
+    con.close()
+    cfg = str(write_config(tmp_path))
+    ran = herald(capsys, "status", "--config", cfg)
+    assert ran.code == 0, ran.text
+    assert "note: schema version 1, this release needs 2 (run init-db" in ran.out
+    assert "\nwait 1 1 due" in squeeze(ran.out)
+    shown = herald(capsys, "show", "1", "--config", cfg)
+    assert shown.code == 0 and "note: no history: " in shown.out
+    assert herald(capsys, "list", "--config", cfg).code == 0
+    refused = herald(capsys, "cancel", "1", "--config", cfg)
+    assert refused.code == 1 and "schema version 1, this release needs 2" in refused.err
+    assert herald(capsys, "init-db", "--config", cfg).out.endswith(
+        "(upgraded from schema version 1 to 2)\n")
+    assert herald(capsys, "cancel", "1", "--config", cfg).code == 0
