@@ -156,7 +156,8 @@ def build(run: Mapping[str, Handler]) -> argparse.ArgumentParser:
               "--before-id. Needs no app secrets.")
     s.add_argument("--status", choices=STATUSES, help="only rows with this status")
     s.add_argument("--template", help="only rows naming this template (as written in the row)")
-    s.add_argument("--app", help="only rows of this app (default includes rows with app NULL)")
+    s.add_argument("--app", help="only rows of this app (--app default also matches rows "
+                                 "whose app is NULL)")
     s.add_argument("--openid", help="only rows for this recipient")
     s.add_argument("--since", metavar="WHEN",
                    help="only rows created since: a duration ago (2h, 1d) or an ISO time")
