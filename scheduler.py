@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -354,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     except commands.VerbError as exc:  # an expected failure, said in one sentence
         print(redact(str(exc)), file=sys.stderr)
         return exc.code
+    except BrokenPipeError:
+        # the reader went away (`| head`): not a failure; keep the interpreter's flush at
+        # exit from raising again (the Python docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return commands.EXIT_OK
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback, for operators

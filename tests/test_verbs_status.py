@@ -252,3 +252,14 @@ def test_a_database_of_the_previous_release_is_shown_and_named(tmp_path, capsys)
     assert herald(capsys, "init-db", "--config", cfg).out.endswith(
         "(upgraded from schema version 1 to 2)\n")
     assert herald(capsys, "cancel", "1", "--config", cfg).code == 0
+
+
+def test_due_count_for_the_progress_line(queue):
+    """What dispatch's progress line can say is left: due rows, counted to a cap."""
+    from db.queue import due_count
+
+    db, _ = queue
+    fill(db)
+    with db.connection_context():
+        assert due_count(clock.now()) == 2
+        assert due_count(clock.now(), cap=1) == 1
