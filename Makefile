@@ -1,19 +1,32 @@
-# The two set-up commands of the README: `make demo` and `make test`.
-# Each builds .venv from the pinned requirements on first use (and again
-# whenever a requirements file changes), so a fresh clone needs nothing else.
+# The two set-up commands of the README: `make demo` and `make test`. Each builds
+# .venv from the pinned requirements on first use (and again whenever a requirements
+# file changes), so a fresh clone needs nothing else.
+#
+# `make venv` builds the production virtualenv only: requirements.txt and the `herald`
+# command, without the dev requirements and without running the tests.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint bench clean
+.PHONY: venv demo test lint bench clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# runtime: the pinned requirements, then this folder in editable mode for .venv/bin/herald
+$(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps -e .
 	touch $@
 
-demo: $(VENV)/.installed
-	$(PY) scheduler.py demo
+# development: the runtime plus pytest, freezegun, ruff
+$(VENV)/.installed: $(VENV)/.runtime requirements-dev.txt
+	$(PIP) -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.runtime
+
+demo: $(VENV)/.runtime
+	$(VENV)/bin/herald demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
@@ -25,4 +38,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/drain.py
 
 clean:
-	rm -rf $(VENV) demo-run .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo-run .pytest_cache .ruff_cache herald.egg-info

@@ -3,8 +3,11 @@
 Every record is redacted when it is made (a LogRecord factory, so whatever handler
 gets it): access tokens travel in the URL query string (urllib3 and requests print
 URLs in their own messages), and app secrets sit in token requests. Known secret
-values are registered with add_secret(); anything shaped like access_token=/secret=
-is masked as well.
+values are registered with add_secret(); beyond those, only values in a credential's
+own shape are masked: a query-string or form field (`access_token=...`, `secret=...`,
+`client_secret=...`) and a quoted JSON or Python-dict field (`"secret": "..."`).
+Ordinary words stay: "apps.default.secret: environment variable X is not set" and
+"invalid app secret: check appsecret" read as written.
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ import sys
 import threading
 from datetime import UTC, datetime
 
-_QUERY_RE = re.compile(r"(?i)((?:access_token|secret)[\"']?\s*[=:]\s*[\"']?)([^&\s\"',}]+)")
+# A field whose name ends in access_token or secret (client_secret, appsecret, ...)
+_NAME = r"[A-Za-z0-9_]*(?:access_token|secret)"
+# name=value, as in a URL's query string or a form body: no space around '='
+# (a value starting with '<' is a placeholder such as <redacted> or <token of app x>)
+_QUERY_RE = re.compile(rf"(?i)(?<![A-Za-z0-9_])({_NAME}=)([^<&\s\"'#,;)}}\]][^&\s\"'#,;)}}\]]*)")
+# "name": "value" or 'name': 'value' (JSON, a Python dict's repr)
+_FIELD_RE = re.compile(rf"""(?i)(["']{_NAME}["']\s*:\s*)(["'])((?:(?!\2)[^\\]|\\.)*)\2""")
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 MASK = "<redacted>"
@@ -31,6 +40,7 @@ def add_secret(value: str | None) -> None:
 
 def redact(text: str) -> str:
     text = _QUERY_RE.sub(lambda m: m.group(1) + MASK, text)
+    text = _FIELD_RE.sub(lambda m: m.group(1) + m.group(2) + MASK + m.group(2), text)
     for s in list(_secrets):
         if s in text:
             text = text.replace(s, MASK)
@@ -96,8 +106,12 @@ class _SkippedRunFilter(logging.Filter):
         return "maximum number of running instances reached" not in record.getMessage()
 
 
-def setup_logging(fmt: str = "text", level: str = "INFO", stream=None) -> logging.Handler:
-    """Configure the root logger once (stderr by default: journald takes it)."""
+def setup_logging(fmt: str = "text", level: str = "INFO", stream=None, *,
+                  sql: bool = False) -> logging.Handler:
+    """Configure the root logger once (stderr by default: journald takes it).
+
+    sql (log.sql): peewee's statements, whatever the level; otherwise peewee says only
+    warnings, even at DEBUG (every claim and write would bury the lines that matter)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -114,6 +128,7 @@ def setup_logging(fmt: str = "text", level: str = "INFO", stream=None) -> loggin
     # urllib3 logs every URL (with the token) at DEBUG: keep it at WARNING.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("peewee").setLevel(logging.DEBUG if sql else logging.WARNING)
     # A poll that comes while dispatch is still draining is skipped by design
     # (max_instances=1); APScheduler says so at WARNING every interval. Not news.
     sched = logging.getLogger("apscheduler.scheduler")

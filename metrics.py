@@ -5,9 +5,13 @@ process, or a test, can hold several Metrics without name clashes. Two kinds:
 
 - events the daemon reports as they happen: finished rows, send latency, job runs;
 - state read at scrape time: queue depth per status, the age of the oldest due row,
-  seconds until each app's access token expires. Reading it at scrape time means a
+  seconds until each app's access token expires, templates.yaml reloads refused.
+  Reading it at scrape time means a
   row inserted or cancelled by another program, or finished by another daemon on the
   shared database, shows up at once, with no job keeping gauges in step.
+
+Also on the registry: herald_build_info{version} and the process's CPU, memory and
+file descriptors (prometheus_client's process and platform collectors).
 
 The endpoint serves each scrape on a new thread (prometheus_client's threading WSGI
 server), so the queue collector opens its own database connection and closes it
@@ -27,16 +31,20 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 import clock
 from db.models import STATUSES
 from db.queue import counts_by_status, oldest_due_wait
 from logs import redact
+from version import __version__
 
 log = logging.getLogger("herald.metrics")
 
@@ -65,8 +73,13 @@ class Metrics:
         token_expiry: TokenExpiry | None = None,
         now: Callable[[], datetime] = clock.now,
         max_templates: int = MAX_TEMPLATES,
+        reload_failures: Callable[[], int] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
+        Info("herald_build", "Herald's version", registry=self.registry).info(
+            {"version": __version__})
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self._templates: set[str] = set()
         self._templates_lock = threading.Lock()
         self._max_templates = max_templates
@@ -89,6 +102,8 @@ class Metrics:
             self.registry.register(QueueCollector(db, now=now))
         if token_expiry is not None:
             self.registry.register(TokenExpiryCollector(token_expiry, now=now))
+        if reload_failures is not None:
+            self.registry.register(ReloadFailures(reload_failures))
 
     # ---- events (called from the jobs; prometheus_client's metrics are thread-safe)
 
@@ -228,6 +243,27 @@ class TokenExpiryCollector(Collector):
             left = 0.0 if expires_at is None else (expires_at - now).total_seconds()
             g.add_metric([app], max(0.0, left))
         yield g
+
+
+class ReloadFailures(Collector):
+    """herald_template_reload_failures_total: templates.yaml edits refused (a broken
+    file, or one that drops a template waiting rows name); the last good set stayed."""
+
+    NAME = "herald_template_reload_failures"
+    HELP = "templates.yaml reloads refused since start (the last good set stayed in force)"
+
+    def __init__(self, source: Callable[[], int]) -> None:
+        self.source = source
+
+    def describe(self) -> Iterable[Metric]:
+        return [CounterMetricFamily(self.NAME, self.HELP)]
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            value = float(self.source())
+        except Exception:  # noqa: BLE001 - never fail the whole scrape
+            value = 0.0
+        yield CounterMetricFamily(self.NAME, self.HELP, value=value)
 
 
 def start_server(metrics: Metrics, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:

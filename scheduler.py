@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
 """Herald: deliver WeChat subscribe messages from the msg_list table.
 
-    python scheduler.py run        the daemon (under systemd: see systemd/)
-    python scheduler.py demo       everything local: SQLite, the sandbox, sample rows
+    herald run        the daemon (under systemd: see systemd/); also `python scheduler.py run`
+    herald demo       everything local: SQLite, the sandbox, sample rows
+    herald --help     every verb (the parser is commands/cli.py, the verbs commands/)
 
-This file stays thin: it parses the command line, wires the jobs of jobs/ to
-APScheduler and handles signals. What a job does lives in its module.
+This file stays thin: it wires the jobs of jobs/ to APScheduler, keeps the daemon's
+heartbeat and handles signals. What a job does lives in its module.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -22,10 +24,15 @@ from datetime import UTC, datetime
 
 from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
+from peewee import DatabaseError
 
+import clock
 import commands
+from commands.cli import build as build_parser
 from config import Config, ConfigError, load_config
+from db import heartbeat
 from db.connection import connect, dialect_of
+from db.errors import cause, describe
 from db.queue import counts_by_status
 from db.schema import SchemaError, ensure_current
 from jobs import dispatch, events, purge, stale_retry, token_refresh
@@ -53,6 +60,10 @@ class Daemon:
         )
         self.scheduler.add_listener(self._job_error, EVENT_JOB_ERROR)
         self._wake = threading.Event()
+        self.started_at = clock.now()
+        self.last_dispatch: datetime | None = None  # when a dispatch run last finished
+        self._beats = 0
+        self._beat_failing = False
         self.jobs: dict[str, Callable[[], object]] = {
             "dispatch": self._dispatch,
             "token_refresh": lambda: token_refresh.run(rt),
@@ -94,6 +105,7 @@ class Daemon:
         while True:
             self._wake.clear()
             dispatch.run(self.rt, pool=self.pool)
+            self.last_dispatch = clock.now()
             if not self._wake.is_set() or self.rt.stopping.is_set():
                 return
 
@@ -107,20 +119,53 @@ class Daemon:
     def start(self) -> None:
         self.scheduler.start()
 
+    def beat(self) -> None:
+        """This daemon's heartbeat row: alive, last dispatch, each app's token expiry and
+        the configuration alerts in force (what `status` and the console show)."""
+        rt = self.rt
+        expiry = {a: rt.tokens.expires_at(a) for a in rt.config.apps}
+        info = {"tokens": {a: e.isoformat() if e else None for a, e in expiry.items()},
+                "alerts": rt.tokens.alerts(),
+                "templates": len(rt.templates.current.templates),
+                "template_reload_failures": rt.templates.failures}
+        try:
+            with rt.db.connection_context():
+                heartbeat.beat(rt.db, daemon_id=rt.daemon_id, role="run",
+                               started_at=self.started_at, now=clock.now(),
+                               last_dispatch=self.last_dispatch, info=info)
+                if self._beats % 240 == 0:  # about hourly: crashed daemons' rows go
+                    heartbeat.forget_old(rt.db, clock.now())
+            self._beats += 1
+            self._beat_failing = False
+        except Exception as exc:  # noqa: BLE001 - a heartbeat must not stop the daemon
+            # said once, not every 15 s while the database is away
+            (log.debug if self._beat_failing else log.warning)(
+                "heartbeat not written: %s", cause(exc)[:160])
+            self._beat_failing = True
+
     def stop(self) -> None:
         """Stop claiming, let in-flight sends finish and be recorded, then return."""
         self.rt.stopping.set()
         self.scheduler.shutdown(wait=True)
         self.pool.shutdown(wait=True)
+        try:
+            with self.rt.db.connection_context():
+                heartbeat.stopped(self.rt.db, self.rt.daemon_id)  # gone, not crashed
+        except Exception:  # noqa: BLE001 - stopping must not fail on a database away
+            pass
         self.rt.close()
 
 
 def build(cfg: Config) -> Runtime:
     db = connect(cfg.database)
     try:
+        # create the schema on a fresh database (as the service's own user, so the
+        # SQLite file belongs to it), upgrade one an earlier release made
         done = ensure_current(db)
     except SchemaError as exc:
         raise SystemExit(str(exc)) from None
+    except DatabaseError as exc:  # unreachable, no such database: one sentence naming it
+        raise commands.VerbError(describe(exc, cfg.database)) from None
     if done:
         log.info("%s", done)
     return Runtime.build(cfg, db)
@@ -132,7 +177,7 @@ def queue_status(rt: Runtime) -> str:
         with rt.db.connection_context():
             counts = counts_by_status(("wait", "sending"))
     except Exception as exc:  # noqa: BLE001 - a status line must not kill the loop
-        return f"database unavailable: {redact(str(exc))[:80]}"
+        return f"database unavailable: {cause(exc)[:120]}"
     return f"{counts['wait']} waiting, {counts['sending']} sending"
 
 
@@ -147,14 +192,18 @@ def run_credentials(cfg: Config) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, strict_secrets=False)
     cfg.require(*run_credentials(cfg))
-    setup_logging(cfg.log.format, cfg.log.level)
+    setup_logging(cfg.log.format, cfg.log.level, sql=cfg.log.sql)
     rt = build(cfg)
+    if args.once:
+        return run_once(rt)
     server = None
     if cfg.metrics.listen and cfg.metrics.host is not None and cfg.metrics.port is not None:
         from metrics import Metrics, start_server
 
         rt.metrics = Metrics(db=rt.db, token_expiry=lambda: {
-            a: rt.tokens.expires_at(a) for a in rt.config.apps})
+            a: rt.tokens.expires_at(a) for a in rt.config.apps},
+            reload_failures=lambda: rt.templates.failures)
+        assert cfg.metrics.host is not None and cfg.metrics.port is not None  # listen set
         try:
             server = start_server(rt.metrics, cfg.metrics.host, cfg.metrics.port)
         except OSError as exc:
@@ -199,7 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # a dispatch run that makes no progress for this long is hung: stop the pings and
     # let systemd restart us (sends are bounded by http.timeout, writes by busy waits)
     hung_after = max(120.0, 3 * cfg.http.timeout)
-    last_ping = last_status = 0.0
+    last_ping = last_status = last_beat = 0.0
     warned = False
     ticks = 0
     # The main thread only waits: no scheduler work runs inside a signal handler.
@@ -217,6 +266,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if mono - last_status >= 30:
             notify(f"STATUS={queue_status(rt)}")
             last_status = mono
+        if mono - last_beat >= heartbeat.HEARTBEAT_EVERY:
+            daemon.beat()
+            last_beat = mono
         if reload.is_set():
             reload.clear()
             notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
@@ -239,6 +291,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return commands.EXIT_OK
 
 
+def run_once(rt: Runtime) -> int:
+    """`run --once`, for cron: each job once, dispatch until nothing is due, then exit
+    (1 if a job failed: cron mails the output)."""
+    ok = True
+    jobs: list[tuple[str, Callable[[], object]]] = [
+        ("token_refresh", lambda: token_refresh.run(rt)),
+        ("stale_retry", lambda: stale_retry.run(rt)),
+        ("dispatch", lambda: dispatch.run(rt)),
+        ("purge", lambda: purge.run(rt))]
+    try:
+        for name, fn in jobs:
+            try:
+                with rt.db.connection_context():
+                    fn()
+            except token_refresh.TokenRefreshFailed as exc:
+                for app, reason in exc.problems.items():  # its rows wait for the next run
+                    log.error("app %s: no access token: %s", app, reason)
+            except Exception as exc:  # noqa: BLE001 - the other jobs still run
+                log.error("job %s failed: %s", name, redact(repr(exc)))
+                ok = False
+    finally:
+        rt.close()
+    return commands.EXIT_OK if ok else commands.EXIT_RUNTIME
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """The web side: WeChat push receiver, SMS status callbacks, the console."""
     from web import server
@@ -251,7 +328,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         needed.append("sms.callback_token")
     if needed:  # (require() with no prefix would ask for every secret, the AppSecret too)
         cfg.require(*needed)
-    setup_logging(cfg.log.format, cfg.log.level)
+    setup_logging(cfg.log.format, cfg.log.level, sql=cfg.log.sql)
     return server.main(cfg)
 
 
@@ -268,98 +345,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python scheduler.py",
-        description="Herald delivers WeChat Mini Program subscribe messages from the "
-                    "msg_list table. Exit codes: 0 ok, 1 runtime failure, 2 bad usage or "
-                    "bad config.",
-    )
-    p.add_argument("--config", metavar="PATH",
-                   help="config file (default: $HERALD_CONFIG, else ./config.yaml)")
-    sub = p.add_subparsers(dest="verb", metavar="VERB", required=True)
-
-    s = sub.add_parser("run", help="run the daemon (stop with SIGTERM or Ctrl-C)",
-                       description="Run the daemon: dispatch due rows, keep tokens fresh. "
-                                   "SIGHUP reloads templates.yaml; SIGTERM/SIGINT stop "
-                                   "claiming, finish in-flight sends and exit 0.")
-    s.set_defaults(fn=cmd_run)
-
-    s = sub.add_parser("serve", help="run the web side: WeChat push, SMS callbacks, console",
-                       description="Serve WeChat message pushes and SMS status callbacks on "
-                                   "web.listen and the operator console on console.listen. "
-                                   "Needs no AppSecret. SIGTERM stops it; SIGHUP reloads "
-                                   "templates.")
-    s.set_defaults(fn=cmd_serve)
-
-    s = sub.add_parser("console-password", help="print a password hash for console.users",
-                       description="Read a password on stdin and print the hash to put in "
-                                   "console.users.<name>.password_hash.")
-    s.set_defaults(fn=cmd_console_password)
-
-    s = sub.add_parser("demo", help="run everything locally: SQLite, sandbox, sample rows",
-                       description="Build a SQLite queue in ./demo-run, start the local "
-                                   "WeChat sandbox, insert sample rows (successes and "
-                                   "failures), run the daemon until they settle and print "
-                                   "them. Needs no WeChat account.")
-    s.add_argument("--dir", default="demo-run", help="scratch folder (default: demo-run)")
-    s.set_defaults(fn=cmd_demo)
-
-    s = sub.add_parser("init-db", help="create msg_list and access_token (idempotent)")
-    s.set_defaults(fn=commands.cmd_init_db)
-
-    s = sub.add_parser("schema", help="print the reference DDL for a database dialect")
-    s.add_argument("--dialect", choices=["sqlite", "postgres", "mysql"], default="sqlite")
-    s.set_defaults(fn=commands.cmd_schema)
-
-    s = sub.add_parser("check", help="validate config.yaml and templates.yaml",
-                       description="Validate the config and the templates; print what "
-                                   "is wrong with key, value and what is allowed; exit 2 "
-                                   "on any problem.")
-    s.set_defaults(fn=commands.cmd_check)
-
-    s = sub.add_parser("enqueue", help="insert one message row",
-                       description="Insert a row into msg_list, as an application would. "
-                                   "Prints the new row's id.")
-    s.add_argument("template", help="template name from templates.yaml (or its template_id)")
-    s.add_argument("openid", help="recipient openid")
-    s.add_argument("--params", default="[]", help="JSON array (positional) or object")
-    s.add_argument("--page", help="override the template's page")
-    s.add_argument("--app", help="configured app name (default: default)")
-    s.add_argument("--priority", type=int, default=0, help="higher is sent first")
-    s.add_argument("--send-at", help="not before this time: ISO 8601 (UTC if no offset) or +5m")
-    s.add_argument("--expire-at", help="never after this time: ISO 8601 or +1h")
-    s.add_argument("--dedup-key", help="unique key: a second insert with it is rejected")
-    s.set_defaults(fn=commands.cmd_enqueue)
-
-    s = sub.add_parser("status", help="counts by status, oldest waiting row, recent failures")
-    s.add_argument("--json", action="store_true", help="machine-readable output")
-    s.add_argument("--failures", type=int, default=10, help="how many recent failures")
-    s.set_defaults(fn=commands.cmd_status)
-
-    s = sub.add_parser("render", help="show the exact request a row would produce (no send)",
-                       description="Render a row (by id) or ad-hoc values into the request "
-                                   "body WeChat would get. Sends nothing; the token is never "
-                                   "shown.")
-    s.add_argument("id", nargs="?", type=int, help="msg_list row id")
-    s.add_argument("--template")
-    s.add_argument("--openid", default="oPREVIEW")
-    s.add_argument("--params", default="[]")
-    s.add_argument("--page")
-    s.add_argument("--app")
-    s.set_defaults(fn=commands.cmd_render)
-
-    s = sub.add_parser("retry", help="send failed rows again (by id, errcode, template, age)",
-                       description="Put failed rows back to wait with attempts reset. All "
-                                   "filters given must match. Try --dry-run first.")
-    s.add_argument("ids", nargs="*", type=int, help="row ids")
-    s.add_argument("--errcode", type=int, help="only rows whose last errcode is this")
-    s.add_argument("--template", help="only rows of this template")
-    s.add_argument("--failed-within", metavar="DURATION", help="failed in the last 2h, 1d...")
-    s.add_argument("--failed-before", metavar="DURATION", help="failed more than 1h... ago")
-    s.add_argument("--all", action="store_true", help="every failed row (no other filter)")
-    s.add_argument("--dry-run", action="store_true", help="only count and list them")
-    s.set_defaults(fn=commands.cmd_retry)
-    return p
+    return build_parser({"run": cmd_run, "serve": cmd_serve, "demo": cmd_demo,
+                         "console-password": cmd_console_password})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,11 +356,20 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(redact(str(exc)), file=sys.stderr)
         return commands.EXIT_USAGE
+    except commands.VerbError as exc:  # an expected failure, said in one sentence
+        print(redact(str(exc)), file=sys.stderr)
+        return exc.code
+    except BrokenPipeError:
+        # the reader went away (`| head`): not a failure; keep the interpreter's flush at
+        # exit from raising again (the Python docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return commands.EXIT_OK
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback, for operators
         logging.getLogger("herald").debug("failure", exc_info=True)
-        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        text = f"database: {cause(exc)}" if isinstance(exc, DatabaseError) else str(exc)
+        print(f"error: {redact(text)}", file=sys.stderr)
         return commands.EXIT_RUNTIME
 
 

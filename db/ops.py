@@ -140,6 +140,12 @@ def retry(db: Database, sel: Selection, *, now: datetime, dry_run: bool = False,
                   event=("retry", "re-driven"), actor=actor, reasons=RETRY_REASONS)
 
 
+def count(sel: Selection, status: str, *, now: datetime) -> int:
+    """How many rows of `status` the selection's filters match (what a verb left alone:
+    e.g. rows being sent now, which a cancel would come too late for)."""
+    return int(MsgList.select().where(_where(sel, status, now)).count())
+
+
 def cancel(db: Database, sel: Selection, *, now: datetime, dry_run: bool = False,
            actor: str = "cli") -> Report:
     """Waiting rows to cancelled (Herald never sends them)."""
@@ -149,4 +155,5 @@ def cancel(db: Database, sel: Selection, *, now: datetime, dry_run: bool = False
                   event=("cancel", "cancelled"), actor=actor, reasons=CANCEL_REASONS)
 
 
-__all__ = ["CANCEL_REASONS", "RETRY_REASONS", "Report", "Selection", "cancel", "retry"]
+__all__ = ["CANCEL_REASONS", "RETRY_REASONS", "Report", "Selection", "cancel", "count",
+           "retry"]

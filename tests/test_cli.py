@@ -82,7 +82,7 @@ def test_init_db_enqueue_status_render(tmp_path):
     rid = int(res.stdout)
     res = cli("--config", str(path), "render", str(rid))
     assert res.returncode == 0, res.stderr
-    body = json.loads(res.stdout.split("\n", 1)[1])
+    body = json.loads(res.stdout[res.stdout.index("{"):])
     assert body["data"]["amount3"] == {"value": "3元"} and body["touser"] == "oUser"
     assert "access_token=<token" in res.stdout
     res = cli("--config", str(path), "render", "--template", "order_status",
@@ -116,9 +116,12 @@ def test_enqueue_rejects_bad_params_and_duplicate_dedup_key(tmp_path):
     cli("--config", str(path), "init-db")
     res = cli("--config", str(path), "enqueue", "order_status", "o", "--params", "[")
     assert res.returncode == 2 and "--params is not valid JSON" in res.stderr
-    ok = cli("--config", str(path), "enqueue", "order_status", "o", "--dedup-key", "order-1")
+    good = ["--params", '["Tea", 3, "shipped", "ok"]']
+    ok = cli("--config", str(path), "enqueue", "order_status", "o", *good,
+             "--dedup-key", "order-1")
     assert ok.returncode == 0
-    dup = cli("--config", str(path), "enqueue", "order_status", "o", "--dedup-key", "order-1")
+    dup = cli("--config", str(path), "enqueue", "order_status", "o", *good,
+              "--dedup-key", "order-1")
     assert dup.returncode == 1 and "UNIQUE" in dup.stderr.upper()
 
 

@@ -68,3 +68,60 @@ def test_text_format_for_people():
         logging.getLogger().removeHandler(handler)
     out = buf.getvalue()
     assert "INFO herald: hello world" in out and "hidden" not in out
+
+
+# ----------------------------------------------------------------- redaction both ways
+
+
+@pytest.mark.parametrize("text", [
+    "apps.default.secret: environment variable NOPE is not set",
+    "write ${WECHAT_SECRET:-default} in config.yaml",
+    "40125 invalid app secret: invalid appsecret rid: 6565d8a1",
+    "invalid app secret: check appsecret and appid",
+    "the secret = value words, access_token is invalid or not latest",
+    "apps.shop.secret_file: 'wechat_secret' not found",
+])
+def test_ordinary_words_are_never_masked(text):
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("GET /cgi-bin/token?grant_type=client_credential&appid=wx1&secret=S3CR3T&x=1",
+     "GET /cgi-bin/token?grant_type=client_credential&appid=wx1&secret=<redacted>&x=1"),
+    ("POST /send?access_token=82_AbC-xyz HTTP/1.1", "POST /send?access_token=<redacted> HTTP/1.1"),
+    ("client_secret=xyz&a=1", "client_secret=<redacted>&a=1"),
+    ('{"appid": "wx1", "secret": "S3CR3T", "force_refresh": false}',
+     '{"appid": "wx1", "secret": "<redacted>", "force_refresh": false}'),
+    ("{'access_token': 'tok', 'expires_in': 7200}",
+     "{'access_token': '<redacted>', 'expires_in': 7200}"),
+    ('"secret":"a\\"b"', '"secret":"<redacted>"'),
+    ("export WECHAT_SECRET=hunter22", "export WECHAT_SECRET=<redacted>"),
+])
+def test_credential_shapes_are_masked(text, masked):
+    assert redact(text) == masked
+
+
+def test_known_secret_values_are_masked_anywhere():
+    add_secret("value-nobody-would-type-9z")
+    assert redact("it was value-nobody-would-type-9z.") == "it was <redacted>."
+
+
+def test_placeholders_are_left_alone():
+    text = "POST https://x/cgi-bin/message/subscribe/send?access_token=<token of app default>"
+    assert redact(text) == text
+
+
+def test_peewee_sql_only_with_log_sql():
+    buf = io.StringIO()
+    handler = setup_logging("text", "DEBUG", stream=buf)
+    try:
+        logging.getLogger("peewee").debug(("SELECT 1", []))
+        assert "SELECT 1" not in buf.getvalue()
+        assert logging.getLogger("peewee").getEffectiveLevel() == logging.WARNING
+        logging.getLogger().removeHandler(handler)
+        handler = setup_logging("text", "INFO", stream=buf, sql=True)
+        logging.getLogger("peewee").debug(("SELECT 2", []))
+        assert "SELECT 2" in buf.getvalue()  # asked for: shown even at INFO
+    finally:
+        logging.getLogger().removeHandler(handler)
+        logging.getLogger("peewee").setLevel(logging.NOTSET)

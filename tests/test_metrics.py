@@ -271,3 +271,33 @@ def test_collect_leaves_a_callers_open_connection_open(db) -> None:
     db.connect(reuse_if_open=True)
     list(QueueCollector(db).collect())
     assert not db.is_closed()
+
+
+def test_build_info_process_metrics_and_reload_failures(serve) -> None:
+    from version import __version__
+
+    failures = [0]
+    scrape = serve(Metrics(reload_failures=lambda: failures[0]))
+    samples = scrape()
+    assert value(samples, "herald_build_info", version=__version__) == 1
+    assert value(samples, "process_resident_memory_bytes") > 0
+    assert value(samples, "process_cpu_seconds_total") >= 0
+    assert value(samples, "process_open_fds") > 0
+    assert "python_info" in samples
+    assert value(samples, "herald_template_reload_failures_total") == 0
+    failures[0] = 2
+    assert value(scrape(), "herald_template_reload_failures_total") == 2
+
+
+def test_reload_failures_count_refused_edits(tmp_path) -> None:
+    from templates import TemplateHolder
+    from tests.conftest import ROOT
+
+    path = tmp_path / "templates.yaml"
+    path.write_text((ROOT / "templates.yaml").read_text())
+    holder = TemplateHolder(path)
+    metrics = Metrics(reload_failures=lambda: holder.failures)
+    path.write_text("broken: [")
+    assert holder.reload() is False
+    samples = parse(__import__("prometheus_client").generate_latest(metrics.registry).decode())
+    assert value(samples, "herald_template_reload_failures_total") == 1
