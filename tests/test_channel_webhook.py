@@ -264,3 +264,43 @@ def test_a_missing_variable_is_reported_without_any_secret(tmp_path):
     with pytest.raises(TemplateError) as err:
         load_templates(path, context=LoadContext(base_dir=tmp_path, env={}))
     assert "environment variable NOT_SET_ANYWHERE is not set" in str(err.value)
+
+
+# -- the README's receiver example works against the real sender ---------------------------
+
+def readme_receiver() -> str:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    after = text.split("<!-- webhook-receiver-example -->", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_receiver_accepts_herald_and_refuses_forgeries(tmp_path, monkeypatch):
+    import threading
+    from http.server import HTTPServer
+
+    import requests
+
+    monkeypatch.setenv("HERALD_WEBHOOK_SECRET", HOOK_SECRET)
+    scope: dict = {"__name__": "readme_example"}
+    exec(compile(readme_receiver(), "README.md", "exec"), scope)  # noqa: S102
+    server = HTTPServer(("127.0.0.1", 0), scope["Hook"])
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    w = Webhook(2, 4)
+    try:
+        path = write_templates(tmp_path, url + "/h")
+        ok = w.send(built(path, row_id=8), None)
+        forged = requests.post(url, data=b'{"id": 1}', timeout=5, headers={
+            "X-Herald-Timestamp": str(int(time.time())),
+            "X-Herald-Signature": "sha256=" + "0" * 64})
+        stamp = str(int(time.time()) - 3600)
+        stale = requests.post(url, data=b'{"id": 1}', timeout=5, headers={
+            "X-Herald-Timestamp": stamp,
+            "X-Herald-Signature": my_hmac(HOOK_SECRET, stamp, b'{"id": 1}')})
+    finally:
+        w.close()
+        server.shutdown()
+        server.server_close()
+    assert (ok.kind, ok.msgid) == (Kind.SUCCESS, "inapp-8")
+    assert forged.status_code == 401 and stale.status_code == 401
