@@ -18,7 +18,7 @@ from db.connection import connect, ddl_text, init_schema
 from db.models import STATUSES, MsgList
 from db.queue import counts_by_status, oldest_due_wait
 from logs import redact
-from templates import RenderError, TemplateError, load_templates, render_row
+from templates import LoadContext, RenderError, TemplateError, load_templates, render_row
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
@@ -76,7 +76,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         err(str(exc))
         return EXIT_USAGE
     try:
-        tset = load_templates(cfg.templates)
+        # with the config: each channel checks what it needs of it (an sms section, the
+        # kind of the app a template names), as the daemon does when it loads them
+        tset = load_templates(cfg.templates, context=_context(cfg))
     except TemplateError as exc:
         err(str(exc))
         return EXIT_USAGE
@@ -170,9 +172,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _context(cfg: Config) -> LoadContext:
+    return LoadContext(config=cfg, base_dir=cfg.templates.parent)
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     cfg = load(args)
-    tset = load_templates(cfg.templates)
+    tset = load_templates(cfg.templates, context=_context(cfg))
     if args.id is not None:
         connect(cfg.database)
         row = MsgList.get_or_none(MsgList.id == args.id)
@@ -180,7 +186,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             err(f"no row with id {args.id}")
             return EXIT_RUNTIME
         fields = {"template": row.template, "openid": row.openid, "params": row.params,
-                  "page": row.page, "app": row.app, "row_id": row.id}
+                  "page": row.page, "app": row.app, "row_id": row.id, "phone": row.phone}
     else:
         if not args.template:
             err("render: give a row id, or --template with --params and --openid")
@@ -192,8 +198,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     except RenderError as exc:
         err(f"would fail: {exc.reason}")
         return EXIT_RUNTIME
-    print(f"POST {cfg.api_base}/cgi-bin/message/subscribe/send?access_token=<token of app "
-          f"{req.app or 'default'}>")
+    built = req.built
+    if built.token_app:  # a WeChat call: its path, with the app whose token it takes
+        path = built.target.removeprefix("POST ")
+        print(f"POST {cfg.api_base}{path}?access_token=<token of app {built.token_app}>")
+    else:
+        print(built.target)
     print(json.dumps(req.body, ensure_ascii=False, indent=2))
     if req.truncated:
         print(f"note: truncated to WeChat's limit: {', '.join(req.truncated)}")

@@ -175,7 +175,7 @@ def bare(rt: Runtime, sb: Child, channel: str, template: str, n: int, workers: i
 def herald(rt: Runtime, db: Any, sb: Child, template: str, n: int, workers: int
            ) -> dict[str, Any]:
     with db.connection_context():
-        MsgList.delete().execute()
+        db.execute_sql("DELETE FROM msg_list")  # the bare phases left nothing; be sure
         fill_s = fill(db, template, n)
         sb.control("POST", "reset")
         pool = ThreadPoolExecutor(workers, thread_name_prefix="send")

@@ -13,8 +13,13 @@ from db.models import MsgList
 from db.ops import Selection, retry
 from jobs import dispatch
 from sandbox.sms import SmsSandbox
-from tests.channel_support import PARAMS, SMS_TID, overrides, with_official_account, \
-    write_templates
+from tests.channel_support import (
+    PARAMS,
+    SMS_TID,
+    overrides,
+    with_official_account,
+    write_templates,
+)
 from tests.conftest import insert_sql
 
 PHONE = "+8613800138000"

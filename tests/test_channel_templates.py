@@ -201,3 +201,35 @@ def test_a_short_secret_from_a_file_is_refused_without_quoting_it(tmp_path):
 def test_problems_name_the_line_of_the_key(tmp_path):
     text = problems(tmp_path, UNIFORM.replace("oa_appid: " + OA_APPID, "oa_appid: nope"))
     assert "t.yaml:4: u.oa_appid:" in text
+
+
+# -- the operator's verbs load templates with the config, as the daemon does ---------------
+
+def test_check_and_render_see_the_channels(tmp_path):
+    import json
+
+    from tests.channel_support import sms_config
+    from tests.support import write_config
+    from tests.test_cli import cli
+
+    templates = write_templates(tmp_path)
+    apps = {"shop_oa": {"appid": OA_APPID, "secret": "oa-secret", "kind": "official_account"}}
+    bare = write_config(tmp_path, name="no_sms.yaml", templates=str(templates), apps=apps)
+    res = cli("--config", str(bare), "check")
+    assert res.returncode == 2 and "order_sms.channel: SMS is not configured" in res.stderr
+    good = write_config(tmp_path, templates=str(templates), apps=apps,
+                        sms=sms_config("http://127.0.0.1:9"))
+    assert cli("--config", str(good), "check").returncode == 0
+    res = cli("--config", str(good), "render", "--template", "order_uniform", "--openid",
+              "oU", "--params", '["Tea", 3, "shipped", "ok"]')
+    assert res.returncode == 0, res.stderr
+    head, body = res.stdout.split("\n", 1)
+    assert head == ("POST http://127.0.0.1:9/cgi-bin/message/wxopen/template/uniform_send"
+                    "?access_token=<token of app default>")
+    from tests.support import APPID
+
+    assert json.loads(body)["mp_template_msg"]["miniprogram"]["appid"] == APPID
+    res = cli("--config", str(good), "render", "--template", "order_hook", "--openid", "oU",
+              "--params", '["Tea", 3, "shipped", "ok"]')
+    assert res.stdout.startswith("POST http://127.0.0.1:9/hook\n")
+    assert "hook-secret" not in res.stdout

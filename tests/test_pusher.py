@@ -74,6 +74,8 @@ class Receiver:
         if query.get("encrypt_type") != "aes":
             return parse_message(body)
         encrypted = outer(body).get("Encrypt")
+        if not isinstance(encrypted, str):
+            return "no Encrypt"
         if not check_signature(query.get("msg_signature"), PUSH_TOKEN, ts, nonce, encrypted):
             return "bad msg_signature"
         return parse_message(self.cipher.decrypt(encrypted))
