@@ -56,6 +56,14 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
+def _deferring(ctx: Any) -> bool:
+    """Whether this load defers credentials: a config loaded with strict_secrets=False
+    that left some unresolved (`serve` holds no send credentials), so an unavailable
+    webhook secret is no error here either; a sender built from it refuses to send."""
+    unresolved = getattr(getattr(ctx, "config", None), "unresolved", None)
+    return bool(unresolved)
+
+
 def _resolve_secret(spec: Mapping[str, Any], ctx: Any) -> tuple[str | None, list[tuple[str, str]]]:
     """The template's secret (from secret, ${VAR} expanded, or from secret_file), or the
     problems; no message ever quotes the secret."""
@@ -71,6 +79,8 @@ def _resolve_secret(spec: Mapping[str, Any], ctx: Any) -> tuple[str | None, list
             return None, [("secret", "must be text (write ${VAR} to take it from the "
                                      "environment)")]
         value, unresolved = interpolate(raw, env, hidden=True)
+        if unresolved and all(u.unset for u in unresolved) and _deferring(ctx):
+            return None, []
         if unresolved:
             return None, [("secret", u.message) for u in unresolved]
         key, text = "secret", str(value).strip()
@@ -79,6 +89,8 @@ def _resolve_secret(spec: Mapping[str, Any], ctx: Any) -> tuple[str | None, list
         try:
             text, _ = read_secret_file(spec["secret_file"], Context(base_dir=base, env=env))
         except Invalid as exc:
+            if _deferring(ctx):
+                return None, []
             return None, [("secret_file", exc.reason)]
         key = "secret_file"
     if len(text) < SECRET_MIN:
@@ -139,7 +151,7 @@ class Webhook(ChannelKind):
         # for people: the query may hold a key of the receiver's, so it is not shown
         target = f"POST {parts.scheme}://{parts.netloc}{parts.path or '/'}"
         return Built(body=body, recipient=f"webhook:{who}", target=target,
-                     extra={"url": url, "secret": tpl.settings["secret"]})
+                     extra={"url": url, "secret": tpl.settings.get("secret")})
 
     # --- the call --------------------------------------------------------------------------
 
@@ -155,7 +167,11 @@ class Webhook(ChannelKind):
 
     def send(self, built: Built, token: str | None) -> Answer:
         url = str(built.extra["url"])
-        secret = built.extra["secret"]
+        secret = built.extra.get("secret")
+        if secret is None:  # loaded by a process that defers credentials
+            return Answer(Kind.CREDENTIAL, None, "the webhook secret is not available in "
+                                                 "this process (its variable or file is "
+                                                 "missing)")
         body = json.dumps(built.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         stamp = str(int(self.clock()))
         sig = signature(secret.reveal() if isinstance(secret, Secret) else str(secret),

@@ -304,3 +304,27 @@ def test_the_readme_receiver_accepts_herald_and_refuses_forgeries(tmp_path, monk
         server.server_close()
     assert (ok.kind, ok.msgid) == (Kind.SUCCESS, "inapp-8")
     assert forged.status_code == 401 and stale.status_code == 401
+
+
+def test_a_process_that_defers_credentials_defers_the_webhook_secret(tmp_path):
+    """`serve` loads the config with strict_secrets=False and holds no send secrets: a
+    webhook secret it cannot read is no error there, and nothing can be sent with it."""
+    from config import config_from_dict
+    from templates import LoadContext, load_templates
+    from tests.support import config_data
+
+    path = hook_yaml(tmp_path, "secret: ${HOOK_SECRET_ONLY_FOR_RUN}")
+    data = config_data(folder=tmp_path, secret="${WECHAT_SECRET}", templates=str(path))
+    web = config_from_dict(data, base_dir=tmp_path, env={}, strict_secrets=False)
+    assert web.unresolved  # the AppSecret is not there either
+    tset = load_templates(path, context=LoadContext(config=web, base_dir=tmp_path, env={}))
+    b = render_row(tset, template="inapp", openid="oU", params="[]", row_id=1).built
+    w = Webhook(2, 4)
+    try:
+        answer = w.send(b, None)
+    finally:
+        w.close()
+    assert answer.kind is Kind.CREDENTIAL and "not available in this process" in answer.reason
+    run = config_from_dict(data, base_dir=tmp_path, env={"WECHAT_SECRET": "s"})
+    with pytest.raises(TemplateError, match="HOOK_SECRET_ONLY_FOR_RUN is not set"):
+        load_templates(path, context=LoadContext(config=run, base_dir=tmp_path, env={}))
