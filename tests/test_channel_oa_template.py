@@ -31,6 +31,12 @@ from tests.conftest import APPID, SECRET, insert_sql, row
 
 
 @pytest.fixture
+def db(any_db):
+    """Rows go through every dialect (servers skip unless configured)."""
+    return any_db
+
+
+@pytest.fixture
 def templates_path(tmp_path: Path) -> Path:
     return write_templates(tmp_path)
 

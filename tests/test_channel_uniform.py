@@ -28,6 +28,12 @@ from tests.sms_support import fixed_server
 
 
 @pytest.fixture
+def db(any_db):
+    """Rows go through every dialect (servers skip unless configured)."""
+    return any_db
+
+
+@pytest.fixture
 def templates_path(tmp_path: Path) -> Path:
     return write_templates(tmp_path)
 
