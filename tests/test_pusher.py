@@ -208,7 +208,7 @@ def test_popup_and_change_events_on_request(sandbox, receiver):
                                  method="POST")
     with urllib.request.urlopen(req, timeout=5) as resp:
         assert json.loads(resp.read()) == {"ok": True}
-    assert receiver.wait(2)
+    assert receiver.wait(2) and sandbox.pusher(APPID).wait_finished(2)
     popup, change = sorted(receiver.messages, key=lambda m: m.from_user)
     assert popup.event == POPUP and {(i.template_id, i.status) for i in popup.items} == {
         (ORDER, "accept"), ("other-template", "reject")}
