@@ -10,7 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from channels.base import Answer, BuildError, Built, ChannelKind, Kind
+from channels.oa_template import OaTemplate
+from channels.sms import Sms
 from channels.subscribe import Subscribe
+from channels.uniform import Uniform
+from channels.webhook import Webhook
 
 if TYPE_CHECKING:
     from channels.wechat_api import WeChatClient
@@ -18,6 +22,10 @@ if TYPE_CHECKING:
 
 KINDS: dict[str, type[ChannelKind]] = {
     "subscribe": Subscribe,
+    "uniform": Uniform,
+    "oa_template": OaTemplate,
+    "sms": Sms,
+    "webhook": Webhook,
 }
 DEFAULT = "subscribe"
 

@@ -10,6 +10,7 @@ messages) are redacted; an answer's values are checked before anyone relies on t
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -28,6 +29,9 @@ TEMPLATE_LIST_PATH = "/wxaapi/newtmpl/gettemplate"
 # WeChat documents expires_in up to 7200 s; a token "valid" for longer is a broken
 # answer, one valid for less than a minute would be fetched again for every send.
 TOKEN_TTL_MIN, TOKEN_TTL_MAX = 60.0, 7200.0
+# WeChat's answers are a few hundred bytes (a template list a few KiB): a bigger one is
+# broken or hostile, and is not read into memory.
+ANSWER_MAX = 4 * 1024 * 1024
 
 
 class WeChatClient:
@@ -44,20 +48,33 @@ class WeChatClient:
              **kw: Any) -> Answer:
         """One API call; `table` classifies errcodes (default: the subscribe table)."""
         try:
-            resp = self.session.request(method, self.api_base + path, timeout=self.timeout, **kw)
+            resp = self.session.request(method, self.api_base + path, timeout=self.timeout,
+                                        stream=True, **kw)
         except requests.Timeout as exc:
             return Answer(TIMEOUT.kind, None, f"{TIMEOUT.text}: {root_cause(exc)}",
                           timed_out=True)
         except requests.RequestException as exc:
             return Answer(CONNECTION.kind, None, f"{CONNECTION.text}: {root_cause(exc)}")
-        if resp.status_code >= 500:
-            return Answer(HTTP_5XX.kind, None, HTTP_5XX.text.format(status=resp.status_code))
         try:
-            payload = resp.json()
+            if resp.status_code >= 500:
+                return Answer(HTTP_5XX.kind, None, HTTP_5XX.text.format(status=resp.status_code))
+            body = _read_capped(resp)
+        except requests.Timeout as exc:  # the body stopped coming
+            return Answer(TIMEOUT.kind, None, f"{TIMEOUT.text}: {root_cause(exc)}",
+                          timed_out=True)
+        except requests.RequestException as exc:
+            return Answer(CONNECTION.kind, None, f"{CONNECTION.text}: {root_cause(exc)}")
+        finally:
+            resp.close()  # after a whole body the connection is back in the pool already
+        if body is None:
+            return Answer(NON_JSON.kind, None, f"WeChat's answer (HTTP {resp.status_code}) is "
+                                               f"over {ANSWER_MAX // (1024 * 1024)} MiB")
+        try:
+            payload = json.loads(body)
             if not isinstance(payload, dict):
                 raise ValueError("not an object")
         except (ValueError, RecursionError):
-            snippet = redact(resp.text[:60])
+            snippet = redact(body[:60].decode("utf-8", "replace"))
             return Answer(NON_JSON.kind, None, f"{NON_JSON.text} (HTTP {resp.status_code}): "
                                                f"{snippet!r}")
         raw = payload.get("errcode", 0)
@@ -126,5 +143,20 @@ class WeChatClient:
         return ans
 
 
-__all__ = ["LEGACY_TOKEN_PATH", "SEND_PATH", "STABLE_TOKEN_PATH", "TEMPLATE_LIST_PATH",
-           "Answer", "WeChatClient"]
+def _read_capped(resp: requests.Response) -> bytes | None:
+    """The whole answer, or None when it is over ANSWER_MAX (the rest is never read)."""
+    length = resp.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > ANSWER_MAX:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in resp.iter_content(64 * 1024):
+        size += len(chunk)
+        if size > ANSWER_MAX:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+__all__ = ["ANSWER_MAX", "LEGACY_TOKEN_PATH", "SEND_PATH", "STABLE_TOKEN_PATH",
+           "TEMPLATE_LIST_PATH", "Answer", "WeChatClient"]

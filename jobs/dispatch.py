@@ -102,7 +102,9 @@ class _State:
     # concurrent.futures.wait() would add and remove a waiter on every future each round
     done: SimpleQueue = field(default_factory=SimpleQueue)
     outcomes: list[tuple[Outcome, str]] = field(default_factory=list)  # (outcome, template)
-    app_hold: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # quota/token
+    # (channel, app) -> until when and why its rows wait (quota spent, no token): an SMS
+    # rate limit must not hold the app's WeChat rows, nor a subscribe quota its SMS
+    app_hold: dict[tuple[str, str], tuple[datetime, str]] = field(default_factory=dict)
     first_unflushed: float = 0.0  # monotonic time the oldest unwritten result arrived
     # the soonest lease of any row held (a lower bound: finished rows are not taken out,
     # which at worst renews a little early); None when nothing is held
@@ -464,7 +466,8 @@ def _submit(rt: Runtime, st: _State, pool: ThreadPoolExecutor, workers: int,
         if (job.lease_until - now).total_seconds() < rt.config.http.timeout + LEASE_MARGIN:
             deferred.append(job)  # its lease is renewed first (next turn of the loop)
             continue
-        held = st.app_hold.get(job.app)
+        hold_key = (job.request.template.channel, job.app)
+        held = st.app_hold.get(hold_key)
         token_app = job.request.built.token_app
         if not (held and held[0] > now) and token_app:
             try:
@@ -472,7 +475,7 @@ def _submit(rt: Runtime, st: _State, pool: ThreadPoolExecutor, workers: int,
                 # waiting pick up a refreshed token instead of failing with the old one
                 job.token = rt.tokens.get(token_app, now)
             except TokenUnavailable as exc:
-                held = st.app_hold[job.app] = (now + timedelta(seconds=TOKEN_WAIT),
+                held = st.app_hold[hold_key] = (now + timedelta(seconds=TOKEN_WAIT),
                                                f"no access token: {exc.reason}")
         if held and held[0] > now:
             _hold(st, job, held)  # quota spent or no token: back to wait, attempt refunded
@@ -546,7 +549,8 @@ def _finished(rt: Runtime, st: _State, job: Job, fut: Future, now: datetime,
                      grant=_grant_use(job, answer))
     if answer.kind in (Kind.QUOTA_DAY, Kind.QUOTA_MINUTE):
         # the app's quota is spent: hold its other rows instead of burning requests
-        st.app_hold[job.app] = (outcome.send_at or now, outcome.error or answer.reason)
+        st.app_hold[(tpl.channel, job.app)] = (outcome.send_at or now,
+                                               outcome.error or answer.reason)
     if outcome.status == "fail":
         outcome = _with_hop(rt, outcome, job.row, tpl, answer.errcode, answer.code)
         log.warning("row %s (template %s) failed: %s", job.row.id, tpl.name, outcome.error,

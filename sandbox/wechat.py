@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import keywords
+from sandbox.pusher import Pusher, PushRecord
 
 __all__ = [
     "DEFAULT_APPID",
@@ -56,6 +57,13 @@ FIRST_MSGID = 1988810812324364291
 LEGACY_GRACE = 300.0
 STABLE_RENEW_WITHIN = 300.0
 
+# template/send's client_msg_id: "对于同一个openid + client_msg_id, 只发送一条消息,10分钟有效"
+CLIENT_MSG_WINDOW = 600.0
+ENDPOINTS = frozenset({"subscribe", "uniform", "template"})
+# What a subscribe_msg_sent_event reports for an openid told to fail delivery when the
+# test names nothing: WeChat documents only ErrorCode 0 = success (notes/events.md).
+DELIVERY_FAILURE = (10001, "fail: system error")
+
 # Upper bound for a 'timeout' fault: long enough for any client timeout a test would use,
 # short enough that a forgotten sandbox does not pin a thread forever.
 TIMEOUT_HOLD = 60.0
@@ -65,6 +73,8 @@ VALID_LANGS = frozenset({"zh_CN", "en_US", "zh_HK", "zh_TW"})
 
 ERRMSGS: dict[int, str] = {
     -1: "system error",
+    40165: "invalid weapp pagepath",
+    43004: "require subscribe",
     40001: "invalid credential, access_token is invalid or not latest",
     40002: "invalid grant_type",
     40003: "invalid openid",
@@ -84,7 +94,9 @@ ERRMSGS: dict[int, str] = {
     48001: "api unauthorized",
 }
 
-_NAMED_FAULTS = frozenset({"non_json", "timeout", "reset"})
+# lost_answer: the send is judged and accepted as usual, then no answer comes (the
+# timeout after delivery that makes a retry a possible duplicate)
+_NAMED_FAULTS = frozenset({"non_json", "timeout", "reset", "lost_answer"})
 _HTTP_REASONS = {
     500: "Internal Server Error",
     502: "Bad Gateway",
@@ -128,6 +140,7 @@ class _Fault:
     fault: str | int
     times: int
     openid: str | None
+    endpoint: str | None = None  # subscribe | uniform | template; None: any send
 
 
 @dataclass(slots=True)
@@ -141,6 +154,11 @@ class _Records:
     seen: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     duplicates: int = 0
     violations: int = 0
+    # what the official-account endpoints accepted, and template/send calls that a
+    # client_msg_id seen in the last 10 minutes answered without delivering again
+    uniform: list[dict[str, Any]] = field(default_factory=list)
+    oa: list[dict[str, Any]] = field(default_factory=list)
+    oa_repeats: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _normalise_fault(fault: str | int) -> str | int:
@@ -159,7 +177,7 @@ def _normalise_fault(fault: str | int) -> str | int:
             return text
     raise ValueError(
         f"unknown fault {fault!r}: expected an int errcode, 'http_500'/'http_502'/'http_503', "
-        "'non_json', 'timeout' or 'reset'"
+        "'non_json', 'timeout', 'reset' or 'lost_answer'"
     )
 
 
@@ -215,6 +233,18 @@ class Sandbox:
         self._records = _Records()
         # Set by stop(): wakes every request parked by a 'timeout' fault.
         self._release = threading.Event()
+        # The official-account side: which appids are accounts (their tokens send
+        # template/send), which account is bound to which mini program (uniform_send), the
+        # accounts' templates (None: any id, any keys), and what users did.
+        self.official_accounts: set[str] = set()
+        self._bound: set[tuple[str, str]] = set()  # (mini program appid, account appid)
+        self.oa_templates: dict[str, list[str]] | None = None
+        self._not_following: set[str] = set()
+        self._blocked: set[str] = set()
+        self._fail_delivery: dict[str, tuple[int, str]] = {}
+        # (account appid, touser, client_msg_id) -> (msgid, when first accepted)
+        self._client_msgs: dict[tuple[str, str, str], tuple[int, float]] = {}
+        self._pushers: dict[str, Pusher] = {}  # appid -> its message push
 
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -241,6 +271,10 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
+        with self._lock:
+            pushers, self._pushers = list(self._pushers.values()), {}
+        for pusher in pushers:
+            pusher.stop()
         server, self._server = self._server, None
         if server is None:
             return
@@ -376,17 +410,128 @@ class Sandbox:
             else:
                 self._expire_after = n
 
-    def inject(self, fault: str | int, *, times: int = 1, openid: str | None = None) -> None:
+    def inject(self, fault: str | int, *, times: int = 1, openid: str | None = None,
+               endpoint: str | None = None) -> None:
+        """Fail the next `times` sends (to `openid`, at `endpoint`: subscribe, uniform or
+        template; None: any of them) with `fault`."""
         spec = _normalise_fault(fault)
         if times < 1:
             raise ValueError(f"times must be at least 1, got {times}")
+        if endpoint is not None and endpoint not in ENDPOINTS:
+            raise ValueError(f"endpoint must be one of {', '.join(sorted(ENDPOINTS))}")
         with self._lock:
-            self._faults.append(_Fault(spec, times, openid))
+            self._faults.append(_Fault(spec, times, openid, endpoint))
 
     def clear_faults(self) -> None:
         """Drop injected faults that have not fired yet."""
         with self._lock:
             self._faults.clear()
+
+    # --- official accounts (template/send, uniform_send) ------------------------------
+
+    def add_official_account(self, appid: str, secret: str, *, bound_to: str | None = None
+                             ) -> None:
+        """An official account whose tokens send template/send, optionally bound to the
+        mini program `bound_to` (so that mini program's uniform_send may name it)."""
+        with self._lock:
+            self.apps[appid] = secret
+            self.official_accounts.add(appid)
+            if bound_to is not None:
+                self._bound.add((bound_to, appid))
+
+    def bind(self, mini_appid: str, oa_appid: str) -> None:
+        with self._lock:
+            self._bound.add((mini_appid, oa_appid))
+
+    def add_oa_template(self, template_id: str, keys: list[str] | tuple[str, ...]) -> None:
+        """An official-account template: sends to it must carry exactly these data keys.
+        Once one is added, unknown template ids answer 40037."""
+        with self._lock:
+            if self.oa_templates is None:
+                self.oa_templates = {}
+            self.oa_templates[template_id] = list(keys)
+
+    def unfollow(self, openid: str) -> None:
+        """The user does not follow the account: template/send and uniform_send 43004."""
+        with self._lock:
+            self._not_following.add(openid)
+
+    def block(self, openid: str) -> None:
+        """The user refuses the account's messages: TEMPLATESENDJOBFINISH says
+        failed:user block."""
+        with self._lock:
+            self._blocked.add(openid)
+
+    def fail_delivery(self, openid: str, error_code: int = DELIVERY_FAILURE[0],
+                      error_status: str = DELIVERY_FAILURE[1]) -> None:
+        """Subscribe sends to this openid are accepted, but their sent event reports this
+        failure."""
+        with self._lock:
+            self._fail_delivery[openid] = (int(error_code), str(error_status))
+
+    @property
+    def uniform_accepted(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._records.uniform)
+
+    @property
+    def oa_accepted(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._records.oa)
+
+    @property
+    def oa_repeats(self) -> list[dict[str, Any]]:
+        """template/send calls answered from an earlier send's client_msg_id."""
+        with self._lock:
+            return copy.deepcopy(self._records.oa_repeats)
+
+    # --- message push -----------------------------------------------------------------
+
+    def push_to(self, appid: str, url: str, *, token: str, aes_key: str | None = None,
+                fmt: str = "xml", mode: str = "plain", **options: Any) -> Pusher:
+        """Push `appid`'s events to `url` as its console would be set up (see
+        sandbox/pusher.py for the options); replaces an earlier set-up."""
+        pusher = Pusher(url, token=token, appid=appid, aes_key=aes_key, fmt=fmt, mode=mode,
+                        clock=self.clock, **options).start()
+        with self._lock:
+            old = self._pushers.get(appid)
+            self._pushers[appid] = pusher
+        if old is not None:
+            old.stop()
+        return pusher
+
+    def pusher(self, appid: str) -> Pusher | None:
+        with self._lock:
+            return self._pushers.get(appid)
+
+    def _pusher_or_raise(self, appid: str) -> Pusher:
+        found = self.pusher(appid)
+        if found is None:
+            raise ValueError(f"no push set up for app {appid!r} (push_to first)")
+        return found
+
+    def popup(self, appid: str, openid: str, results: dict[str, str], scene: str = "0"
+              ) -> PushRecord:
+        """The user answered a subscribe popup: template_id -> accept | reject."""
+        return self._pusher_or_raise(appid).popup(openid, results, scene)
+
+    def change(self, appid: str, openid: str, results: dict[str, str]) -> PushRecord:
+        """The user changed a subscription in the settings (reject)."""
+        return self._pusher_or_raise(appid).change(openid, results)
+
+    def pushes(self) -> list[dict[str, Any]]:
+        """Every push of every app, as GET /_sandbox/pushes shows them."""
+        with self._lock:
+            pushers = list(self._pushers.items())
+        out = []
+        for appid, pusher in pushers:
+            for r in pusher.records:
+                out.append({"appid": appid, "seq": r.seq, "event": r.event, "openid": r.openid,
+                            "msgid": r.msgid, "plaintext": r.plaintext.decode("utf-8"),
+                            "delivered": r.delivered, "gave_up": r.gave_up,
+                            "answers": [{"status": a.status, "body": a.body, "error": a.error}
+                                        for a in r.answers]})
+        return out
 
     # --- tokens (called by the handler) -----------------------------------------------
 
@@ -459,11 +604,13 @@ class Sandbox:
 
     # --- sends (called by the handler) ------------------------------------------------
 
-    def _take_fault(self, touser: str | None) -> str | int | None:
+    def _take_fault(self, touser: str | None, endpoint: str = "subscribe") -> str | int | None:
         with self._lock:
             if not self._faults:
                 return None
             for index, pending in enumerate(self._faults):
+                if pending.endpoint not in (None, endpoint):
+                    continue
                 if pending.openid is None or pending.openid == touser:
                     pending.times -= 1
                     if pending.times <= 0:
@@ -528,6 +675,141 @@ class Sandbox:
             except keywords.KeywordError:
                 return 47003, f"argument invalid! data.{key}.value invalid"
         return 0, "ok"
+
+    def _token_app(self, token: str | None) -> tuple[int, str | None]:
+        """(0, appid) for a live token, else (40001 or 42001, None), as _judge decides."""
+        now = self.clock()
+        with self._lock:
+            info = self._tokens.get(token) if token else None
+            if info is None or (info.superseded_at is not None and now >= info.superseded_at):
+                return 40001, None
+            if info.expired or now >= info.expires_at:
+                return 42001, None
+            return 0, info.appid
+
+    def _judge_oa_common(self, template_id: Any, url: Any, data: Any) -> tuple[int, str]:
+        """The checks template/send and uniform_send's mp_template_msg share."""
+        if not isinstance(template_id, str) or not template_id:
+            return 40037, ERRMSGS[40037]
+        keys = None
+        if self.oa_templates is not None:
+            keys = self.oa_templates.get(template_id)
+            if keys is None:
+                return 40037, ERRMSGS[40037]
+        if url is not None and (not isinstance(url, str)
+                                or not url.startswith(("http://", "https://"))):
+            return 47003, "argument invalid! url invalid"
+        if not isinstance(data, dict) or not data:
+            return 47003, "argument invalid! data invalid"
+        for key, item in data.items():
+            if not isinstance(item, dict) or not isinstance(item.get("value"), str):
+                return 47003, f"argument invalid! data.{key}.value invalid"
+        if keys is not None and sorted(data) != sorted(keys):
+            wrong = [k for k in keys if k not in data] or [k for k in data if k not in keys]
+            return 47003, f"argument invalid! data.{wrong[0]}.value invalid"
+        return 0, "ok"
+
+    def _judge_uniform(self, token: str | None, msg: Any) -> tuple[int, str, str | None]:
+        """uniform_send's checks in WeChat's order: (errcode, errmsg, the mini program)."""
+        err, appid = self._token_app(token)
+        if err:
+            return err, ERRMSGS[err], None
+        if appid in self.official_accounts:
+            return 48001, ERRMSGS[48001], appid
+        if not isinstance(msg, dict) or not isinstance(msg.get("mp_template_msg"), dict):
+            return 47001, ERRMSGS[47001], appid
+        touser = msg.get("touser")
+        if not isinstance(touser, str) or not touser:
+            return 40003, ERRMSGS[40003], appid
+        mp = msg["mp_template_msg"]
+        mini = mp.get("miniprogram")
+        with self._lock:
+            bound = (appid, mp.get("appid")) in self._bound
+            following = touser not in self._not_following
+        if not bound or not isinstance(mini, dict) or mini.get("appid") != appid:
+            return 40013, ERRMSGS[40013], appid
+        page = mini.get("pagepath")
+        if page not in (None, "") and (not isinstance(page, str) or (
+                self.pages is not None and page.partition("?")[0] not in self.pages)):
+            return 41030, ERRMSGS[41030], appid
+        if not following:
+            return 43004, ERRMSGS[43004], appid
+        err, errmsg = self._judge_oa_common(mp.get("template_id"), mp.get("url"), mp.get("data"))
+        return err, errmsg, appid
+
+    def _judge_template(self, token: str | None, msg: Any) -> tuple[int, str, str | None]:
+        """template/send's checks: (errcode, errmsg, the official account)."""
+        err, appid = self._token_app(token)
+        if err:
+            return err, ERRMSGS[err], None
+        if appid not in self.official_accounts:
+            return 48001, ERRMSGS[48001], appid
+        if not isinstance(msg, dict):
+            return 47001, ERRMSGS[47001], appid
+        touser = msg.get("touser")
+        if not isinstance(touser, str) or not touser:
+            return 40003, ERRMSGS[40003], appid
+        with self._lock:
+            following = touser not in self._not_following
+            linked = {mini for mini, oa in self._bound if oa == appid}
+        if not following:
+            return 43004, ERRMSGS[43004], appid
+        mini = msg.get("miniprogram")
+        if mini is not None:
+            if not isinstance(mini, dict) or mini.get("appid") not in linked:
+                return 40013, ERRMSGS[40013], appid
+            page = mini.get("pagepath")
+            if page not in (None, "") and (not isinstance(page, str) or (
+                    self.pages is not None and page.partition("?")[0] not in self.pages)):
+                return 40165, ERRMSGS[40165], appid
+        cmid = msg.get("client_msg_id")
+        if cmid is not None and (not isinstance(cmid, str) or not cmid or len(cmid) > 64):
+            return 47003, "argument invalid! client_msg_id invalid", appid
+        err, errmsg = self._judge_oa_common(msg.get("template_id"), msg.get("url"),
+                                            msg.get("data"))
+        return err, errmsg, appid
+
+    def _accept_uniform(self, appid: str, msg: dict[str, Any], at: float) -> None:
+        with self._lock:
+            self._records.uniform.append({**copy.deepcopy(msg), "from_appid": appid})
+            mp = msg["mp_template_msg"]
+            self._records.attempts.append(Attempt(msg["touser"], mp.get("template_id"), 0,
+                                                  None, at))
+
+    def _accept_template(self, appid: str, msg: dict[str, Any], at: float) -> tuple[int, bool]:
+        """(msgid, repeated): a client_msg_id seen in the last 10 minutes gets the first
+        send's msgid back and delivers nothing."""
+        touser: str = msg["touser"]
+        cmid = msg.get("client_msg_id")
+        now = self.clock()
+        with self._lock:
+            self._records.attempts.append(Attempt(touser, msg.get("template_id"), 0, None, at))
+            key = (appid, touser, cmid) if isinstance(cmid, str) else None
+            seen = self._client_msgs.get(key) if key is not None else None
+            if seen is not None and now - seen[1] < CLIENT_MSG_WINDOW:
+                self._records.oa_repeats.append({"touser": touser, "client_msg_id": cmid,
+                                                 "msgid": str(seen[0])})
+                return seen[0], True
+            msgid = self._next_msgid
+            self._next_msgid += 1
+            self._records.oa.append({**copy.deepcopy(msg), "from_appid": appid,
+                                     "msgid": str(msgid)})
+            if key is not None:
+                self._client_msgs[key] = (msgid, now)
+            pusher = self._pushers.get(appid)
+            status = "failed:user block" if touser in self._blocked else "success"
+        if pusher is not None:
+            pusher.template_job(touser, str(msgid), status)
+        return msgid, False
+
+    def _pushed_sent_event(self, appid: str | None, msg: dict[str, Any], msgid: int) -> None:
+        """After an accepted subscribe send: its subscribe_msg_sent_event, if the app has a
+        push set up."""
+        with self._lock:
+            pusher = self._pushers.get(appid) if appid else None
+            code, status = self._fail_delivery.get(msg["touser"], (0, "success"))
+        if pusher is not None:
+            pusher.sent(msg["touser"], msg["template_id"], str(msgid), code, status)
 
     def _enter(self, touser: str) -> bool:
         """Mark touser in flight; False if another send to it already is (a 43108)."""
@@ -697,6 +979,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply_json({"errcode": 43002, "errmsg": ERRMSGS[43002]})
             else:
                 self._send(sandbox, query, body)
+        elif path in ("/cgi-bin/message/wxopen/template/uniform_send",
+                      "/cgi-bin/message/template/send"):
+            if method != "POST":
+                self._reply_json({"errcode": 43002, "errmsg": ERRMSGS[43002]})
+            else:
+                self._oa_send(sandbox, "uniform" if "uniform" in path else "template", query,
+                              body)
         elif path == "/cgi-bin/stable_token":
             if method != "POST":
                 self._reply_json({"errcode": 43002, "errmsg": ERRMSGS[43002]})
@@ -750,7 +1039,8 @@ class _Handler(BaseHTTPRequestHandler):
         template_id = msg.get("template_id") if isinstance(msg, dict) else None
         fault = sandbox._take_fault(touser if isinstance(touser, str) else None)
         latency = sandbox.latency
-        if fault is not None:
+        lose = fault == "lost_answer"
+        if fault is not None and not lose:
             self._fault(sandbox, fault, touser, template_id, at, latency)
             return
         errcode, errmsg = sandbox._judge(query.get("access_token"), msg)
@@ -760,7 +1050,7 @@ class _Handler(BaseHTTPRequestHandler):
             sandbox._record(touser, template_id, errcode, None, at)
             self._reply_json({"errcode": errcode, "errmsg": errmsg})
             return
-        assert isinstance(msg, dict) and isinstance(touser, str)
+        assert isinstance(msg, dict) and isinstance(touser, str)  # _judge checked both
         # Only a send that would otherwise succeed takes the user's slot, and it keeps it
         # through the latency, which is what makes an overlapping second send a 43108.
         if not sandbox._enter(touser):
@@ -769,14 +1059,61 @@ class _Handler(BaseHTTPRequestHandler):
             sandbox._record(touser, template_id, 43108, None, at, violation=True)
             self._reply_json({"errcode": 43108, "errmsg": ERRMSGS[43108]})
             return
+        # the app, for its push; taken now: the accept below may expire every token
+        appid = sandbox._token_app(query.get("access_token"))[1] if sandbox._pushers else None
         try:
             if latency > 0:
                 time.sleep(latency)
             msgid = sandbox._accept(msg, at)
         finally:
             sandbox._leave(touser)
+        if appid is not None:
+            sandbox._pushed_sent_event(appid, msg, msgid)
+        if lose:
+            self._lose_answer(sandbox)
+            return
         # json.dumps of a Python int writes every digit; a float would round past 2**53.
         self._reply(200, b'{"errcode":0,"errmsg":"ok","msgid":%d}' % msgid)
+
+    def _oa_send(self, sandbox: Sandbox, endpoint: str, query: dict[str, str],
+                 body: bytes) -> None:
+        """uniform_send and template/send: judged like subscribe/send (token first)."""
+        at = time.monotonic()
+        msg = _loads(body)
+        touser = msg.get("touser") if isinstance(msg, dict) else None
+        inner = msg.get("mp_template_msg") if isinstance(msg, dict) else None
+        source = inner if endpoint == "uniform" and isinstance(inner, dict) else msg
+        template_id = source.get("template_id") if isinstance(source, dict) else None
+        fault = sandbox._take_fault(touser if isinstance(touser, str) else None, endpoint)
+        latency = sandbox.latency
+        lose = fault == "lost_answer"
+        if fault is not None and not lose:
+            self._fault(sandbox, fault, touser, template_id, at, latency)
+            return
+        judge = sandbox._judge_uniform if endpoint == "uniform" else sandbox._judge_template
+        errcode, errmsg, appid = judge(query.get("access_token"), msg)
+        if latency > 0:
+            time.sleep(latency)
+        if errcode:
+            sandbox._record(touser, template_id, errcode, None, at)
+            self._reply_json({"errcode": errcode, "errmsg": errmsg})
+            return
+        assert isinstance(msg, dict) and appid is not None
+        if endpoint == "uniform":
+            sandbox._accept_uniform(appid, msg, at)
+            reply = b'{"errcode":0,"errmsg":"ok"}'
+        else:
+            msgid, _ = sandbox._accept_template(appid, msg, at)
+            reply = b'{"errcode":0,"errmsg":"ok","msgid":%d}' % msgid
+        if lose:
+            self._lose_answer(sandbox)
+            return
+        self._reply(200, reply)
+
+    def _lose_answer(self, sandbox: Sandbox) -> None:
+        """Delivered, but the answer never comes: the client's read timeout fires."""
+        sandbox._release.wait(TIMEOUT_HOLD)
+        self.close_connection = True
 
     def _fault(
         self,
@@ -828,6 +1165,13 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and name == "stats":
             self._reply_json(sandbox.stats())
             return
+        if method == "GET" and name == "pushes":
+            self._reply_json(sandbox.pushes())
+            return
+        if method == "GET" and name == "channels":
+            self._reply_json({"uniform": sandbox.uniform_accepted, "oa": sandbox.oa_accepted,
+                              "oa_repeats": sandbox.oa_repeats})
+            return
         if method == "GET" and name == "accepted":
             # Records are never mutated once appended, so serialising outside the lock
             # is safe and keeps a large dump from stalling sends.
@@ -850,7 +1194,8 @@ class _Handler(BaseHTTPRequestHandler):
                     sandbox.token_latency = float(args["token_latency"])
             elif name == "inject":
                 sandbox.inject(
-                    args["fault"], times=int(args.get("times", 1)), openid=args.get("openid")
+                    args["fault"], times=int(args.get("times", 1)), openid=args.get("openid"),
+                    endpoint=args.get("endpoint"),
                 )
             elif name == "expire_tokens":
                 sandbox.expire_tokens()
@@ -862,6 +1207,30 @@ class _Handler(BaseHTTPRequestHandler):
                 sandbox.reset_records()
             elif name == "clear_faults":
                 sandbox.clear_faults()
+            elif name == "official_account":
+                sandbox.add_official_account(str(args["appid"]), str(args["secret"]),
+                                             bound_to=args.get("bound_to"))
+            elif name == "oa_template":
+                sandbox.add_oa_template(str(args["template_id"]), list(args["keys"]))
+            elif name in ("unfollow", "block"):
+                getattr(sandbox, name)(str(args["openid"]))
+            elif name == "fail_delivery":
+                sandbox.fail_delivery(str(args["openid"]),
+                                      int(args.get("error_code", DELIVERY_FAILURE[0])),
+                                      str(args.get("error_status", DELIVERY_FAILURE[1])))
+            elif name == "push_config":
+                sandbox.push_to(str(args["appid"]), str(args["url"]), token=str(args["token"]),
+                                aes_key=args.get("aes_key"), fmt=str(args.get("format", "xml")),
+                                mode=str(args.get("mode", "plain")))
+            elif name in ("popup", "change"):
+                results = args["results"]
+                if not isinstance(results, dict):
+                    raise TypeError("results maps template ids to accept or reject")
+                if name == "popup":
+                    sandbox.popup(str(args["appid"]), str(args["openid"]), results,
+                                  str(args.get("scene", "0")))
+                else:
+                    sandbox.change(str(args["appid"]), str(args["openid"]), results)
             else:
                 self._reply_json({"error": f"no such control POST {name}"}, 404)
                 return

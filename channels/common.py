@@ -1,0 +1,81 @@
+"""Checks and shapes that several channels share: URLs, appids, WeChat template data.
+
+Kept apart from any one channel so that uniform, oa_template and webhook judge a URL
+the same way, and the two official-account channels shape `data` the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+URL_MAX = 1024
+APPID_RE = re.compile(r"wx[0-9A-Za-z]{16}")
+# Official-account template keywords: new ones are typed like subscribe's (thing2),
+# old ones are first / keyword1 / remark.
+DATA_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def check_url(value: object, *, what: str = "an http(s) URL") -> str | None:
+    """Why `value` is not an absolute http or https URL with a host, or None."""
+    if not isinstance(value, str) or not value.strip():
+        return f"must be {what}, e.g. https://shop.example/order"
+    if len(value) > URL_MAX:
+        return f"is {len(value)} characters long (at most {URL_MAX})"
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        return "must not contain spaces or control characters"
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises on a port that is not a number
+    except ValueError:
+        return f"{value!r} is not a URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{value!r} must start with http:// or https:// and name a host"
+    if port == 0:
+        return f"{value!r} names port 0"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry a user name or password (put the secret in secret:)"
+    return None
+
+
+def check_appid(value: object) -> str | None:
+    if not isinstance(value, str) or not APPID_RE.fullmatch(value):
+        return f"{value!r} is not an appid (wx and 16 letters or digits)"
+    return None
+
+
+def check_data_keys(data: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Problems with the data keys of an official-account template."""
+    return [(f"data.{key}", f"{key!r} is not a template keyword (letters, digits, _)")
+            for key, _ in data if not DATA_KEY_RE.fullmatch(key)]
+
+
+def wechat_data(data: Mapping[str, str] | list[str]) -> dict[str, dict[str, str]]:
+    """Rendered values as WeChat's {key: {"value": text}}."""
+    if not isinstance(data, Mapping):
+        raise TypeError("a WeChat template's data is a mapping")
+    return {key: {"value": text} for key, text in data.items()}
+
+
+def app_kind(ctx: Any, name: str) -> tuple[str | None, str | None]:
+    """(kind, appid) of a configured app, or (None, None) when the config is not known
+    here or has no such app."""
+    config = getattr(ctx, "config", None)
+    apps = getattr(config, "apps", None)
+    if not apps or name not in apps:
+        return None, None
+    app = apps[name]
+    return getattr(app, "kind", "miniprogram"), getattr(app, "appid", None)
+
+
+def configured_apps(ctx: Any) -> list[str] | None:
+    """Names of the configured apps, or None when the config is not known here."""
+    config = getattr(ctx, "config", None)
+    apps = getattr(config, "apps", None)
+    return list(apps) if apps is not None else None
+
+
+__all__ = ["APPID_RE", "app_kind", "check_appid", "check_data_keys", "check_url",
+           "configured_apps", "wechat_data"]
