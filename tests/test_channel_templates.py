@@ -223,7 +223,8 @@ def test_check_and_render_see_the_channels(tmp_path):
     res = cli("--config", str(good), "render", "--template", "order_uniform", "--openid",
               "oU", "--params", '["Tea", 3, "shipped", "ok"]')
     assert res.returncode == 0, res.stderr
-    head, body = res.stdout.split("\n", 1)
+    head = res.stdout.split("\n", 1)[0]
+    body = res.stdout[res.stdout.index("\n{") + 1:]  # the request body, after the heading
     assert head == ("POST http://127.0.0.1:9/cgi-bin/message/wxopen/template/uniform_send"
                     "?access_token=<token of app default>")
     from tests.support import APPID
