@@ -41,6 +41,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
+from channels.http import root_cause
 from channels.wechat_errors import Kind, Meaning
 from logs import MASK, add_secret, redact
 
@@ -384,11 +385,11 @@ class SmsClient:
             resp = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout)
         except requests.Timeout as exc:
             return SmsAnswer(TIMEOUT.kind, None,
-                             f"{TIMEOUT.text}: {self._clean(str(exc), signature)[:200]}",
+                             f"{TIMEOUT.text}: {self._clean(root_cause(exc), signature)[:200]}",
                              timed_out=True)
         except requests.RequestException as exc:
             return SmsAnswer(CONNECTION.kind, None,
-                             f"{CONNECTION.text}: {self._clean(str(exc), signature)[:200]}")
+                             f"{CONNECTION.text}: {self._clean(root_cause(exc), signature)[:200]}")
         if resp.status_code != 200:
             # API 3.0 answers 200 even for errors; anything else is a gateway or proxy.
             return SmsAnswer(HTTP_STATUS.kind, None,

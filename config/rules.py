@@ -104,7 +104,7 @@ def warnings_for(cfg: Config) -> tuple[str, ...]:
     console = cfg.console
     if console.listen is not None and not console.users:
         found.append("console.listen is set but console.users is empty: nobody can log in "
-                     "(add a user with the password_hash `scheduler.py console-password` "
+                     "(add a user with the password_hash `herald console-password` "
                      "prints, or set console.listen: null)")
     if (console.host is not None and is_loopback(console.host) is not True
             and not console.cookie_secure):

@@ -193,7 +193,7 @@ DECLARATIONS: Final[tuple[Decl, ...]] = (
         SecretText("a password hash", Pattern(re.compile(r"scrypt\$\S+"), "password hash",
                                              "the scrypt$... line that `scheduler.py "
                                              "console-password` prints")),
-        REQUIRED, "what `scheduler.py console-password` prints (scrypt$...)", hidden=True),
+        REQUIRED, "what `herald console-password` prints (scrypt$...)", hidden=True),
     key("console.users.<name>.role", Choice(("viewer", "operator")), "viewer",
         "viewer (reads) | operator (also re-drives and cancels)"),
     key("console.session_ttl", Duration(low=60.0, high=30 * DAY), "12h",

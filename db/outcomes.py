@@ -74,6 +74,7 @@ class Hop:
     params: str
     priority: int
     dedup_key: str
+    expire_at: datetime | None = None  # the parent's: the news has the same deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,9 +285,10 @@ def _fail_with_hop(db: Database, d: Dialect, cursor: object, o: Outcome, daemon_
     hop = o.hop
     p = d.param
     cols = ("app", "template", "openid", "phone", "params", "priority", "parent_id",
-            "dedup_key", "send_at", "created_at", "updated_at")
+            "dedup_key", "send_at", "expire_at", "created_at", "updated_at")
     values = (hop.app, hop.template, hop.openid, hop.phone, hop.params, hop.priority,
-              o.row_id, hop.dedup_key, stamp, stamp, stamp)
+              o.row_id, hop.dedup_key, stamp,
+              d.ts(hop.expire_at) if hop.expire_at is not None else None, stamp, stamp)
     cur = db.execute_sql(d.insert_ignore("msg_list", cols, "dedup_key"), values)
     found = db.execute_sql(f"SELECT id FROM msg_list WHERE dedup_key = {p}",
                            (hop.dedup_key,)).fetchone()

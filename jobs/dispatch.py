@@ -42,6 +42,7 @@ from db.dialects import dialect
 from db.grants import blocked as grants_blocked
 from db.models import MsgList
 from db.outcomes import Event, GrantUse, Hop, Outcome, record
+from db.queue import due_count
 from logs import redact
 from policy import TOKEN_WAIT, decide
 from runtime import Runtime
@@ -338,6 +339,8 @@ def _prepare(rt: Runtime, st: _State, row: Row | BadRow, now: datetime) -> Job |
         return None
     if row.expire_at is not None and row.expire_at <= now:
         # expire_overdue() ran at the start of the run; this row's time ran out since
+        log.warning("row %s (template %s) fails: %s", row.id, row.template, EXPIRED,
+                    extra={"row_id": row.id, "template": row.template})
         _add(st, Outcome(row_id=row.id, claim_attempts=row.attempts, status="fail", error=EXPIRED,
                          event=Event("reject", detail="expired")), row.template)
         return None
@@ -400,6 +403,8 @@ def _app_problem(rt: Runtime, app: str, tpl: Template) -> str | None:
 def _fail_unsent(rt: Runtime, st: _State, row: Row, tpl: Template | None, reason: str,
                  reason_code: str | None = None) -> None:
     """The row ends fail without a send (it may fall back to its next channel)."""
+    log.warning("row %s (template %s) fails before sending: %s", row.id, row.template, reason,
+                extra={"row_id": row.id, "template": row.template})
     outcome = Outcome(row_id=row.id, claim_attempts=row.attempts, status="fail", error=reason,
                       event=Event("reject", channel=tpl.channel if tpl else None,
                                   detail=reason))
@@ -590,7 +595,7 @@ def _with_hop(rt: Runtime, outcome: Outcome, row: Row, tpl: Template, errcode: i
         return outcome
     return replace(outcome, hop=Hop(template=nxt, app=row.app, openid=row.openid,
                                     phone=row.phone, params=row.params,
-                                    priority=row.priority,
+                                    priority=row.priority, expire_at=row.expire_at,
                                     dedup_key=hop_dedup_key(row.dedup_key, row.id, nxt)))
 
 
@@ -701,5 +706,9 @@ def _progress(rt: Runtime, st: _State, stats: Stats, started: float) -> None:
     st.last_progress = t
     held = len(st.ready) + len(st.in_flight) + sum(len(q) for q in st.parked.values())
     rate = (stats.sent + stats.failed) / max(t - started, 1e-9)
+    try:
+        left = f"{due_count(clock.now()):,} due left"
+    except Exception:  # noqa: BLE001 - a progress line must not stop the drain
+        left = "due rows unknown"
     log.info("dispatch progress: sent %d, failed %d, back to wait %d, %.0f msg/s, %d held "
-             "in memory", stats.sent, stats.failed, stats.retried, rate, held)
+             "in memory, %s", stats.sent, stats.failed, stats.retried, rate, held, left)

@@ -1265,6 +1265,17 @@ def _write_port_file(path: str, port: int) -> None:
     os.replace(tmp, path)
 
 
+def _add_templates_file(sandbox: Sandbox, path: str) -> None:
+    """Know every subscribe template of a templates.yaml (its data keys as keywords)."""
+    from templates import load_templates
+
+    for tpl in load_templates(path).templates.values():
+        if tpl.channel == "subscribe" and tpl.template_id:
+            sandbox.add_template(tpl.template_id, {i.key: i.key for i in tpl.items},
+                                 title=tpl.name, long_term=tpl.long_term,
+                                 enums={k: list(v) for k, v in tpl.enums.items()})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sandbox.wechat",
@@ -1283,6 +1294,14 @@ def main(argv: list[str] | None = None) -> int:
         help=f"may repeat; default {DEFAULT_APPID}:{DEFAULT_SECRET}",
     )
     parser.add_argument("--port-file", help="write the bound port here once listening")
+    parser.add_argument("--templates", metavar="FILE",
+                        help="a templates.yaml whose subscribe templates the sandbox knows and "
+                             "lists (for check --remote and templates pull by hand)")
+    parser.add_argument("--push", metavar="URL",
+                        help="push events to this receiver like WeChat (e.g. "
+                             "http://127.0.0.1:8080/wechat/push); needs --push-token")
+    parser.add_argument("--push-token", help="the app's push Token (as in config.yaml)")
+    parser.add_argument("--push-aes-key", help="its EncodingAESKey: safe mode (else plain)")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -1301,6 +1320,15 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
     ).start()
+    if args.templates:
+        _add_templates_file(sandbox, args.templates)
+    if args.push:
+        if not args.push_token:
+            parser.error("--push needs --push-token")
+        for appid in sandbox.apps:
+            sandbox.push_to(appid, args.push, token=args.push_token,
+                            aes_key=args.push_aes_key,
+                            mode="safe" if args.push_aes_key else "plain")
     try:
         if args.port_file:
             _write_port_file(args.port_file, sandbox.port)

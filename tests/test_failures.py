@@ -218,11 +218,13 @@ def test_rate_limit_holds_over_a_backlog(db, sandbox, runtime_factory):
     dispatch.run(rt)
     times = sorted(a.at for a in sandbox.attempts)
     assert len(times) == n
-    # at most `rate` sends in any one-second window, the first second included (arrival
-    # times at the sandbox jitter by a few ms, hence the 0.98 s window)
+    # at most `rate` sends in any one-second window, the first second included. Herald
+    # spaces the sends' starts; the sandbox sees their arrival, which a loaded machine
+    # delays by up to tens of ms, hence the 0.9 s window (a full first bucket, the old
+    # bug, put 2 x rate in the first second)
     span = times[-1] - times[0]
-    assert span >= (n - rate) / rate * 0.98
-    worst = max(sum(1 for u in times if t <= u < t + 0.98) for t in times)
+    assert span >= (n - rate) / rate * 0.95
+    worst = max(sum(1 for u in times if t <= u < t + 0.9) for t in times)
     assert worst <= rate
 
 
