@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from wsgiref.simple_server import WSGIServer
 
 from peewee import Database
@@ -41,8 +42,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 import clock
+from db.heartbeat import seen
 from db.models import STATUSES
-from db.queue import counts_by_status, oldest_due_wait
+from db.queue import (
+    counts_by_status,
+    held_for_grant,
+    oldest_due_wait,
+    pending_events,
+    receipts_since,
+)
 from logs import redact
 from version import __version__
 
@@ -74,6 +82,7 @@ class Metrics:
         now: Callable[[], datetime] = clock.now,
         max_templates: int = MAX_TEMPLATES,
         reload_failures: Callable[[], int] | None = None,
+        missing_after: float = 1800.0,
     ) -> None:
         self.registry = CollectorRegistry()
         Info("herald_build", "Herald's version", registry=self.registry).info(
@@ -99,7 +108,7 @@ class Metrics:
         self._job_last_ok = _LastSuccess()
         self.registry.register(self._job_last_ok)
         if db is not None:
-            self.registry.register(QueueCollector(db, now=now))
+            self.registry.register(QueueCollector(db, now=now, missing_after=missing_after))
         if token_expiry is not None:
             self.registry.register(TokenExpiryCollector(token_expiry, now=now))
         if reload_failures is not None:
@@ -165,13 +174,16 @@ class QueueCollector(Collector):
     database could not be read, so a scrape still returns the other metrics.
     """
 
-    def __init__(self, db: Database, *, now: Callable[[], datetime] = clock.now) -> None:
+    def __init__(self, db: Database, *, now: Callable[[], datetime] = clock.now,
+                 missing_after: float = 1800.0) -> None:
         self.db = db
         self.now = now
+        # receipts, grants and pushes, read on the same connection in the same scrape
+        self.truth = TruthCollector(db, missing_after=missing_after, now=now)
 
     def describe(self) -> Iterable[Metric]:
         # given, so registering does not run collect() (and query the database)
-        return list(self._families())
+        return [*self._families(), *self.truth.describe()]
 
     def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         return (
@@ -186,7 +198,7 @@ class QueueCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         rows, oldest, up = self._families()
         try:
-            counts, age = self._read()
+            counts, age, truth = self._read()
         except Exception as exc:  # noqa: BLE001 - a scrape must not fail with the database
             log.warning("metrics: cannot read the queue: %s", redact(str(exc)))
             up.add_metric([], 0)
@@ -197,21 +209,92 @@ class QueueCollector(Collector):
         oldest.add_metric([], age)
         up.add_metric([], 1)
         yield from (rows, oldest, up)
+        yield from truth
 
-    def _read(self) -> tuple[dict[str, int], float]:
-        if not self.db.is_closed():
-            # a caller's thread with its own open connection (a job, a test): reuse it
-            # and leave it open, it is not ours to close
-            return self._query()
-        # a scrape thread: open, query, close (connection_context closes on exit)
-        with self.db.connection_context():
-            return self._query()
+    def _read(self) -> tuple[dict[str, int], float, list[Metric]]:
+        # a caller's thread with its own open connection (a job, a test) is reused and
+        # left open; a scrape thread opens, queries and closes
+        with _connection(self.db):
+            counts, age = self._query()
+            return counts, age, list(self.truth.collect())
 
     def _query(self) -> tuple[dict[str, int], float]:
         now = self.now()
         oldest = oldest_due_wait(now)
         age = max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
         return counts_by_status(), age
+
+
+class TruthCollector(Collector):
+    """What Herald knows beyond "WeChat said 0", read at each scrape.
+
+    herald_receipts{state}: rows sent in the last hour by receipt: delivered, failed,
+    missing (none after receipts.missing_after), awaiting (none yet). A rising share of
+    missing is the "accepted but never delivered" alert (README).
+    herald_rows_held_for_grant: rows waiting for a user's grant (grants.on_missing hold).
+    herald_push_events_pending: pushed facts not applied yet.
+    herald_push_events_total{result}: pushes the web side (serve) stored, found to be
+    duplicates, or refused by cause, summed over the live `serve` processes' heartbeats.
+    """
+
+    WINDOW = timedelta(hours=1)
+
+    def __init__(self, db: Database, *, missing_after: float,
+                 now: Callable[[], datetime] = clock.now) -> None:
+        self.db = db
+        self.missing_after = timedelta(seconds=missing_after)
+        self.now = now
+
+    def _families(self) -> tuple[GaugeMetricFamily, ...]:
+        return (
+            GaugeMetricFamily("herald_receipts", "Rows sent in the last hour, by receipt",
+                              labels=["state"]),
+            GaugeMetricFamily("herald_rows_held_for_grant",
+                              "Rows held until their user grants the template again"),
+            GaugeMetricFamily("herald_push_events_pending", "push_event rows not applied yet"),
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return [*self._families(), CounterMetricFamily(
+            "herald_push_events", "Pushes received by the web side", labels=["result"])]
+
+    def collect(self) -> Iterable[Metric]:
+        receipts, held, pending = self._families()
+        pushes = CounterMetricFamily("herald_push_events", "Pushes received by the web side",
+                                     labels=["result"])
+        try:
+            with _connection(self.db):
+                now = self.now()
+                r = receipts_since(self.db, now - self.WINDOW, now - self.missing_after)
+                rows, _users = held_for_grant(self.db)
+                waiting = pending_events(self.db)
+                totals: dict[str, int] = {}
+                for seen_ in seen(self.db, now):
+                    if seen_.role == "serve" and seen_.alive:
+                        for what, n in (seen_.info.get("pushes") or {}).items():
+                            if isinstance(n, int):
+                                totals[str(what)] = totals.get(str(what), 0) + n
+        except Exception as exc:  # noqa: BLE001 - never fail the whole scrape
+            log.warning("metrics: cannot read receipts and grants: %s", redact(str(exc)))
+            return
+        for state in ("delivered", "failed", "missing", "awaiting"):
+            receipts.add_metric([state], getattr(r, state))
+        held.add_metric([], rows)
+        pending.add_metric([], waiting)
+        for what, n in sorted(totals.items()):
+            pushes.add_metric([what], n)
+        yield from (receipts, held, pending, pushes)
+
+
+@contextmanager
+def _connection(db: Database) -> Iterator[None]:
+    """Reuse a caller's open connection (a job, a test); a scrape thread opens its own
+    and closes it (each scrape runs on a new thread)."""
+    if not db.is_closed():
+        yield
+        return
+    with db.connection_context():
+        yield
 
 
 class TokenExpiryCollector(Collector):

@@ -202,7 +202,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         rt.metrics = Metrics(db=rt.db, token_expiry=lambda: {
             a: rt.tokens.expires_at(a) for a in rt.config.apps},
-            reload_failures=lambda: rt.templates.failures)
+            reload_failures=lambda: rt.templates.failures,
+            missing_after=cfg.receipts.missing_after)
         assert cfg.metrics.host is not None and cfg.metrics.port is not None  # listen set
         try:
             server = start_server(rt.metrics, cfg.metrics.host, cfg.metrics.port)

@@ -28,10 +28,14 @@ from db.heartbeat import seen
 from db.models import STATUSES
 from db.queue import (
     OPEN_STATES,
+    RECEIPT_WINDOW_HOURS,
     counts_by_status,
     failed_since,
+    held_for_grant,
     oldest_due,
     open_rows,
+    pending_events,
+    receipts_since,
     recent_failures,
 )
 from db.schema import VERSION, state
@@ -81,11 +85,34 @@ def gather(db: Database, cfg: Config, now: datetime, failures: int = 10) -> dict
         {"app": app, "reason": str(reason), "daemon": d["daemon_id"]}
         for d in report["daemons"] if d["alive"]
         for app, reason in sorted((d["info"].get("alerts") or {}).items())]
+    report["receipts"], report["grants"], report["pushes"] = _delivery_truth(
+        db, cfg, now, report["daemons"], section)
     report["recent_failures"] = [
         {"id": f.id, "app": f.app, "template": f.template, "errcode": f.errcode,
          "error": f.error, "updated_at": human.iso(f.updated_at)}
         for f in section("recent failures", lambda: recent_failures(db, failures)) or []]
     return report
+
+
+def _delivery_truth(db: Database, cfg: Config, now: datetime, daemons: list[dict[str, Any]],
+                    section: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Receipts of the last day, rows held for a grant, what the web side received."""
+    since = now - timedelta(hours=RECEIPT_WINDOW_HOURS)
+    missing_after = cfg.receipts.missing_after
+    found = section("receipts", lambda: receipts_since(
+        db, since, now - timedelta(seconds=missing_after)))
+    receipts = {"window_hours": RECEIPT_WINDOW_HOURS, "missing_after_seconds": missing_after,
+                **(vars(found) if found is not None else {})}
+    held = section("grants", lambda: held_for_grant(db)) or (0, 0)
+    grants = {"on_missing": cfg.grants.on_missing, "rows_held": held[0], "users_held": held[1]}
+    counts: dict[str, int] = {}
+    for d in daemons:
+        if d["role"] == "serve" and d["alive"]:
+            for what, n in (d["info"].get("pushes") or {}).items():
+                if isinstance(n, int):
+                    counts[str(what)] = counts.get(str(what), 0) + n
+    pushes = {"received": counts, "pending": section("pushes", lambda: pending_events(db))}
+    return receipts, grants, pushes
 
 
 def _by_template(opened: list[Any], failed: list[tuple[str | None, str, int]]
@@ -167,6 +194,7 @@ def lines(report: dict[str, Any], now: datetime) -> list[str]:
         text += ["", _table_head(), *(_table_row(e) for e in report["by_template"])]
     text += ["", *_daemon_lines(report["daemons"], now)]
     text += _token_lines(report["tokens"], now)
+    text += _truth_lines(report)
     if report["alerts"]:
         text.append("configuration alerts:")
         text += [f"  app {a['app']}: {a['reason']}" for a in report["alerts"]]
@@ -180,6 +208,27 @@ def lines(report: dict[str, Any], now: datetime) -> list[str]:
     if report["problems"]:
         text += ["", *(f"note: {p}" for p in report["problems"])]
     return text
+
+
+def _truth_lines(report: dict[str, Any]) -> list[str]:
+    r, g, p = report.get("receipts") or {}, report.get("grants") or {}, report.get("pushes") or {}
+    out = []
+    if "delivered" in r:
+        minutes = round(r["missing_after_seconds"] / 60)
+        out.append(f"receipts (sent in the last {r['window_hours']} h): {r['delivered']} "
+                   f"delivered, {r['failed']} failed, {r['missing']} none after {minutes} min, "
+                   f"{r['awaiting']} awaiting")
+    if g.get("rows_held"):
+        out.append(f"grants: {g['rows_held']} rows held for a grant ({g['users_held']} users)")
+    received = p.get("received") or {}
+    if received or p.get("pending"):
+        refused = ", ".join(f"{n} {k.removeprefix('refused:')}" for k, n in
+                            sorted(received.items()) if k.startswith("refused:"))
+        out.append(f"pushes (web side, since it started): {received.get('stored', 0)} stored, "
+                   f"{received.get('duplicate', 0)} duplicates"
+                   + (f", refused: {refused}" if refused else "")
+                   + f"; {p.get('pending') or 0} waiting to be applied")
+    return out
 
 
 _COLUMNS = (("due", "due"), ("scheduled", "sched"), ("retrying", "retry"),

@@ -137,3 +137,47 @@ def recent_failures(db: Database, limit: int) -> list[Failure]:
 __all__ = ["HELD_PREFIXES", "OPEN_STATES", "WAIT_STATES", "Failure", "OpenCount",
            "counts_by_status", "due_count", "failed_since", "oldest_due_wait", "open_rows",
            "open_state", "recent_failures"]
+
+
+RECEIPT_WINDOW_HOURS = 24
+
+
+@dataclass(frozen=True)
+class Receipts:
+    """What became of the rows sent since a moment (sent_at is set on every delivery)."""
+
+    delivered: int = 0
+    failed: int = 0
+    missing: int = 0  # no receipt although sent longer ago than receipts.missing_after
+    awaiting: int = 0  # no receipt yet, sent more recently
+
+
+def receipts_since(db: Database, since: datetime, missing_before: datetime) -> Receipts:
+    """Receipt states of rows sent after `since` (the msg_list_sent index range)."""
+    d_missing = MsgList.sent_at < missing_before
+    query = (MsgList.select(MsgList.receipt, d_missing.alias("old"), fn.COUNT(SQL("*")))
+             .where(MsgList.sent_at >= since)
+             .group_by(MsgList.receipt, d_missing).tuples())
+    out = {"delivered": 0, "failed": 0, "missing": 0, "awaiting": 0}
+    for receipt, old, n in query:
+        if receipt in ("delivered", "failed"):
+            out[str(receipt)] += int(n)
+        elif receipt is None:
+            out["missing" if old else "awaiting"] += int(n)
+    return Receipts(**out)
+
+
+def held_for_grant(db: Database) -> tuple[int, int]:
+    """(rows, users) waiting for a grant under grants.on_missing: hold."""
+    held = (MsgList.status == "wait") & MsgList.error.startswith("held: no grant")
+    row = (MsgList.select(fn.COUNT(SQL("*")), fn.COUNT(MsgList.openid.distinct()))
+           .where(held).tuples().first())
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def pending_events(db: Database) -> int:
+    """push_event rows not applied yet (receipts waiting for their row, or a backlog)."""
+    from db.models import PushEvent
+
+    return int(PushEvent.select(fn.COUNT(SQL("*"))).where(PushEvent.applied_at.is_null())
+               .scalar() or 0)
