@@ -49,6 +49,7 @@ V2_MYSQL_INDEXES = (
     "CREATE INDEX msg_list_msgid ON msg_list (msgid)",
     "CREATE INDEX msg_list_parent ON msg_list (parent_id)",
     "CREATE INDEX msg_list_openid ON msg_list (openid, id)",
+    "CREATE INDEX msg_list_sent ON msg_list (sent_at, receipt)",
 )
 
 # SQLite v1 databases may hold rows whose times are not in Herald's form (the v2

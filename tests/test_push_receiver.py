@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +286,41 @@ def test_hostile_pushes_are_refused_and_store_nothing(receiver, caplog, case: st
     lines = [rec.getMessage() for rec in caplog.records if rec.name == "herald.push"]
     assert len(lines) == 1 and "push refused" in lines[0]
     assert MARKER not in lines[0] and KEY not in lines[0] and TOKEN not in lines[0]
+
+
+def test_status_and_metrics_show_receipts_grants_and_pushes(receiver) -> None:
+    from commands.status import gather, lines
+    from metrics import QueueCollector
+
+    db = receiver["db"]
+    now = clock.now()
+    sent_ok = insert_sql(db, template="order_status", openid="oS1", params="[]")
+    sent_lost = insert_sql(db, template="order_status", openid="oS2", params="[]")
+    with db.connection_context():
+        MsgList.update(status="success", msgid="501", sent_at=now).where(
+            MsgList.id == sent_ok).execute()
+        MsgList.update(status="success", msgid="502",
+                       sent_at=now - timedelta(hours=2)).where(
+            MsgList.id == sent_lost).execute()
+    q, b = safe_push(sent("oS1", "501"))
+    requests.post(f"{receiver['url']}/wechat/push", params=q, data=b, timeout=5)
+    apply(receiver)
+    bad_q, bad_b = safe_push(sent("oS1", "503"))
+    requests.post(f"{receiver['url']}/wechat/push",
+                  params={**bad_q, "msg_signature": "0" * 40}, data=bad_b, timeout=5)
+    with db.connection_context():
+        from db import heartbeat
+
+        heartbeat.beat(db, daemon_id="web-1", role="serve", started_at=now, now=now,
+                       info={"pushes": receiver["ctx"].push_receiver.snapshot()})
+        report = gather(db, receiver["cfg"], now)
+        text = "\n".join(lines(report, now))
+        families = {f.name: f for f in QueueCollector(db, missing_after=1800).collect()}
+    assert report["receipts"]["delivered"] == 1 and report["receipts"]["missing"] == 1
+    assert report["pushes"]["received"] == {"stored": 1, "refused:bad msg_signature": 1}
+    assert "1 delivered, 0 failed, 1 none after 30 min" in text
+    assert "refused: 1 bad msg_signature" in text
+    receipts = {s.labels["state"]: s.value for s in families["herald_receipts"].samples}
+    assert receipts == {"delivered": 1, "failed": 0, "missing": 0, "awaiting": 0}  # last hour
+    pushed = {s.labels["result"]: s.value for s in families["herald_push_events"].samples}
+    assert pushed == {"stored": 1, "refused:bad msg_signature": 1}
