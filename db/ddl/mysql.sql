@@ -55,7 +55,9 @@ CREATE TABLE IF NOT EXISTS msg_list (
     -- one user's messages by openid
     KEY msg_list_msgid (msgid),
     KEY msg_list_parent (parent_id),
-    KEY msg_list_openid (openid, id)
+    KEY msg_list_openid (openid, id),
+    -- the console's sends per minute and receipts over the last hours (index only)
+    KEY msg_list_sent (sent_at, receipt)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE IF NOT EXISTS access_token (

@@ -53,6 +53,9 @@ CREATE INDEX IF NOT EXISTS msg_list_parent ON msg_list (parent_id) WHERE parent_
 -- Looking up one user's messages (show, console search); counts per status.
 CREATE INDEX IF NOT EXISTS msg_list_openid ON msg_list (openid, id);
 CREATE INDEX IF NOT EXISTS msg_list_status ON msg_list (status, updated_at);
+-- The console's sends per minute and receipts over the last hours: a range of sent_at,
+-- answered from the index alone.
+CREATE INDEX IF NOT EXISTS msg_list_sent ON msg_list (sent_at, receipt) WHERE sent_at IS NOT NULL;
 
 -- Wake idle daemons at once when a row arrives (they LISTEN herald_msg_list; polling
 -- stays the fallback). Once per statement: a bulk insert is one notification, and

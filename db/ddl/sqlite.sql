@@ -47,6 +47,9 @@ CREATE INDEX IF NOT EXISTS msg_list_msgid ON msg_list (msgid) WHERE msgid IS NOT
 CREATE INDEX IF NOT EXISTS msg_list_parent ON msg_list (parent_id) WHERE parent_id IS NOT NULL;
 -- Looking up one user's messages (show, console search).
 CREATE INDEX IF NOT EXISTS msg_list_openid ON msg_list (openid, id);
+-- The console's sends per minute and receipts over the last hours: a range of sent_at,
+-- answered from the index alone.
+CREATE INDEX IF NOT EXISTS msg_list_sent ON msg_list (sent_at, receipt) WHERE sent_at IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS access_token (
     app          VARCHAR(32) PRIMARY KEY,           -- configured app name
