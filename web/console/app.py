@@ -99,9 +99,10 @@ class Console:
         except Refused as exc:
             resp = self.error(req, exc.status, str(exc))
         except (OperationalError, InterfaceError) as exc:
-            log.error("console: database unreachable: %s", redact(str(exc))[:300])
-            resp = self.error(req, 503, "the database cannot be reached right now; the "
-                              "serve log has the details / 数据库暂时无法连接")
+            log.error("console: the database did not answer: %s", redact(str(exc))[:300])
+            resp = self.error(req, 503, "the database could not answer (unreachable, busy, "
+                              "or its schema is not what this Herald expects); the serve log "
+                              "has the details / 数据库暂时无法应答")
         except Exception as exc:  # noqa: BLE001 - a bug must not show a traceback
             ref = uuid.uuid4().hex[:8]
             kind = "database error" if isinstance(exc, DatabaseError) else "bug"

@@ -21,6 +21,7 @@ import base64
 import getpass
 import hashlib
 import hmac
+import math
 import secrets
 import sys
 import threading
@@ -247,8 +248,8 @@ class LoginLimiter:
             for kind, key in (("user", user), ("address", address)):
                 times = self._recent(kind, key, now)
                 if times is not None and len(times) >= self.limits[kind]:
-                    wait = max(1, int(times[0] + self.window - now) + 1)
-                    minutes = (wait + 59) // 60
+                    wait = max(1.0, times[0] + self.window - now)
+                    minutes = math.ceil(wait / 60)
                     who = "this user" if kind == "user" else "your address"
                     return (f"too many failed logins for {who}; try again in {minutes} "
                             f"minute{'s' if minutes != 1 else ''} / 登录失败次数过多，"

@@ -39,17 +39,18 @@ def native_to_text(value: str, what: str) -> str:
 
 
 def parse_pairs(raw: bytes, what: str) -> dict[str, str]:
-    """application/x-www-form-urlencoded bytes -> {name: first value}, strictly."""
+    """application/x-www-form-urlencoded bytes -> {name: first value}, strictly: raw
+    bytes and %-escapes alike must be UTF-8."""
     try:
-        pairs = parse_qsl(raw, keep_blank_values=True, max_num_fields=MAX_FIELDS)
+        text_value = raw.decode("utf-8")
+        pairs = parse_qsl(text_value, keep_blank_values=True, max_num_fields=MAX_FIELDS,
+                          encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:  # (a ValueError: caught first)
+        raise BadInput(f"the {what} is not valid UTF-8") from None
     except ValueError:
         raise BadInput(f"the {what} has more than {MAX_FIELDS} fields") from None
     out: dict[str, str] = {}
-    for name_b, value_b in pairs:
-        try:
-            name, value = name_b.decode("utf-8"), value_b.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadInput(f"the {what} is not valid UTF-8") from None
+    for name, value in pairs:
         out.setdefault(name, value)
     return out
 
