@@ -34,7 +34,7 @@ from tests.console_support import (
     page_csrf,
     seed,
 )
-from tests.support import ROOT, clean_env
+from tests.support import ROOT, clean_env, wait_for
 from web.console import auth
 from web.console.chart import nice_ceiling, sends_svg
 
@@ -602,3 +602,32 @@ def test_chart() -> None:
     svg = str(sends_svg(minutes, start))
     assert "<path" in svg and "7 sent" in svg and "peak 7/min at 01:00" in svg
     assert "03:00" in svg and "<script" not in svg and "style=" not in svg
+
+
+def test_snapshot_cache_serves_stale_then_refreshes_in_the_background() -> None:
+    import threading
+    from datetime import UTC, datetime
+
+    from web.console.overview import Snapshot, SnapshotCache
+
+    clock = FakeClock()
+    calls: list[int] = []
+    release = threading.Event()
+
+    def compute() -> Snapshot:
+        calls.append(1)
+        if len(calls) > 1:
+            release.wait(10)
+        return Snapshot(at=datetime.now(UTC), took=len(calls) * 0.1, totals={"wait": len(calls)},
+                        grid=[], grid_capped=False, failures=[], chart_start=datetime.now(UTC),
+                        per_minute=[], receipts={}, oldest_due=None, due=0)
+
+    cache = SnapshotCache(compute, ttl=10, clock=clock)
+    assert cache.get().totals == {"wait": 1}
+    clock.t += 11
+    assert cache.get().totals == {"wait": 1}  # stale, at once; a refresh has started
+    release.set()
+    assert wait_for(lambda: cache.get().totals == {"wait": 2}, 10)
+    clock.t += 11  # within max(ttl, 10 x took=0.2 s): still fresh enough
+    cache.invalidate()
+    assert cache.get().totals == {"wait": 3}  # after an action: computed now

@@ -150,16 +150,19 @@ class SnapshotCache:
         self._value: Snapshot | None = None
         self._taken = 0.0
         self._refreshing = False
+        self._generation = 0  # bumped by invalidate(): a refresh begun before is dropped
 
     def get(self) -> Snapshot:
         with self._lock:
             value, taken = self._value, self._taken
         if value is None:
             with self._first:
-                if self._value is None:
-                    self._store(self.compute())
-                assert self._value is not None
-                return self._value
+                current = self._value
+                if current is None:
+                    generation = self._generation
+                    current = self.compute()
+                    self._store(current, generation)
+                return current
         # at least `ttl`, and ten times what the last count took: watching the overview
         # never costs more than a tenth of a core, however big the table
         if self.clock() - taken >= max(self.ttl, 10 * value.took):
@@ -170,10 +173,12 @@ class SnapshotCache:
         """An operator changed rows: the next request waits for fresh numbers."""
         with self._lock:
             self._value = None
+            self._generation += 1
 
-    def _store(self, value: Snapshot) -> None:
+    def _store(self, value: Snapshot, generation: int) -> None:
         with self._lock:
-            self._value, self._taken = value, self.clock()
+            if generation == self._generation:
+                self._value, self._taken = value, self.clock()
 
     def _refresh_later(self) -> None:
         with self._lock:
@@ -183,8 +188,9 @@ class SnapshotCache:
         threading.Thread(target=self._refresh, name="console-overview", daemon=True).start()
 
     def _refresh(self) -> None:
+        generation = self._generation
         try:
-            self._store(self.compute())
+            self._store(self.compute(), generation)
         except Exception as exc:  # noqa: BLE001 - the stale numbers stay; the log says why
             log.warning("console: overview not refreshed: %s", redact(str(exc))[:300])
         finally:
