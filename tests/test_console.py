@@ -631,3 +631,11 @@ def test_snapshot_cache_serves_stale_then_refreshes_in_the_background() -> None:
     clock.t += 11  # within max(ttl, 10 x took=0.2 s): still fresh enough
     cache.invalidate()
     assert cache.get().totals == {"wait": 3}  # after an action: computed now
+
+
+def test_a_heartbeat_row_with_garbage_does_not_break_the_daemons_page(world) -> None:
+    base, _, db = world
+    db.execute_sql("INSERT INTO herald_daemon (daemon_id, role, host, pid, version, info) "
+                   "VALUES ('odd', 'run', 'h', 'not-a-pid', 'x', 'not json')")
+    r = login(base).get(base + "/daemons", timeout=10)
+    assert r.status_code == 200 and "odd" in r.text and "host:1:run" in r.text

@@ -101,11 +101,37 @@ class Daemon:
 
 
 def daemons(db: Database, now: datetime) -> list[Daemon]:
+    try:
+        seen = heartbeat.seen(db, now)
+    except (TypeError, ValueError):
+        # heartbeat.seen reads pid as an integer; a row another program wrote with a
+        # pid that is none must not take the page down: read them one by one instead
+        seen = _seen_one_by_one(db, now)
     out = []
-    for s in heartbeat.seen(db, now):
+    for s in seen:
         out.append(Daemon(s, token_expiry(s.info.get("tokens")),
                           _alerts(s.info.get("alerts")), _other(s.info)))
     return out
+
+
+def _seen_one_by_one(db: Database, now: datetime) -> list[heartbeat.Seen]:
+    out = []
+    for raw in sql.rows(db, "SELECT daemon_id, role, host, pid, version, started_at, "
+                            "last_seen, last_dispatch FROM herald_daemon"):
+        daemon_id, role, host, pid, version, started, last, dispatched = raw
+        last_seen = ts(last)
+        pid_value = num(pid)
+        out.append(heartbeat.Seen(
+            str(txt(daemon_id)), str(txt(role)), str(txt(host)),
+            pid_value if isinstance(pid_value, int) else 0, str(txt(version)),
+            _dt(ts(started)), _dt(last_seen), _dt(ts(dispatched)), {},
+            alive=isinstance(last_seen, datetime)
+            and now - last_seen <= heartbeat.STALE_AFTER))
+    return out
+
+
+def _dt(value: object) -> datetime | None:
+    return value if isinstance(value, datetime) else None
 
 
 def token_expiry(value: object) -> list[tuple[str, datetime | Bad | None]]:
