@@ -1,0 +1,290 @@
+"""The console as one WSGI app: the guard every request passes, then a page.
+
+Order for each request: decode the path (UTF-8 or 400); /static/ and /login are open;
+everything else needs a session (a guest is sent to /login); a POST needs the session's
+CSRF token, and an action the operator role. Whatever a handler raises becomes a page
+with a status and a message: 400/403/404 for the request's fault, 503 when the
+database cannot be reached, 500 (logged with its traceback, never shown) for a bug.
+Every page goes out with a strict CSP and no-store, and is checked for the configured
+secrets on the way (a last line of defence: no page selects them in the first place).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets as random
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from peewee import DatabaseError, InterfaceError, OperationalError
+
+import clock
+from logs import redact
+from web.console import actions, auth, overview, pages
+from web.console.http import (
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    Refused,
+    Req,
+    context,
+    cookie,
+    html,
+    redirect,
+)
+from web.console.inputs import BadInput, NotFound, native_to_text, query_of, safe_next, text
+from web.console.render import Renderer
+from web.wsgi import Environ, Response, StartResponse
+
+log = logging.getLogger("herald.console")
+
+STATIC = Path(__file__).resolve().parent / "static"
+STATIC_TYPES = {".css": "text/css; charset=utf-8", ".svg": "image/svg+xml",
+                ".png": "image/png", ".ico": "image/x-icon"}
+CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
+SECURITY_HEADERS = [
+    ("Content-Security-Policy", CSP), ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+]
+MIN_SCRUBBED = 6  # shorter configured secrets would mask ordinary words
+
+Handler = Callable[[Req], Response]
+
+
+class Console:
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.config
+        self.db = ctx.db
+        self.renderer = Renderer()
+        self.sessions = auth.SessionStore(self.cfg.console.session_ttl)
+        self.limiter = auth.LoginLimiter()
+        self.accounts = auth.accounts(self.cfg.console.users)
+        self.cache = overview.SnapshotCache(self._snapshot)
+        self.secrets = configured_secrets(self.cfg, ctx.templates.current)
+        self.static = {p.name: p for p in STATIC.iterdir() if p.suffix in STATIC_TYPES}
+        page = pages.Pages(self)
+        act = actions.Actions(self)
+        # (pattern, method -> handler, operator only)
+        self.routes: list[tuple[re.Pattern[str], dict[str, Handler], bool]] = [
+            (re.compile(r"/"), {"GET": page.overview}, False),
+            (re.compile(r"/messages"), {"GET": page.messages}, False),
+            (re.compile(r"/messages/(?P<id>[^/]{1,40})"), {"GET": page.message}, False),
+            (re.compile(r"/failures"), {"GET": page.failures}, False),
+            (re.compile(r"/templates"), {"GET": page.templates}, False),
+            (re.compile(r"/grants"), {"GET": page.grants}, False),
+            (re.compile(r"/daemons"), {"GET": page.daemons}, False),
+            (re.compile(r"/logout"), {"POST": self.logout}, False),
+            (re.compile(r"/actions/retry"), {"POST": act.retry}, True),
+            (re.compile(r"/actions/cancel"), {"POST": act.cancel}, True),
+        ]
+
+    # ------------------------------------------------------------- WSGI
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        started = time.monotonic()
+        req: Req | None = None
+        try:
+            req = Req(environ, native_to_text(str(environ.get("PATH_INFO", "/")) or "/",
+                                              "path"), {})
+            req.query = query_of(environ)
+            resp = self.dispatch(req)
+        except (BadInput, NotFound) as exc:
+            resp = self.error(req, exc.status, str(exc))
+        except Refused as exc:
+            resp = self.error(req, exc.status, str(exc))
+        except (OperationalError, InterfaceError) as exc:
+            log.error("console: the database did not answer: %s", redact(str(exc))[:300])
+            resp = self.error(req, 503, "the database could not answer (unreachable, busy, "
+                              "or its schema is not what this Herald expects); the serve log "
+                              "has the details / 数据库暂时无法应答")
+        except Exception as exc:  # noqa: BLE001 - a bug must not show a traceback
+            ref = uuid.uuid4().hex[:8]
+            kind = "database error" if isinstance(exc, DatabaseError) else "bug"
+            log.exception("console: %s on %s %s (ref %s)", kind,
+                          environ.get("REQUEST_METHOD"), redact(str(environ.get("PATH_INFO"))
+                                                               )[:200], ref)
+            resp = self.error(req, 500, f"something went wrong on our side (ref {ref}); "
+                              "the serve log has the details / 服务器内部错误")
+        resp = self.finish(resp)
+        took = time.monotonic() - started
+        if took > 1.0:
+            log.info("console: %s %s took %.2f s", environ.get("REQUEST_METHOD"),
+                     redact(str(environ.get("PATH_INFO")))[:200], took)
+        return resp(environ, start_response)
+
+    def dispatch(self, req: Req) -> Response:
+        if req.path.startswith("/static/"):
+            return self.serve_static(req)
+        if req.path == "/login":
+            if req.method == "POST":
+                return self.login_post(req)
+            if req.method in ("GET", "HEAD"):
+                return self.login_form(req)
+            raise Refused("method not allowed", 405)
+        req.session = self.sessions.get(req.cookies().get(SESSION_COOKIE))
+        if req.session is None:
+            # a guest sees nothing but the login page; a GET comes back here after it
+            target = req.target if req.method == "GET" else "/"
+            return redirect("/login" + ("" if target == "/" else "?next=" + _quote(target)))
+        for pattern, methods, operator_only in self.routes:
+            m = pattern.fullmatch(req.path)
+            if m is None:
+                continue
+            handler = methods.get("GET" if req.method == "HEAD" else req.method)
+            if handler is None:
+                raise Refused("method not allowed", 405)
+            req.params = m.groupdict()
+            if req.method == "POST":
+                self.check_csrf(req)
+                if operator_only and not req.session.operator:
+                    log.warning("console: %s (viewer) refused %s from %s", req.session.user,
+                                req.path, req.remote)
+                    raise Refused("this needs the operator role; you are a viewer / "
+                                  "需要 operator 角色")
+            return handler(req)
+        raise NotFound("no such page / 页面不存在")
+
+    def check_csrf(self, req: Req) -> None:
+        assert req.session is not None
+        if not auth.tokens_equal(req.form().get("csrf_token"), req.session.csrf):
+            log.warning("console: %s: POST %s without a valid CSRF token from %s",
+                        req.session.user, req.path, req.remote)
+            raise Refused("the form's CSRF token is missing or wrong; reload the page and "
+                          "try again / 表单已失效，请刷新页面重试")
+
+    def finish(self, resp: Response) -> Response:
+        headers = [h for h in resp.headers if h[0].lower() != "cache-control"]
+        cache = next((v for k, v in resp.headers if k.lower() == "cache-control"), "no-store")
+        resp.headers = [*headers, ("Cache-Control", cache), *SECURITY_HEADERS]
+        if resp.content_type.startswith("text/html") and self.secrets:
+            resp.body = self.scrub(resp.body)
+        return resp
+
+    def scrub(self, body: bytes) -> bytes:
+        for secret in self.secrets:
+            if secret in body:
+                log.error("console: a page held a configured secret; it was masked")
+                body = body.replace(secret, b"&lt;secret&gt;")
+        return body
+
+    def error(self, req: Req | None, status: int, message: str) -> Response:
+        if req is None:
+            req = Req({}, "/", {})
+        body = self.renderer.page("error.html", **context(req, title=f"{status}",
+                                                          status=status, message=message))
+        return html(body, status)
+
+    # ------------------------------------------------------------- login
+
+    def login_form(self, req: Req, *, message: str = "", status: int = 200,
+                   username: str = "", target: str | None = None) -> Response:
+        token = random.token_urlsafe(24)
+        body = self.renderer.page("login.html", **context(
+            req, title="Log in / 登录", message=message, login_csrf=token, username=username,
+            next=target or safe_next(req.query.get("next"))))
+        return html(body, status, [("Set-Cookie", cookie(
+            LOGIN_COOKIE, token, max_age=3600, secure=self.cfg.console.cookie_secure,
+            path="/login"))])
+
+    def login_post(self, req: Req) -> Response:
+        form = req.form()
+        if not auth.tokens_equal(form.get("csrf_token"), req.cookies().get(LOGIN_COOKIE, "")):
+            log.warning("console: login POST without a valid CSRF token from %s", req.remote)
+            return self.login_form(req, status=403, target=safe_next(form.get("next")),
+                                   message="the login form expired or came from elsewhere; "
+                                           "try again / 登录表单已失效，请重试")
+        username = (text(form, "username", limit=64) or "")
+        password = form.get("password", "")
+        target = safe_next(form.get("next"))
+        key = username.lower()
+        blocked = self.limiter.blocked(key, req.remote)
+        if blocked:
+            log.warning("console: login for %r from %s refused: rate limited", username,
+                        req.remote)
+            return self.login_form(req, status=429, message=blocked, username=username,
+                                   target=target)
+        account = auth.authenticate(self.accounts, username, password) if password else None
+        if account is None:
+            self.limiter.failed(key, req.remote)
+            log.warning("console: failed login for %r from %s", username, req.remote)
+            return self.login_form(req, status=401, username=username, target=target,
+                                   message="wrong user name or password / 用户名或密码错误")
+        self.limiter.succeeded(key)
+        self.sessions.drop(req.cookies().get(SESSION_COOKIE))  # no session fixation
+        session_id, _ = self.sessions.create(account.name, account.role)
+        log.info("console: %s (%s) logged in from %s", account.name, account.role, req.remote)
+        return redirect(target, [
+            ("Set-Cookie", cookie(SESSION_COOKIE, session_id,
+                                  max_age=int(self.cfg.console.session_ttl),
+                                  secure=self.cfg.console.cookie_secure)),
+            ("Set-Cookie", cookie(LOGIN_COOKIE, "", max_age=0,
+                                  secure=self.cfg.console.cookie_secure, path="/login"))])
+
+    def logout(self, req: Req) -> Response:
+        assert req.session is not None
+        self.sessions.drop(req.cookies().get(SESSION_COOKIE))
+        log.info("console: %s logged out", req.session.user)
+        return redirect("/login", [("Set-Cookie", cookie(
+            SESSION_COOKIE, "", max_age=0, secure=self.cfg.console.cookie_secure))])
+
+    # ------------------------------------------------------------- static
+
+    def serve_static(self, req: Req) -> Response:
+        name = req.path[len("/static/"):]
+        path = self.static.get(name)  # a fixed list: no path is ever joined from input
+        if path is None or req.method not in ("GET", "HEAD"):
+            raise NotFound("no such file")
+        return Response(200, path.read_bytes(), STATIC_TYPES[path.suffix],
+                        [("Cache-Control", "private, max-age=3600")])
+
+    # ------------------------------------------------------------- data
+
+    def _snapshot(self) -> overview.Snapshot:
+        with self.db.connection_context():
+            return overview.take(self.db, clock.now(),
+                                 missing_after=self.cfg.receipts.missing_after)
+
+
+def _quote(target: str) -> str:
+    from urllib.parse import quote
+
+    return quote(target, safe="/")
+
+
+def configured_secrets(cfg: Any, templates: Any) -> list[bytes]:
+    """Every secret value the config and templates hold, as bytes and as HTML-escaped
+    bytes, for the scrub of each page."""
+    found: list[str] = []
+
+    def add(value: object) -> None:
+        reveal = getattr(value, "reveal", None)
+        text_value = reveal() if callable(reveal) else value
+        if isinstance(text_value, str) and len(text_value) >= MIN_SCRUBBED:
+            found.append(text_value)
+
+    for app in cfg.apps.values():
+        add(app.secret)
+        if app.push is not None:
+            add(app.push.token)
+            add(app.push.aes_key)
+    sms = getattr(cfg, "sms", None)
+    if sms is not None:
+        for name in ("secret_id", "secret_key", "callback_token"):
+            add(getattr(sms, name, None))
+    for tpl in templates.templates.values():
+        for key, value in tpl.settings.items():
+            if "secret" in key or "token" in key:
+                add(value)
+    from markupsafe import escape
+
+    out = {s.encode("utf-8") for s in found} | {str(escape(s)).encode("utf-8") for s in found}
+    return sorted(out, key=len, reverse=True)
+
+
+__all__ = ["Console", "configured_secrets"]
