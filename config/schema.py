@@ -191,7 +191,7 @@ DECLARATIONS: Final[tuple[Decl, ...]] = (
     section("console.users.<name>", ConsoleUser, "one console user"),
     key("console.users.<name>.password_hash",
         SecretText("a password hash", Pattern(re.compile(r"scrypt\$\S+"), "password hash",
-                                             "the scrypt$... line that `scheduler.py "
+                                             "the scrypt$... line that `herald "
                                              "console-password` prints")),
         REQUIRED, "what `herald console-password` prints (scrypt$...)", hidden=True),
     key("console.users.<name>.role", Choice(("viewer", "operator")), "viewer",

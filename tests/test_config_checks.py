@@ -127,7 +127,7 @@ def test_lease_check_skipped_when_either_is_bad(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- warnings
 
 NOBODY = ("console.listen is set but console.users is empty: nobody can log in (add a user "
-          "with the password_hash `scheduler.py console-password` prints, or set "
+          "with the password_hash `herald console-password` prints, or set "
           "console.listen: null)")
 USERS = {"ann": {"password_hash": "scrypt$x$y"}}
 

@@ -255,7 +255,7 @@ def test_bad_console_users(tmp_path: Path) -> None:
     }}}, tmp_path)
     assert found == [
         "console.users.ann.password_hash: <secret> is not a valid password hash (allowed: the "
-        "scrypt$... line that `scheduler.py console-password` prints)",
+        "scrypt$... line that `herald console-password` prints)",
         "console.users.bob.password_hash: missing (required: what `scheduler.py "
         "console-password` prints (scrypt$...))",
         "console.users.bob.role: 'admin' is not allowed (allowed: viewer, operator)",

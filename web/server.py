@@ -77,11 +77,14 @@ class Listener:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        # closing sockets from another thread races the select() of the loop: ask the
-        # loop thread to close them itself
+        # First let the worker threads finish the requests they hold (each wakes the
+        # loop through the trigger when done, so the trigger must still be open), then
+        # ask the loop thread to close every socket itself: closing them from here races
+        # its select(), and a late worker could write its wake-up byte into a closed, or
+        # reused, file descriptor.
+        self.server.task_dispatcher.shutdown(cancel_pending=False, timeout=timeout)
         self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self.server._map))
         self._thread.join(timeout)
-        self.server.task_dispatcher.shutdown()
 
     @property
     def alive(self) -> bool:

@@ -1,7 +1,7 @@
 """Who may use the console: password hashes, sessions, CSRF tokens, login rate limits.
 
 - Passwords: scrypt (hashlib, no extra dependency), stored as
-  scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>; `scheduler.py console-password` prints one.
+  scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>; `herald console-password` prints one.
   Verifying always costs one scrypt, for unknown users too (a dummy hash), and compares
   in constant time, so neither timing nor answers tell which user names exist.
 - Sessions live in this process's memory (serve is one process): a random id in an
@@ -111,10 +111,10 @@ def tokens_equal(given: str | None, expected: str) -> bool:
 
 
 def password_verb(args: argparse.Namespace) -> int:
-    """`scheduler.py console-password`: a password on stdin -> its hash on stdout.
+    """`herald console-password`: a password on stdin -> its hash on stdout.
 
     On a terminal it asks twice without echo; from a pipe it reads the first line, so
-    `printf '%s\\n' "$PW" | scheduler.py console-password` works in scripts."""
+    `printf '%s\\n' "$PW" | herald console-password` works in scripts."""
     stdin = sys.stdin
     try:
         if stdin.isatty():

@@ -160,6 +160,8 @@ def _when(value: object) -> datetime | Bad | None:
 
 
 def _alerts(value: object) -> list[str]:
+    if isinstance(value, dict):  # what `run` writes: {app: reason}
+        value = [f"app {app}: {reason}" for app, reason in list(value.items())[:20]]
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
