@@ -256,13 +256,13 @@ def test_bad_console_users(tmp_path: Path) -> None:
     assert found == [
         "console.users.ann.password_hash: <secret> is not a valid password hash (allowed: the "
         "scrypt$... line that `herald console-password` prints)",
-        "console.users.bob.password_hash: missing (required: what `scheduler.py "
+        "console.users.bob.password_hash: missing (required: what `herald "
         "console-password` prints (scrypt$...))",
         "console.users.bob.role: 'admin' is not allowed (allowed: viewer, operator)",
         "console.users.cid.pasword_hash: unknown key, did you mean 'password_hash'? "
         "(allowed: password_hash, role)",
         "console.users.dan: 'secret' is not a mapping (allowed keys: password_hash, role)",
-        "console.users.dan.password_hash: missing (required: what `scheduler.py "
+        "console.users.dan.password_hash: missing (required: what `herald "
         "console-password` prints (scrypt$...))",
     ]
     assert problems({"console": {"users": ["ann"]}}, tmp_path) == [
