@@ -252,6 +252,11 @@ class Dialect:
         return any(f in text for f in self.retry_fragments)
 
     # -- claims ------------------------------------------------------------------
+    # The claim's attempts+1. attempts is an application-writable column: 2^31-1 would
+    # overflow INT (PostgreSQL and MySQL then refuse the whole claim UPDATE, and no row
+    # at all is sent again), so the count stops just below the top of the range.
+    next_attempt: ClassVar[str] = "LEAST(attempts, 2147483646) + 1"
+
     def pick_sql(self, columns: str = "id") -> str:
         """The claim's SELECT of due rows (one shape on every engine): what the claim
         index serves. Parameters: now, limit."""
@@ -312,6 +317,10 @@ class SQLite(Dialect):
     schemes = ("sqlite",)
     param = "?"
     retry_fragments = ("database is locked",)
+    # SQLite keeps whatever type was written: 1.5 would claim as 2.5, which no decoder
+    # reads as an attempt count (the row could never be failed, only claimed again),
+    # and 2^63-1 + 1 becomes a REAL no driver binds back. Made an integer at the claim.
+    next_attempt = "MIN(CAST(attempts AS INTEGER), 2147483646) + 1"
 
     def open(self, url: str) -> Database:
         params = url_params(url)
