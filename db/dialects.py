@@ -342,8 +342,12 @@ class SQLite(Dialect):
         return db
 
     def ts(self, value: datetime) -> object:
-        # the form CURRENT_TIMESTAMP writes, so rows of any program compare as text
-        return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+        # the form CURRENT_TIMESTAMP writes, so rows of any program compare as text.
+        # Always with six fraction digits: isoformat drops them at a whole second, and
+        # '12:00:00' sorts before the '12:00:00.000' the insert triggers write for the
+        # same instant, so a row due at exactly `now` was not yet due.
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(
+            sep=" ", timespec="microseconds")
 
     def claim(self, db: Database, *, sets: str, set_params: Sequence[object],
               now: object, limit: int, returning: str) -> list[tuple]:

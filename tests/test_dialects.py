@@ -179,7 +179,7 @@ def test_datetimes_and_msgid_round_trip(any_db):
         assert MsgList.select().where(at < shanghai - timedelta(microseconds=1)).count() == 0
         if dialect_of(any_db) == "sqlite":
             stored = any_db.execute_sql("SELECT send_at, created_at FROM msg_list").fetchone()
-            assert stored == ("2030-05-06 12:15:30.123456", "2030-05-06 12:15:31")
+            assert stored == ("2030-05-06 12:15:30.123456", "2030-05-06 12:15:31.000000")
 
 
 def test_sqlite_text_times_compare_with_current_timestamp_rows(tmp_path):
