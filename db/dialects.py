@@ -251,6 +251,11 @@ class Dialect:
         text = str(exc).lower()
         return any(f in text for f in self.retry_fragments)
 
+    def is_refused_value(self, exc: BaseException) -> bool:
+        """The server refused a value of the statement (beyond peewee's DataError and
+        IntegrityError): running the same statement again cannot help."""
+        return False
+
     # -- claims ------------------------------------------------------------------
     # The claim's attempts+1. attempts is an application-writable column: 2^31-1 would
     # overflow INT (PostgreSQL and MySQL then refuse the whole claim UPDATE, and no row
@@ -455,6 +460,16 @@ class MySQL(Dialect):
     schemes = ("mysql",)
     # 1213 deadlock, 1205 lock wait timeout
     retry_fragments = ("1213", "deadlock found", "1205", "lock wait timeout")
+
+    # 1048 NULL into NOT NULL, 1264/1690 out of range, 1265 truncated, 1292 incorrect
+    # datetime (a TIMESTAMP past 2038), 1366 incorrect string, 1406 too long: PyMySQL
+    # raises some of these as OperationalError, like a lost connection
+    refused_codes: ClassVar[frozenset[int]] = frozenset(
+        {1048, 1264, 1265, 1292, 1366, 1406, 1690})
+
+    def is_refused_value(self, exc: BaseException) -> bool:
+        code = exc.args[0] if exc.args else None
+        return isinstance(code, int) and code in self.refused_codes
 
     def open(self, url: str) -> Database:
         params = url_params(url)
