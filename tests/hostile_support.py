@@ -114,4 +114,39 @@ def wipe(db: Database) -> None:
         db.execute_sql("DELETE FROM msg_event")
 
 
-__all__ = ["AppConnection", "Raw", "Seen", "seen", "wipe"]
+def claim_statements(db: Database, **claim: Any) -> list[tuple[str, Any]]:
+    """The statements db.claim.claim_batch runs (sql, params), captured while it runs
+    with `claim` (daemon_id, now, lease, limit): what an index test must EXPLAIN."""
+    from db.claim import claim_batch
+
+    captured: list[tuple[str, Any]] = []
+    real = db.execute_sql
+
+    def spy(sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
+        captured.append((sql, params))
+        return real(sql, params, *args, **kwargs)
+
+    db.execute_sql = spy  # type: ignore[method-assign]
+    try:
+        claim_batch(db, **claim)
+    finally:
+        del db.execute_sql
+    return captured
+
+
+def explain(db: Database, sql: str, params: Any) -> str:
+    """The plan of one statement, as text (SQLite: EXPLAIN QUERY PLAN; PostgreSQL:
+    EXPLAIN, never ANALYZE, so nothing runs; MySQL: EXPLAIN's rows as key=value)."""
+    name = type(db).__name__.lower()
+    if "sqlite" in name:
+        return " | ".join(str(r[-1]) for r in db.execute_sql("EXPLAIN QUERY PLAN " + sql,
+                                                              params))
+    cursor = db.execute_sql("EXPLAIN " + sql, params)
+    if "postgres" in name:
+        return "\n".join(r[0] for r in cursor.fetchall())
+    cols = [d[0] for d in cursor.description]
+    return "\n".join(", ".join(f"{c}={v}" for c, v in zip(cols, r, strict=True))
+                     for r in cursor.fetchall())
+
+
+__all__ = ["AppConnection", "Raw", "Seen", "claim_statements", "explain", "seen", "wipe"]
