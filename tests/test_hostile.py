@@ -342,6 +342,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("template by its template_id", {"template": ORDER_ID}, every(Delivered(GOOD_DATA))),
     Kind("template with spaces around", {"template": "  order_status  "}, every(D)),
     Kind("template NULL", {"template": None}, every(refused("template"))),
+    Kind("template ''", {"template": ""}, every(fails("template is empty"))),
     Kind("openid ''", {"openid": ""}, every(fails("openid is empty"))),
     Kind("openid with spaces around", {"openid": "  oPadded  "},
          every(Delivered(GOOD_DATA, touser="oPadded"))),

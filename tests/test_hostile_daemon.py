@@ -24,7 +24,7 @@ import pytest
 
 from db.connection import connect, init_schema
 from tests.conftest import ROOT, insert_sql
-from tests.support import DaemonProcess, SandboxProcess, wait_for, write_config
+from tests.support import SECRET, DaemonProcess, SandboxProcess, wait_for, write_config
 
 pytestmark = pytest.mark.slow
 PARAMS = '["item {i}", 1, "shipped", "ok"]'
@@ -88,6 +88,7 @@ def test_a_slow_wechat_gets_each_row_exactly_once(tmp_path: Path):
                                      "WHERE kind = 'claim' GROUP BY msg_id").fetchall())
     assert set(claims.values()) == {1}, claims  # nobody took a row from the live daemon
     assert "no longer ours" not in d.text() and "lease expired" not in d.text()
+    assert SECRET not in d.text()
 
 
 # ----------------------------------------------------------------- SIGKILL, on_stale: fail
@@ -163,6 +164,7 @@ def test_sigkill_while_wechat_holds_every_send_fails_only_those(tmp_path: Path):
         got = received(sb)
     t = tally(db, got, rows)
     print(f"\nSIGKILL at held sends: {t}")
+    assert SECRET not in (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
     final = statuses(db)
     assert sorted(o for o, s in final.items() if s == "fail") == held
     assert t["duplicated"] == 0 and t["failed_never_received"] == 0 and t["lost"] == 0
@@ -270,4 +272,4 @@ def test_broken_template_edits_never_replace_the_running_set(tmp_path: Path, san
         assert d.stop(signal.SIGTERM) == 0, d.tail()
     finally:
         d.close()
-    assert "Traceback" not in d.text()
+    assert "Traceback" not in d.text() and SECRET not in d.text()
