@@ -4,8 +4,15 @@ An operator caps how fast a backlog drains (so WeChat never answers 45011) witho
 caring how many workers run. A token bucket would not do: it starts full and refills
 while it drains, so `rate_limit: 20` let 40 sends through in the first second. This is
 a sliding log instead: a send may start only a full window after the send N places
-before it, which is exactly "never more than N in any window". The log holds N start
-times; reservations are taken under a lock, so all send threads share it.
+before it *started*, which is exactly "never more than N in any window".
+
+What counts is when a send really starts, not when its slot was handed out: between
+the two a send thread wakes from its wait (late, when 16 threads want the GIL) and,
+under on_stale: fail, writes started_at to the database (later still when the
+database is busy). Counting from the hand-out let 37 sends into one second at a limit
+of 25. So a send takes a slot (acquire), does what it must before the request, and
+says when the request begins (Slot.start); a slot whose send never happens is given
+back (Slot.cancel). A slot handed out but not yet started counts as starting now.
 
 A fractional rate below 1 (0.2 = one send every 5 s) is one send per 1/rate seconds;
 above 1 the fraction is dropped (2.5 allows 2 a second), since "at most 2.5 in any
@@ -17,13 +24,35 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 
 
+class Slot:
+    """One send's place in the log. `at`: when the send started (None: not yet)."""
+
+    __slots__ = ("_limiter", "at", "done")
+
+    def __init__(self, limiter: WindowLimiter | None) -> None:
+        self._limiter = limiter
+        self.at: float | None = None
+        self.done = False
+
+    def start(self) -> None:
+        """The request goes out now."""
+        if self._limiter is not None and not self.done:
+            self._limiter._start(self)
+
+    def cancel(self) -> None:
+        """The send will not happen: the slot goes back."""
+        if self._limiter is not None and not self.done:
+            self._limiter._cancel(self)
+
+
+NO_LIMIT = Slot(None)
+
+
 class WindowLimiter:
-    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         if not rate > 0 or not math.isfinite(rate):
             raise ValueError("rate must be a finite number > 0")
         self.rate = rate
@@ -31,26 +60,55 @@ class WindowLimiter:
             self.n, self.window = int(rate), 1.0
         else:
             self.n, self.window = 1, 1.0 / rate
-        self._starts: deque[float] = deque(maxlen=self.n)
+        # slots handed out that have not started, and those that started within the
+        # last window: a new slot is handed out only while there are fewer than n
+        self._active: list[Slot] = []
+        self._blind = 0  # threads waiting with every active slot still pending
         self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
 
-    def _reserve(self) -> float:
-        """Take the next start time; return how long the caller must wait for it."""
-        with self._lock:
-            t = self._clock()
-            start = t
-            if len(self._starts) == self.n:
-                start = max(t, self._starts[0] + self.window)
-            self._starts.append(start)
-            return start - t
+    def acquire(self) -> Slot:
+        """Wait until a send may start; the caller must start() or cancel() the slot.
 
-    def acquire(self) -> float:
-        wait = self._reserve()
-        if wait > 0:
-            self._sleep(wait)
-        return wait
+        Granted while fewer than n slots are pending or started within the window. A
+        pending slot counts as starting now, so whatever order the sends then start in,
+        no window holds more than n starts (the last of them to be handed out saw all
+        the others pending or started within its window)."""
+        with self._cond:
+            while True:
+                now = self._clock()
+                self._active = [s for s in self._active
+                                if s.at is None or s.at > now - self.window]
+                if len(self._active) < self.n:
+                    slot = Slot(self)
+                    self._active.append(slot)
+                    return slot
+                started = [s.at for s in self._active if s.at is not None]
+                if started:
+                    self._cond.wait(min(started) + self.window - now)
+                else:  # all pending: wait for one to start or be cancelled
+                    self._blind += 1
+                    try:
+                        self._cond.wait(0.5)
+                    finally:
+                        self._blind -= 1
+
+    def _start(self, slot: Slot) -> None:
+        with self._cond:
+            slot.at = self._clock()
+            slot.done = True
+            # A start frees no slot (only time and cancels do), so only a thread that
+            # saw nothing started needs to hear of it. Waking the others would hand the
+            # GIL away between this timestamp and the request it stands for.
+            if self._blind:
+                self._cond.notify_all()
+
+    def _cancel(self, slot: Slot) -> None:
+        with self._cond:
+            slot.done = True
+            if slot in self._active:
+                self._active.remove(slot)
+            self._cond.notify_all()
 
 
 class RateLimiters:
@@ -61,9 +119,9 @@ class RateLimiters:
         self._limiters: dict[str, WindowLimiter] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, app: str) -> float:
+    def acquire(self, app: str) -> Slot:
         if self.rate is None:
-            return 0.0
+            return NO_LIMIT
         with self._lock:
             limiter = self._limiters.get(app)
             if limiter is None:
@@ -71,4 +129,4 @@ class RateLimiters:
         return limiter.acquire()
 
 
-__all__ = ["RateLimiters", "WindowLimiter"]
+__all__ = ["NO_LIMIT", "RateLimiters", "Slot", "WindowLimiter"]

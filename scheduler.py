@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import signal
 import sys
 import threading
@@ -32,6 +33,7 @@ from commands.cli import build as build_parser
 from config import Config, ConfigError, load_config
 from db import heartbeat
 from db.connection import connect, dialect_of
+from db.dialects import dialect
 from db.errors import cause, describe
 from db.queue import counts_by_status
 from db.schema import SchemaError, ensure_current
@@ -42,6 +44,7 @@ from reload import reload_config
 from runtime import Runtime
 
 log = logging.getLogger("herald")
+JOB_TRIES = 3  # runs of a job that a deadlock or lock timeout cut short, in a row
 
 
 class Daemon:
@@ -83,11 +86,24 @@ class Daemon:
         def job() -> object:
             t0, ok = time.monotonic(), False
             try:
-                # one connection per job run, closed after: pool threads live forever
-                with self.rt.db.connection_context():
-                    result = fn()
-                ok = True
-                return result
+                for attempt in range(1, JOB_TRIES + 1):
+                    try:
+                        # one connection per job run, closed after: pool threads live
+                        # forever
+                        with self.rt.db.connection_context():
+                            result = fn()
+                        ok = True
+                        return result
+                    except Exception as exc:
+                        # A deadlock (MariaDB 1213, PostgreSQL 40P01) or a lock timeout
+                        # rolled the job's transaction back: every job is idempotent, so
+                        # it runs again rather than counting as a failed run.
+                        if attempt == JOB_TRIES or not dialect(self.rt.db).is_retryable(exc):
+                            raise
+                        log.warning("job %s: database busy (%s); running it again", name,
+                                    redact(str(exc))[:160])
+                        time.sleep(0.1 * attempt + random.random() * 0.1)
+                raise AssertionError("unreachable")
             finally:
                 self.rt.metrics.job_run(name, time.monotonic() - t0, ok)
         return job

@@ -119,6 +119,24 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(key)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON objects without repeated names. json.loads lets the last of two equal names
+    win silently; which of the two values the application meant is a guess, and the
+    message would go out with it."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def _display(value: Any, depth: int) -> Any:
     if depth > PARAMS_MAX_DEPTH:
         raise RenderError(f"params are nested deeper than {PARAMS_MAX_DEPTH} levels")
@@ -148,9 +166,13 @@ def decode_params(row_params: Any) -> Any:
     if size > PARAMS_MAX_BYTES:
         raise RenderError(f"params is {size} bytes, over the 64 KiB limit")
     try:
-        value = json.loads(text, parse_float=JsonFloat, parse_constant=_no_constants)
+        value = json.loads(text, parse_float=JsonFloat, parse_constant=_no_constants,
+                           object_pairs_hook=_unique_keys)
     except RecursionError:
         raise RenderError(f"params are nested deeper than {PARAMS_MAX_DEPTH} levels") from None
+    except _DuplicateKey as exc:
+        raise RenderError(f"params names {exc.key!r} twice: which value is meant is "
+                          "ambiguous") from None
     except ValueError as exc:
         raise RenderError(f"params is not valid JSON ({exc}): {text[:60]!r}") from None
     return _display(value, 0)

@@ -20,7 +20,7 @@ import requests
 from channels.base import Answer, Kind
 from channels.http import make_session, root_cause
 from channels.wechat_errors import CONNECTION, HTTP_5XX, NON_JSON, TIMEOUT, Meaning, meaning
-from logs import redact
+from logs import add_secret, redact
 
 SEND_PATH = "/cgi-bin/message/subscribe/send"
 STABLE_TOKEN_PATH = "/cgi-bin/stable_token"
@@ -104,11 +104,15 @@ class WeChatClient:
         return self.call("POST", SEND_PATH, params={"access_token": token}, json=body)
 
     def stable_token(self, appid: str, secret: str) -> Answer:
+        # an errmsg may echo what was sent: the reason must never hold the secret, even
+        # when no TokenManager registered it (Answer's contract, not its caller's)
+        add_secret(secret)
         body = {"grant_type": "client_credential", "appid": appid, "secret": secret,
                 "force_refresh": False}
         return self._check_token(self.call("POST", STABLE_TOKEN_PATH, json=body))
 
     def legacy_token(self, appid: str, secret: str) -> Answer:
+        add_secret(secret)  # as stable_token
         params = {"grant_type": "client_credential", "appid": appid, "secret": secret}
         return self._check_token(self.call("GET", LEGACY_TOKEN_PATH, params=params))
 

@@ -41,7 +41,7 @@ def claim_batch(
     d = dialect(db)
     p = d.param
     sets = (f"status = 'sending', claimed_by = {p}, lease_until = {p}, "
-            f"attempts = attempts + 1, updated_at = {p}, started_at = NULL")
+            f"attempts = {d.next_attempt}, updated_at = {p}, started_at = NULL")
     stamp = d.ts(now)
     until = now + timedelta(seconds=lease)
     with db.atomic():

@@ -251,7 +251,17 @@ class Dialect:
         text = str(exc).lower()
         return any(f in text for f in self.retry_fragments)
 
+    def is_refused_value(self, exc: BaseException) -> bool:
+        """The server refused a value of the statement (beyond peewee's DataError and
+        IntegrityError): running the same statement again cannot help."""
+        return False
+
     # -- claims ------------------------------------------------------------------
+    # The claim's attempts+1. attempts is an application-writable column: 2^31-1 would
+    # overflow INT (PostgreSQL and MySQL then refuse the whole claim UPDATE, and no row
+    # at all is sent again), so the count stops just below the top of the range.
+    next_attempt: ClassVar[str] = "LEAST(attempts, 2147483646) + 1"
+
     def pick_sql(self, columns: str = "id") -> str:
         """The claim's SELECT of due rows (one shape on every engine): what the claim
         index serves. Parameters: now, limit."""
@@ -316,6 +326,10 @@ class SQLite(Dialect):
     schemes = ("sqlite",)
     param = "?"
     retry_fragments = ("database is locked",)
+    # SQLite keeps whatever type was written: 1.5 would claim as 2.5, which no decoder
+    # reads as an attempt count (the row could never be failed, only claimed again),
+    # and 2^63-1 + 1 becomes a REAL no driver binds back. Made an integer at the claim.
+    next_attempt = "MIN(CAST(attempts AS INTEGER), 2147483646) + 1"
 
     def open(self, url: str) -> Database:
         params = url_params(url)
@@ -337,8 +351,12 @@ class SQLite(Dialect):
         return db
 
     def ts(self, value: datetime) -> object:
-        # the form CURRENT_TIMESTAMP writes, so rows of any program compare as text
-        return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+        # the form CURRENT_TIMESTAMP writes, so rows of any program compare as text.
+        # Always with six fraction digits: isoformat drops them at a whole second, and
+        # '12:00:00' sorts before the '12:00:00.000' the insert triggers write for the
+        # same instant, so a row due at exactly `now` was not yet due.
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(
+            sep=" ", timespec="microseconds")
 
     def claim(self, db: Database, *, sets: str, set_params: Sequence[object],
               now: object, limit: int, returning: str) -> list[tuple]:
@@ -446,6 +464,16 @@ class MySQL(Dialect):
     schemes = ("mysql",)
     # 1213 deadlock, 1205 lock wait timeout
     retry_fragments = ("1213", "deadlock found", "1205", "lock wait timeout")
+
+    # 1048 NULL into NOT NULL, 1264/1690 out of range, 1265 truncated, 1292 incorrect
+    # datetime (a TIMESTAMP past 2038), 1366 incorrect string, 1406 too long: PyMySQL
+    # raises some of these as OperationalError, like a lost connection
+    refused_codes: ClassVar[frozenset[int]] = frozenset(
+        {1048, 1264, 1265, 1292, 1366, 1406, 1690})
+
+    def is_refused_value(self, exc: BaseException) -> bool:
+        code = exc.args[0] if exc.args else None
+        return isinstance(code, int) and code in self.refused_codes
 
     def open(self, url: str) -> Database:
         params = url_params(url)

@@ -145,7 +145,9 @@ def record(db: Database, outcomes: Iterable[Outcome], *, daemon_id: str,
     try:
         with db.atomic():
             return _write(db, d, items, daemon_id, now)
-    except (DataError, IntegrityError, ValueError, TypeError, OverflowError) as exc:
+    except Exception as exc:
+        if not _refused_value(d, exc):
+            raise  # the database is away: the caller tries the whole group again
         # a value the database refuses: find it by writing the rows one by one
         log.warning("writing %d results as one group failed (%s); writing them one by "
                     "one", len(items), redact(str(exc))[:200])
@@ -155,11 +157,22 @@ def record(db: Database, outcomes: Iterable[Outcome], *, daemon_id: str,
     return written
 
 
+def _refused_value(d: Dialect, exc: Exception) -> bool:
+    """The database refused a value (not: the database is away). MySQL reports most of
+    these as OperationalError (1292 for a TIMESTAMP past 2038, 1366 ...), which the
+    caller would otherwise retry, group and all, until it gave up on every row in it."""
+    if isinstance(exc, DataError | IntegrityError | ValueError | TypeError | OverflowError):
+        return True
+    return d.is_refused_value(exc)
+
+
 def _write_alone(db: Database, d: Dialect, o: Outcome, daemon_id: str, now: datetime) -> int:
     try:
         with db.atomic():
             return _write(db, d, [o], daemon_id, now)
-    except (DataError, IntegrityError, ValueError, TypeError, OverflowError) as exc:
+    except Exception as exc:
+        if not _refused_value(d, exc):
+            raise
         reason = redact(str(exc))[:200]
     log.error("row %s: its result could not be stored (%s); recording that instead",
               o.row_id, reason, extra={"row_id": o.row_id})
@@ -168,8 +181,18 @@ def _write_alone(db: Database, d: Dialect, o: Outcome, daemon_id: str, now: date
                    error=f"the result could not be stored ({reason}); it was: "
                          f"{o.status} errcode {o.errcode}",
                    event=Event("attempt", detail="result not storable"))
-    with db.atomic():
-        return _write(db, d, [storable(bare)], daemon_id, now)
+    try:
+        with db.atomic():
+            return _write(db, d, [storable(bare)], daemon_id, now)
+    except Exception as exc:
+        if not _refused_value(d, exc):
+            raise
+        # raising here would lose the results of every row after this one in the group
+        # (and get them sent again after their leases): leave this one to stale_retry
+        log.error("row %s: not even that could be stored (%s); it stays 'sending' until "
+                  "stale_retry takes it back", o.row_id, redact(str(exc))[:200],
+                  extra={"row_id": o.row_id})
+        return 0
 
 
 def _write(db: Database, d: Dialect, items: Sequence[Outcome], daemon_id: str,

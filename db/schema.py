@@ -2,7 +2,9 @@
 
 db/ddl/<dialect>.sql is the whole current schema (what `schema --dialect` prints and
 a DBA may apply by hand); every statement in it is idempotent (IF NOT EXISTS, OR
-REPLACE, or an index Herald skips when it is there). An upgrade therefore is: add the
+REPLACE, DROP ... IF EXISTS before a CREATE, or an index Herald skips when it is
+there). Triggers are dropped and created again on every run, so a database keeps the
+current trigger bodies without a version step of their own. An upgrade therefore is: add the
 columns an older msg_list lacks, fix up data the new constraints would refuse, run the
 DDL, record the version in herald_schema. Version 1 is the first release's schema
 (msg_list and access_token, no herald_schema table); tests/fixtures/schema_v1 keeps
@@ -56,17 +58,23 @@ V2_MYSQL_INDEXES = (
 # triggers now refuse those at INSERT). Before the triggers exist, rewrite the ones
 # SQLite can read and fail the waiting ones it cannot, naming the column.
 _SQLITE_TS = "'%Y-%m-%d %H:%M:%f'"
+# Text must start with a date: SQLite also reads '12:00' (as 2000-01-01 12:00, so a row
+# meant for noon today would go at once) and 'now'. The canonical check uses IS, not =:
+# datetime() of what SQLite cannot read is NULL, and `x = NULL` let '0000-00-00
+# 00:00:00' or any 19 characters pass as canonical.
+_SQLITE_DATE = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*"
 
 
 def _sqlite_norm(col: str) -> str:
     return (f"CASE WHEN typeof({col}) IN ('integer', 'real') THEN "
             f"strftime({_SQLITE_TS}, {col}, 'unixepoch') WHEN typeof({col}) = 'text' AND "
+            f"{col} GLOB '{_SQLITE_DATE}' AND "
             f"strftime({_SQLITE_TS}, {col}) = strftime({_SQLITE_TS}, {col}, '+0 seconds') "
             f"THEN strftime({_SQLITE_TS}, {col}, '+0 seconds') END")
 
 
 def _sqlite_canonical(col: str) -> str:
-    return (f"(typeof({col}) = 'text' AND substr({col}, 1, 19) = datetime({col}, '+0 seconds') "
+    return (f"(typeof({col}) = 'text' AND substr({col}, 1, 19) IS datetime({col}, '+0 seconds') "
             f"AND (length({col}) = 19 OR (substr({col}, 20, 1) = '.' AND length({col}) "
             f"BETWEEN 21 AND 26 AND substr({col}, 21) NOT GLOB '*[^0-9]*')))")
 

@@ -119,19 +119,25 @@ class NotSent(Exception):
 
 def _send(rt: Runtime, job: Job) -> Answer:
     """Runs on a pool thread: wait for the app's rate limit, then one call."""
-    rt.limiters.acquire(job.app)
-    now = clock.now()
-    if (job.lease_until - now).total_seconds() < rt.config.http.timeout + LEASE_MARGIN:
-        raise NotSent("lease too short to start the send")
-    if rt.config.dispatch.on_stale == "fail":
-        # at-most-once: say the send started before it does, so a crash fails this row
-        # (it may have reached WeChat) and hands back the ones that never started
-        rt.db.connect(reuse_if_open=True)  # pool threads keep their connection
-        if not mark_started(rt.db, job.row.id, job.row.attempts, daemon_id=rt.daemon_id,
-                            now=now):
-            raise NotSent("no longer ours")
-    sender = rt.senders[job.request.template.channel]
-    job.started = time.monotonic()
+    slot = rt.limiters.acquire(job.app)
+    try:
+        now = clock.now()
+        if (job.lease_until - now).total_seconds() < rt.config.http.timeout + LEASE_MARGIN:
+            raise NotSent("lease too short to start the send")
+        if rt.config.dispatch.on_stale == "fail":
+            # at-most-once: say the send started before it does, so a crash fails this
+            # row (it may have reached WeChat) and hands back the ones that never started
+            rt.db.connect(reuse_if_open=True)  # pool threads keep their connection
+            if not mark_started(rt.db, job.row.id, job.row.attempts,
+                                daemon_id=rt.daemon_id, now=now):
+                raise NotSent("no longer ours")
+        sender = rt.senders[job.request.template.channel]
+        job.started = time.monotonic()
+        # the rate limit counts from here, when the request really goes (ratelimit.py)
+        slot.start()
+    except BaseException:
+        slot.cancel()  # never sent: its place in the rate limit goes back
+        raise
     return sender.send(job.request.built, job.token)
 
 

@@ -50,7 +50,11 @@ def run(rt: Runtime, *, now: Callable[[], datetime] = clock.now) -> int:
 def _recover_batch(rt: Runtime, t: datetime) -> int:
     cfg = rt.config
     max_attempts = cfg.retry.max_attempts
-    stale = (MsgList.status == "sending") & (MsgList.lease_until < t)
+    # A row 'sending' with no lease at all was never claimed by Herald (every claim sets
+    # one): another program wrote it so. No daemon will ever renew it, so it is stale
+    # now; otherwise it would sit in 'sending' forever.
+    stale = (MsgList.status == "sending") & ((MsgList.lease_until < t)
+                                             | MsgList.lease_until.is_null())
     d = dialect(rt.db)
     with rt.db.atomic():
         # locked: a late result cannot land between this read and the updates below

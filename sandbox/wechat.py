@@ -137,7 +137,7 @@ class _Token:
 
 @dataclass(slots=True)
 class _Fault:
-    fault: str | int
+    fault: str | int | dict[str, Any]
     times: int
     openid: str | None
     endpoint: str | None = None  # subscribe | uniform | template; None: any send
@@ -159,10 +159,17 @@ class _Records:
     uniform: list[dict[str, Any]] = field(default_factory=list)
     oa: list[dict[str, Any]] = field(default_factory=list)
     oa_repeats: list[dict[str, Any]] = field(default_factory=list)
+    # every send request as it arrives, before any latency, fault or judgement: what a
+    # crash test compares with (a request that arrived may have been delivered even if
+    # the client never saw the answer)
+    received: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _normalise_fault(fault: str | int) -> str | int:
-    """Validate a fault spec up front, so a typo fails in the test that wrote it."""
+def _normalise_fault(fault: str | int | dict[str, Any]) -> str | int | dict[str, Any]:
+    """Validate a fault spec up front, so a typo fails in the test that wrote it. A dict
+    is an answer body sent verbatim (a 40-digit msgid, an errcode past int32)."""
+    if isinstance(fault, dict):
+        return dict(fault)
     if isinstance(fault, bool):
         raise ValueError(f"unknown fault {fault!r}")
     if isinstance(fault, int):
@@ -245,6 +252,11 @@ class Sandbox:
         # (account appid, touser, client_msg_id) -> (msgid, when first accepted)
         self._client_msgs: dict[tuple[str, str, str], tuple[int, float]] = {}
         self._pushers: dict[str, Pusher] = {}  # appid -> its message push
+        # hold(): sends to these openids wait at the door until release()
+        self._held: set[str] = set()
+        self._gate = threading.Condition(self._lock)
+        # token_answer(): canned answers of the token endpoints, used in order
+        self._token_answers: list[dict[str, Any]] = []
 
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -279,6 +291,8 @@ class Sandbox:
         if server is None:
             return
         self._release.set()
+        with self._lock:
+            self._gate.notify_all()
         server.shutdown()
         server.server_close()
         # Idle keep-alive connections would otherwise keep answering on their handler
@@ -348,6 +362,9 @@ class Sandbox:
                 },
                 "by_openid": dict(r.by_openid),
                 "duplicates": r.duplicates,
+                "received": len(r.received),
+                "received_by_openid": dict(Counter(
+                    m["touser"] for m in r.received if m["touser"] is not None)),
             }
 
     def reset_records(self) -> None:
@@ -410,10 +427,11 @@ class Sandbox:
             else:
                 self._expire_after = n
 
-    def inject(self, fault: str | int, *, times: int = 1, openid: str | None = None,
-               endpoint: str | None = None) -> None:
+    def inject(self, fault: str | int | dict[str, Any], *, times: int = 1,
+               openid: str | None = None, endpoint: str | None = None) -> None:
         """Fail the next `times` sends (to `openid`, at `endpoint`: subscribe, uniform or
-        template; None: any of them) with `fault`."""
+        template; None: any of them) with `fault` (an errcode, a named fault, or a canned
+        answer as a dict)."""
         spec = _normalise_fault(fault)
         if times < 1:
             raise ValueError(f"times must be at least 1, got {times}")
@@ -426,6 +444,50 @@ class Sandbox:
         """Drop injected faults that have not fired yet."""
         with self._lock:
             self._faults.clear()
+            self._token_answers.clear()
+
+    def hold(self, openid: str) -> None:
+        """Sends to `openid` arrive (and are recorded as received) but wait there, before
+        any latency or judgement, until release(): a test can act while WeChat holds the
+        request."""
+        with self._lock:
+            self._held.add(openid)
+
+    def release(self, openid: str | None = None) -> None:
+        """Let held sends (to `openid`, or all) go on."""
+        with self._lock:
+            if openid is None:
+                self._held.clear()
+            else:
+                self._held.discard(openid)
+            self._gate.notify_all()
+
+    def token_answer(self, payload: dict[str, Any], *, times: int = 1) -> None:
+        """The next `times` token calls (stable or legacy) answer `payload` verbatim
+        (an errcode, an expires_in of 0, NaN or 1e12 ...), then normal service resumes."""
+        with self._lock:
+            self._token_answers.extend(dict(payload) for _ in range(times))
+
+    def _canned_token(self) -> dict[str, Any] | None:
+        with self._lock:
+            return self._token_answers.pop(0) if self._token_answers else None
+
+    @property
+    def received(self) -> list[dict[str, Any]]:
+        """Every send request that arrived, in order: touser, template_id, data, at."""
+        with self._lock:
+            return copy.deepcopy(self._records.received)
+
+    def _arrive(self, msg: Any, at: float) -> None:
+        touser = msg.get("touser") if isinstance(msg, dict) else None
+        record = {"touser": touser if isinstance(touser, str) else None,
+                  "template_id": msg.get("template_id") if isinstance(msg, dict) else None,
+                  "data": msg.get("data") if isinstance(msg, dict) else None, "at": at}
+        with self._lock:
+            self._records.received.append(record)
+            while (isinstance(touser, str) and touser in self._held
+                   and not self._release.is_set()):
+                self._gate.wait(0.5)
 
     # --- official accounts (template/send, uniform_send) ------------------------------
 
@@ -604,7 +666,8 @@ class Sandbox:
 
     # --- sends (called by the handler) ------------------------------------------------
 
-    def _take_fault(self, touser: str | None, endpoint: str = "subscribe") -> str | int | None:
+    def _take_fault(self, touser: str | None, endpoint: str = "subscribe"
+                    ) -> str | int | dict[str, Any] | None:
         with self._lock:
             if not self._faults:
                 return None
@@ -993,7 +1056,12 @@ class _Handler(BaseHTTPRequestHandler):
             if sandbox.token_latency > 0:
                 time.sleep(sandbox.token_latency)
             parsed = _loads(body)
-            if not isinstance(parsed, dict):
+            canned = sandbox._canned_token()
+            if canned is not None:
+                with sandbox._lock:
+                    sandbox._records.token_calls["stable"] += 1
+                self._reply(200, json.dumps(canned).encode())  # NaN stays NaN
+            elif not isinstance(parsed, dict):
                 self._reply_json({"errcode": 47001, "errmsg": ERRMSGS[47001]})
             else:
                 self._reply_json(sandbox._stable_token(parsed))
@@ -1003,7 +1071,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if sandbox.token_latency > 0:
                 time.sleep(sandbox.token_latency)
-            self._reply_json(sandbox._legacy_token(query))
+            canned = sandbox._canned_token()
+            if canned is not None:
+                with sandbox._lock:
+                    sandbox._records.token_calls["legacy"] += 1
+                self._reply(200, json.dumps(canned).encode())
+            else:
+                self._reply_json(sandbox._legacy_token(query))
         elif path == "/wxaapi/newtmpl/gettemplate":
             if method != "GET":
                 self._reply_json({"errcode": 43001, "errmsg": ERRMSGS[43001]})
@@ -1035,6 +1109,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, sandbox: Sandbox, query: dict[str, str], body: bytes) -> None:
         at = time.monotonic()
         msg = _loads(body)
+        sandbox._arrive(msg, at)
         touser = msg.get("touser") if isinstance(msg, dict) else None
         template_id = msg.get("template_id") if isinstance(msg, dict) else None
         fault = sandbox._take_fault(touser if isinstance(touser, str) else None)
@@ -1118,7 +1193,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _fault(
         self,
         sandbox: Sandbox,
-        fault: str | int,
+        fault: str | int | dict[str, Any],
         touser: Any,
         template_id: Any,
         at: float,
@@ -1132,7 +1207,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if latency > 0:
             time.sleep(latency)
-        if isinstance(fault, int):
+        if isinstance(fault, dict):
+            code = fault.get("errcode")
+            sandbox._record(touser, template_id, code if isinstance(code, int) else None,
+                            "answer", at)
+            self._reply(200, json.dumps(fault).encode())
+        elif isinstance(fault, int):
             sandbox._record(touser, template_id, fault, str(fault), at)
             errmsg = ERRMSGS.get(fault, "injected error")
             self._reply_json({"errcode": fault, "errmsg": errmsg})
@@ -1171,6 +1251,11 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and name == "channels":
             self._reply_json({"uniform": sandbox.uniform_accepted, "oa": sandbox.oa_accepted,
                               "oa_repeats": sandbox.oa_repeats})
+            return
+        if method == "GET" and name == "received":
+            with sandbox._lock:
+                arrived = list(sandbox._records.received)
+            self._reply_json(arrived)
             return
         if method == "GET" and name == "accepted":
             # Records are never mutated once appended, so serialising outside the lock
@@ -1231,6 +1316,12 @@ class _Handler(BaseHTTPRequestHandler):
                                   str(args.get("scene", "0")))
                 else:
                     sandbox.change(str(args["appid"]), str(args["openid"]), results)
+            elif name == "hold":
+                sandbox.hold(str(args["openid"]))
+            elif name == "release":
+                sandbox.release(args.get("openid"))
+            elif name == "token_answer":
+                sandbox.token_answer(dict(args["payload"]), times=int(args.get("times", 1)))
             else:
                 self._reply_json({"error": f"no such control POST {name}"}, 404)
                 return

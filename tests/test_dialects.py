@@ -20,9 +20,11 @@ from peewee import Database, InterfaceError, OperationalError
 
 from db.claim import claim_batch, expire_overdue
 from db.connection import connect, dialect_of, init_schema, url_params
+from db.dialects import dialect
 from db.models import MsgList
 from db.wakeup import PgWakeup
 from tests.conftest import SERVER_URLS, database_url, insert_sql
+from tests.hostile_support import claim_statements, explain
 
 SHANGHAI = timezone(timedelta(hours=8))
 
@@ -179,7 +181,7 @@ def test_datetimes_and_msgid_round_trip(any_db):
         assert MsgList.select().where(at < shanghai - timedelta(microseconds=1)).count() == 0
         if dialect_of(any_db) == "sqlite":
             stored = any_db.execute_sql("SELECT send_at, created_at FROM msg_list").fetchone()
-            assert stored == ("2030-05-06 12:15:30.123456", "2030-05-06 12:15:31")
+            assert stored == ("2030-05-06 12:15:30.123456", "2030-05-06 12:15:31.000000")
 
 
 def test_sqlite_text_times_compare_with_current_timestamp_rows(tmp_path):
@@ -375,22 +377,27 @@ def test_postgres_claim_never_exceeds_its_limit(pg_db, rows):
 
 
 def test_claim_query_uses_the_claim_index(server_db):
-    add(server_db, 20)
-    now = datetime.now(UTC)
-    pick = (MsgList.select(MsgList.id).where((MsgList.status == "wait") & (MsgList.send_at <= now))
-            .order_by(MsgList.priority.desc(), MsgList.send_at, MsgList.id).limit(10)
-            .for_update(skip_locked=True))
-    sql, params = pick.sql()
-    if dialect_of(server_db) == "postgres":
+    """EXPLAIN the statement claim_batch itself runs (Dialect.pick_sql inside it), not a
+    query rebuilt here: a change to the claim's SQL is what this must catch."""
+    add(server_db, 20, send_at="2020-01-01 00:00:00")
+    d = dialect(server_db)
+    if d.name == "postgres":
         server_db.execute_sql("SET enable_seqscan = off")  # a 20-row table would be scanned
-        plan = "\n".join(r[0] for r in server_db.execute_sql("EXPLAIN " + sql, params))
-        assert "msg_list_claim" in plan or "msg_list_due" in plan, plan
+    statements = claim_statements(server_db, daemon_id="d", now=datetime.now(UTC),
+                                  lease=60, limit=5)
+    pick = d.pick_sql()
+    claims = [(sql, params) for sql, params in statements if pick in sql]
+    assert len(claims) == 1, statements  # the claim runs pick_sql exactly once
+    sql, params = claims[0]
+    assert "SKIP LOCKED" in sql
+    plan = explain(server_db, sql, params)
+    if d.name == "postgres":
+        # every row is due: the claim index gives the order, so no sort of the due rows
+        assert "msg_list_claim" in plan and "Sort" not in plan, plan
     else:
-        cursor = server_db.execute_sql("EXPLAIN " + sql, params)
-        cols = [d[0] for d in cursor.description]
-        row = dict(zip(cols, cursor.fetchone(), strict=True))
-        assert row["key"] == "msg_list_claim", row
-        assert "filesort" not in (row["Extra"] or ""), row  # else every due row is locked
+        first = plan.splitlines()[0]
+        assert "key=msg_list_claim" in first, plan
+        assert "filesort" not in first, plan  # else every due row is locked
     server_db.close()
 
 

@@ -540,6 +540,8 @@ def test_http_control_api(http, sandbox, token):
         "token_calls": {"stable": 1, "legacy": 0},
         "by_openid": {"o-user-1": 2, "o-user-2": 1},
         "duplicates": 1,
+        "received": 3,
+        "received_by_openid": {"o-user-1": 2, "o-user-2": 1},
     }
     accepted = http.get(f"{base}/accepted", timeout=5).json()
     assert [r["touser"] for r in accepted] == ["o-user-1", "o-user-1", "o-user-2"]
@@ -657,3 +659,43 @@ def test_template_list_shows_added_templates_as_wechat_does(http, sandbox: Sandb
                      json={"touser": "o1", "template_id": "TPL_SHIP",
                            "data": {"thing2": {"value": "Tea"}, "enum4": {"value": "已签收"}}})
     assert sent.json()["errcode"] == 47003 and "enum4" in sent.json()["errmsg"]
+
+
+# --- what the hostile tests need: arrivals, a held door, canned answers -----------------
+
+
+def test_a_send_is_received_before_its_latency_and_a_held_one_waits(http, sandbox, token):
+    sandbox.hold("o-held")
+    answers: list[int] = []
+    t = threading.Thread(target=lambda: answers.append(
+        errcode_of(send(http, sandbox, token, message("o-held"), timeout=30))))
+    t.start()
+    deadline = time.monotonic() + 10
+    while not sandbox.received and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [m["touser"] for m in sandbox.received] == ["o-held"]
+    assert sandbox.accepted == [] and answers == []  # arrived, not yet answered
+    # other users are not held
+    assert errcode_of(send(http, sandbox, token, message("o-free"))) == 0
+    sandbox.release()
+    t.join(timeout=10)
+    assert answers == [0]
+    assert [m["touser"] for m in sandbox.accepted] == ["o-free", "o-held"]
+    assert sandbox.stats()["received_by_openid"] == {"o-held": 1, "o-free": 1}
+
+
+def test_a_canned_answer_is_sent_verbatim(http, sandbox, token):
+    sandbox.inject({"errcode": 0, "errmsg": "ok", "msgid": 10**39}, openid="o-user-1")
+    response = send(http, sandbox, token, message())
+    assert response.json() == {"errcode": 0, "errmsg": "ok", "msgid": 10**39}
+    assert b"1000000000000000000000000000000000000000" in response.content
+
+
+def test_canned_token_answers_then_normal_service(http, sandbox):
+    sandbox.token_answer({"access_token": "T", "expires_in": float("nan")})
+    sandbox.token_answer({"errcode": 40001, "errmsg": "invalid credential"})
+    first = http.post(f"{sandbox.url}/cgi-bin/stable_token", json={}, timeout=5)
+    assert b"NaN" in first.content
+    assert stable_token(http, sandbox) == {"errcode": 40001, "errmsg": "invalid credential"}
+    assert "access_token" in stable_token(http, sandbox)
+    assert sandbox.token_calls["stable"] == 3

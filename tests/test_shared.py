@@ -9,9 +9,11 @@ from datetime import timedelta
 
 import clock
 from db.claim import claim_batch
+from db.dialects import dialect
 from db.models import AccessToken, MsgList
 from jobs import stale_retry
 from tests.conftest import insert_sql
+from tests.hostile_support import claim_statements, explain
 
 
 def test_one_daemon_refreshes_while_the_other_waits_and_reads_it(any_db, sandbox,
@@ -70,12 +72,16 @@ def test_stale_rows_recovered_on_every_dialect(any_db, sandbox, runtime_factory)
 
 
 def test_sqlite_claim_reads_the_claim_index_in_order(db):
-    """No sort of all due rows: the index gives the claim's order (see bench/poll_cost)."""
-    from db.claim import _due
-
-    query = (MsgList.select(MsgList.id).where(_due(clock.now()))
-             .order_by(MsgList.priority.desc(), MsgList.send_at, MsgList.id).limit(100))
-    sql, params = query.sql()
-    plan = " | ".join(r[-1] for r in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params))
+    """No sort of all due rows: the index gives the claim's order (see bench/poll_cost).
+    The plan is of the UPDATE claim_batch itself runs, with Dialect.pick_sql inside."""
+    for i in range(20):
+        insert_sql(db, template="order_status", openid=f"o{i}")
+    d = dialect(db)
+    statements = claim_statements(db, daemon_id="d", now=clock.now(), lease=60, limit=5)
+    claims = [(sql, params) for sql, params in statements if d.pick_sql() in sql]
+    assert len(claims) == 1, statements
+    sql, params = claims[0]
+    assert sql.startswith("UPDATE msg_list") and "RETURNING" in sql
+    plan = explain(db, sql, params)
     assert "msg_list_claim" in plan, plan
     assert "TEMP B-TREE" not in plan, plan

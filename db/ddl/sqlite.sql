@@ -129,104 +129,129 @@ CREATE TABLE IF NOT EXISTS herald_schema (
 -- epoch seconds are rewritten to UTC text at once, so the claim index keeps its
 -- order and no row is held or sent early; anything else is refused at INSERT with a
 -- message naming the column. SQLite's own date functions do the parsing, so a row
--- written by any program (the sqlite3 shell included) gets the same treatment.
-CREATE TRIGGER IF NOT EXISTS msg_list_send_at_insert AFTER INSERT ON msg_list
-WHEN NOT (typeof(NEW.send_at) = 'text' AND substr(NEW.send_at, 1, 19) = datetime(NEW.send_at, '+0 seconds')
+-- written by any program (the sqlite3 shell included) gets the same treatment. Text
+-- must start with a date (SQLite alone would read '12:00' as 2000-01-01 12:00 and send
+-- the row at once), and the check for Herald's own form uses IS: datetime() of text
+-- SQLite cannot read is NULL, which `=` would have let through ('0000-00-00 00:00:00').
+-- The triggers are dropped and created again on every init-db/start, so a database
+-- made by an earlier build gets the current bodies.
+DROP TRIGGER IF EXISTS msg_list_send_at_insert;
+CREATE TRIGGER msg_list_send_at_insert AFTER INSERT ON msg_list
+WHEN NOT (typeof(NEW.send_at) = 'text' AND substr(NEW.send_at, 1, 19) IS datetime(NEW.send_at, '+0 seconds')
          AND (length(NEW.send_at) = 19 OR (substr(NEW.send_at, 20, 1) = '.' AND length(NEW.send_at) BETWEEN 21 AND 26
               AND substr(NEW.send_at, 21) NOT GLOB '*[^0-9]*')))
 BEGIN
     SELECT RAISE(ABORT, 'msg_list.send_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
         WHERE (CASE WHEN typeof(NEW.send_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, 'unixepoch')
-           WHEN typeof(NEW.send_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.send_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds')
+           WHEN typeof(NEW.send_at) = 'text' AND NEW.send_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
+                AND strftime('%Y-%m-%d %H:%M:%f', NEW.send_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds')
            THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds') END) IS NULL;
     UPDATE msg_list SET send_at = CASE WHEN typeof(NEW.send_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, 'unixepoch')
-           WHEN typeof(NEW.send_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.send_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds')
+           WHEN typeof(NEW.send_at) = 'text' AND NEW.send_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
+                AND strftime('%Y-%m-%d %H:%M:%f', NEW.send_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds')
            THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds') END
     WHERE id = NEW.id;
 END;
 
-CREATE TRIGGER IF NOT EXISTS msg_list_expire_at_insert AFTER INSERT ON msg_list
-WHEN NEW.expire_at IS NOT NULL AND NOT (typeof(NEW.expire_at) = 'text' AND substr(NEW.expire_at, 1, 19) = datetime(NEW.expire_at, '+0 seconds')
+DROP TRIGGER IF EXISTS msg_list_expire_at_insert;
+CREATE TRIGGER msg_list_expire_at_insert AFTER INSERT ON msg_list
+WHEN NEW.expire_at IS NOT NULL AND NOT (typeof(NEW.expire_at) = 'text' AND substr(NEW.expire_at, 1, 19) IS datetime(NEW.expire_at, '+0 seconds')
          AND (length(NEW.expire_at) = 19 OR (substr(NEW.expire_at, 20, 1) = '.' AND length(NEW.expire_at) BETWEEN 21 AND 26
               AND substr(NEW.expire_at, 21) NOT GLOB '*[^0-9]*')))
 BEGIN
     SELECT RAISE(ABORT, 'msg_list.expire_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
         WHERE (CASE WHEN typeof(NEW.expire_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, 'unixepoch')
-           WHEN typeof(NEW.expire_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds')
+           WHEN typeof(NEW.expire_at) = 'text' AND NEW.expire_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
+                AND strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds')
            THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds') END) IS NULL;
     UPDATE msg_list SET expire_at = CASE WHEN typeof(NEW.expire_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, 'unixepoch')
-           WHEN typeof(NEW.expire_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds')
+           WHEN typeof(NEW.expire_at) = 'text' AND NEW.expire_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
+                AND strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds')
            THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds') END
     WHERE id = NEW.id;
 END;
 
-CREATE TRIGGER IF NOT EXISTS msg_list_created_at_insert AFTER INSERT ON msg_list
-WHEN NOT (typeof(NEW.created_at) = 'text' AND substr(NEW.created_at, 1, 19) = datetime(NEW.created_at, '+0 seconds')
+DROP TRIGGER IF EXISTS msg_list_created_at_insert;
+CREATE TRIGGER msg_list_created_at_insert AFTER INSERT ON msg_list
+WHEN NOT (typeof(NEW.created_at) = 'text' AND substr(NEW.created_at, 1, 19) IS datetime(NEW.created_at, '+0 seconds')
          AND (length(NEW.created_at) = 19 OR (substr(NEW.created_at, 20, 1) = '.' AND length(NEW.created_at) BETWEEN 21 AND 26
               AND substr(NEW.created_at, 21) NOT GLOB '*[^0-9]*')))
 BEGIN
     SELECT RAISE(ABORT, 'msg_list.created_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
         WHERE (CASE WHEN typeof(NEW.created_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, 'unixepoch')
-           WHEN typeof(NEW.created_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.created_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds')
+           WHEN typeof(NEW.created_at) = 'text' AND NEW.created_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
+                AND strftime('%Y-%m-%d %H:%M:%f', NEW.created_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds')
            THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds') END) IS NULL;
     UPDATE msg_list SET created_at = CASE WHEN typeof(NEW.created_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, 'unixepoch')
-           WHEN typeof(NEW.created_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.created_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds')
+           WHEN typeof(NEW.created_at) = 'text' AND NEW.created_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
+                AND strftime('%Y-%m-%d %H:%M:%f', NEW.created_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds')
            THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds') END
     WHERE id = NEW.id;
 END;
 
-CREATE TRIGGER IF NOT EXISTS msg_list_send_at_update AFTER UPDATE OF send_at ON msg_list
-WHEN NOT (typeof(NEW.send_at) = 'text' AND substr(NEW.send_at, 1, 19) = datetime(NEW.send_at, '+0 seconds')
+DROP TRIGGER IF EXISTS msg_list_send_at_update;
+CREATE TRIGGER msg_list_send_at_update AFTER UPDATE OF send_at ON msg_list
+WHEN NOT (typeof(NEW.send_at) = 'text' AND substr(NEW.send_at, 1, 19) IS datetime(NEW.send_at, '+0 seconds')
          AND (length(NEW.send_at) = 19 OR (substr(NEW.send_at, 20, 1) = '.' AND length(NEW.send_at) BETWEEN 21 AND 26
               AND substr(NEW.send_at, 21) NOT GLOB '*[^0-9]*')))
 BEGIN
     SELECT RAISE(ABORT, 'msg_list.send_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
         WHERE (CASE WHEN typeof(NEW.send_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, 'unixepoch')
-           WHEN typeof(NEW.send_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.send_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds')
+           WHEN typeof(NEW.send_at) = 'text' AND NEW.send_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
+                AND strftime('%Y-%m-%d %H:%M:%f', NEW.send_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds')
            THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds') END) IS NULL;
     UPDATE msg_list SET send_at = CASE WHEN typeof(NEW.send_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, 'unixepoch')
-           WHEN typeof(NEW.send_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.send_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds')
+           WHEN typeof(NEW.send_at) = 'text' AND NEW.send_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
+                AND strftime('%Y-%m-%d %H:%M:%f', NEW.send_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds')
            THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds') END
     WHERE id = NEW.id;
 END;
 
-CREATE TRIGGER IF NOT EXISTS msg_list_expire_at_update AFTER UPDATE OF expire_at ON msg_list
-WHEN NEW.expire_at IS NOT NULL AND NOT (typeof(NEW.expire_at) = 'text' AND substr(NEW.expire_at, 1, 19) = datetime(NEW.expire_at, '+0 seconds')
+DROP TRIGGER IF EXISTS msg_list_expire_at_update;
+CREATE TRIGGER msg_list_expire_at_update AFTER UPDATE OF expire_at ON msg_list
+WHEN NEW.expire_at IS NOT NULL AND NOT (typeof(NEW.expire_at) = 'text' AND substr(NEW.expire_at, 1, 19) IS datetime(NEW.expire_at, '+0 seconds')
          AND (length(NEW.expire_at) = 19 OR (substr(NEW.expire_at, 20, 1) = '.' AND length(NEW.expire_at) BETWEEN 21 AND 26
               AND substr(NEW.expire_at, 21) NOT GLOB '*[^0-9]*')))
 BEGIN
     SELECT RAISE(ABORT, 'msg_list.expire_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
         WHERE (CASE WHEN typeof(NEW.expire_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, 'unixepoch')
-           WHEN typeof(NEW.expire_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds')
+           WHEN typeof(NEW.expire_at) = 'text' AND NEW.expire_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
+                AND strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds')
            THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds') END) IS NULL;
     UPDATE msg_list SET expire_at = CASE WHEN typeof(NEW.expire_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, 'unixepoch')
-           WHEN typeof(NEW.expire_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds')
+           WHEN typeof(NEW.expire_at) = 'text' AND NEW.expire_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
+                AND strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds')
            THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds') END
     WHERE id = NEW.id;
 END;
 
-CREATE TRIGGER IF NOT EXISTS msg_list_created_at_update AFTER UPDATE OF created_at ON msg_list
-WHEN NOT (typeof(NEW.created_at) = 'text' AND substr(NEW.created_at, 1, 19) = datetime(NEW.created_at, '+0 seconds')
+DROP TRIGGER IF EXISTS msg_list_created_at_update;
+CREATE TRIGGER msg_list_created_at_update AFTER UPDATE OF created_at ON msg_list
+WHEN NOT (typeof(NEW.created_at) = 'text' AND substr(NEW.created_at, 1, 19) IS datetime(NEW.created_at, '+0 seconds')
          AND (length(NEW.created_at) = 19 OR (substr(NEW.created_at, 20, 1) = '.' AND length(NEW.created_at) BETWEEN 21 AND 26
               AND substr(NEW.created_at, 21) NOT GLOB '*[^0-9]*')))
 BEGIN
     SELECT RAISE(ABORT, 'msg_list.created_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
         WHERE (CASE WHEN typeof(NEW.created_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, 'unixepoch')
-           WHEN typeof(NEW.created_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.created_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds')
+           WHEN typeof(NEW.created_at) = 'text' AND NEW.created_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
+                AND strftime('%Y-%m-%d %H:%M:%f', NEW.created_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds')
            THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds') END) IS NULL;
     UPDATE msg_list SET created_at = CASE WHEN typeof(NEW.created_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, 'unixepoch')
-           WHEN typeof(NEW.created_at) = 'text' AND strftime('%Y-%m-%d %H:%M:%f', NEW.created_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds')
+           WHEN typeof(NEW.created_at) = 'text' AND NEW.created_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
+                AND strftime('%Y-%m-%d %H:%M:%f', NEW.created_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds')
            THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds') END
     WHERE id = NEW.id;
 END;
 
-CREATE TRIGGER IF NOT EXISTS msg_list_priority_insert AFTER INSERT ON msg_list
+DROP TRIGGER IF EXISTS msg_list_priority_insert;
+CREATE TRIGGER msg_list_priority_insert AFTER INSERT ON msg_list
 WHEN typeof(NEW.priority) != 'integer'
 BEGIN
     SELECT RAISE(ABORT, 'msg_list.priority must be an integer');
 END;
 
-CREATE TRIGGER IF NOT EXISTS msg_list_priority_update AFTER UPDATE OF priority ON msg_list
+DROP TRIGGER IF EXISTS msg_list_priority_update;
+CREATE TRIGGER msg_list_priority_update AFTER UPDATE OF priority ON msg_list
 WHEN typeof(NEW.priority) != 'integer'
 BEGIN
     SELECT RAISE(ABORT, 'msg_list.priority must be an integer');
