@@ -9,7 +9,7 @@ time; the hostile row must be refused at INSERT with an error naming its column 
 value, where the server's message names only that), or end `fail` with a reason naming
 the column or the cause, or be delivered correctly, or stay as it was: KINDS says which,
 per dialect. Meanwhile the operator's readers keep working: `status`
-(commands.status_report), the metrics collector (metrics.QueueCollector) and `retry`
+(commands.status.gather), the metrics collector (metrics.QueueCollector) and `retry`
 (db.ops.retry), before and after the run.
 
 The table of kinds is the specification; test_print_the_table prints it (pytest -s).
@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 import clock
-from commands import status_report
+from commands.status import gather as status_gather
 from db.connection import bind, connect, init_schema
 from db.ops import Selection
 from db.ops import retry as ops_retry
@@ -441,7 +441,9 @@ def fresh(env: Env) -> Iterator[Env]:
 def readers_work(env: Env, rows: int) -> dict[str, Any]:
     """status, the metrics collector and a dry-run retry read the whole queue."""
     now = clock.now()
-    report = status_report(now, failures=50)
+    cfg = make_config(env.url, env.sandbox.url, env.folder, templates=str(env.templates))
+    report = status_gather(env.db, cfg, now, failures=50)
+    assert not [p for p in report["problems"] if "cannot be read" in p], report["problems"]
     assert sum(report["counts"].values()) == rows, report
     families = {m.name: m for m in QueueCollector(env.db).collect()}
     up = families["herald_database_up"].samples[0].value
