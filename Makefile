@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench clean screenshots
 
 # runtime: the pinned requirements, then this folder in editable mode for .venv/bin/herald
 $(VENV)/.runtime: requirements.txt pyproject.toml
@@ -39,3 +39,7 @@ bench: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) demo-run .pytest_cache .ruff_cache herald.egg-info
+
+# the README's console pictures, taken by the browser test
+screenshots: $(VENV)/.installed
+	HERALD_SCREENSHOTS=docs/console $(PY) -m pytest -q tests/test_console_browser.py
