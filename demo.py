@@ -1,65 +1,118 @@
-"""`python scheduler.py demo`: Herald end to end on this machine, no WeChat account.
+"""`herald demo`: Herald end to end on this machine, no WeChat account, no Tencent one.
 
-Builds a SQLite queue in a scratch folder, starts the local WeChat sandbox, inserts
-sample rows with plain SQL (as an application would), runs the real daemon wiring
-with a one-second poll until every row has settled, and prints the rows.
+In a scratch folder it builds a SQLite queue and a config, starts the local WeChat and
+Tencent Cloud SMS sandboxes, inserts sample rows with plain SQL (as an application
+would), and runs the real daemon (`run`) and web side (`serve`) wiring in this process
+until every row has settled and its receipt has come back. It shows:
+
+- deliveries and failures, each with its reason (the first release's story);
+- receipts: the sandbox pushes WeChat's subscribe_msg_sent_event to the web side, signed
+  and encrypted as in safe mode, and each row learns whether the phone showed it;
+- the grant ledger: a user whose grants are used up is held (grants.on_missing: hold)
+  until the sandbox pushes their popup accept, then delivered; an application reports a
+  grant with an INSERT into push_event;
+- a fallback chain: a user with no grant (43101) who does not follow the official
+  account (43004) is reached by SMS, each hop a row of its own.
+
+It leaves `config.yaml` behind in the folder, so `herald --config demo-run/config.yaml
+status` (or show, list) looks at the demo's queue afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import json
 import sqlite3
+import statistics
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 import clock
-from config import config_from_dict
-from db.connection import connect, init_schema
-from db.models import MsgList
+from config import load_config
+from db.connection import connect
+from db.models import MsgList, PushEvent, SubscribeGrant
+from db.schema import init_schema
 from logs import setup_logging
 from runtime import Runtime
+from sandbox.sms import DEFAULT_SDK_APP_ID, DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, SmsSandbox
 from sandbox.wechat import Sandbox
 from templates import load_templates
 
 HERE = Path(__file__).resolve().parent
+MARKER = ".herald-demo"  # the demo only ever deletes a folder it made itself
 APPID, SECRET = "wxdemo0000000001", "demo-secret-not-real"
+OA_APPID, OA_SECRET = "wxdemooa0000000001", "demo-oa-secret"
+OA_TID = "DEMO-OA-order-status"
+PUSH_TOKEN = "demoPushToken1"
+AES_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"  # a demo EncodingAESKey
+SMS_CALLBACK = "demo-callback-token-0001"
 UNSUBSCRIBED = "o_user_who_said_no"
+USED_UP = "o_grants_used_up"
+LOST_ON_PHONE = "o_phone_was_off"
+ORDER_TID = "zT99mpoUCb28M02K7ohTO3h81IvBUlgt8JVRn6rkNSc"
+ORDER = '["Flat white", 28, "shipped", "thanks for your order"]'
+
+# The shipped templates, plus the two roads the fallback takes for order_status.
+DEMO_TEMPLATES = """
+  fallback: [order_status_oa, order_status_sms]
+
+# the same news as a 统一服务消息 (official account template message, uniform_send)
+order_status_oa:
+  channel: uniform
+  oa_appid: {oa_appid}
+  template_id: {oa_tid}
+  page: pages/order/detail
+  params: [goods_name, goods_price, order_status, remark]
+  data: {{thing2: "{{{{ goods_name }}}}", thing11: "{{{{ order_status }}}}"}}
+
+# and as an SMS (Tencent Cloud SendSms, template 1234567 takes two parameters)
+order_status_sms:
+  channel: sms
+  template_id: "1234567"
+  params: [goods_name, goods_price, order_status, remark]
+  data: ["{{{{ goods_name }}}}", "{{{{ order_status }}}}"]
+"""
 
 # (template, openid, params, extra columns, what the row shows)
 SAMPLES: list[tuple[str, str, str, dict[str, str], str]] = [
-    ("order_status", "o_alice", '["Flat white", 28, "shipped", "thanks for your order"]', {},
-     "positional params"),
+    ("order_status", "o_alice", ORDER, {}, "positional params"),
     ("vip_pay_success", "o_bob",
      '{"member_type": "Gold", "amount": "199.00", "paid_at": "2026-11-28 10:30", '
      '"tip": "valid for one year"}', {}, "params by name"),
-    ("zT99mpoUCb28M02K7ohTO3h81IvBUlgt8JVRn6rkNSc", "o_carol",
-     '["Tea", 12.5, "packed", "raw template_id"]', {"page": "pages/order/detail?id=42"},
-     "raw template_id, page override"),
+    (ORDER_TID, "o_carol", '["Tea", 12.5, "packed", "raw template_id"]',
+     {"page": "pages/order/detail?id=42"}, "raw template_id, page override"),
     ("order_status", "o_dave",
      '["An extraordinarily long product name that WeChat would refuse", 9.9, "shipped", "ok"]',
      {}, "over-long thing, truncated"),
     ("order_status", "o_erin", '["Cake", 30, "ready", "priority 10"]', {"priority": "10"},
      "priority"),
     ("order_status", "o_frank", '["Bread", 4, "baked", "send in 2 s"]',
-     {"send_at": "+2"}, "scheduled 2 s ahead"),
+     {"send_at": "+2"}, "scheduled 2 s ahead (ISO 8601)"),
     ("order_status", "o_grace", '["Soup", 6, "cooking", "retried after -1"]', {},
      "WeChat busy once (-1), retried"),
+    ("order_status", LOST_ON_PHONE, '["Pie", 8, "shipped", "phone off"]', {},
+     "accepted, receipt says not shown"),
+    ("order_status", USED_UP, '["Salt", 2, "shipped", "waits for a grant"]', {},
+     "grants used up: held, then sent"),
+    ("order_status", UNSUBSCRIBED, '["Jam", 5, "shipped", "x"]',
+     {"phone": "+8613800138000"}, "no grant (43101): fallback chain"),
     ("no_such_template", "o_heidi", "[]", {}, "unknown template"),
     ("order_status", "o_ivan", '["Milk", "twelve", "sent", "x"]', {}, "malformed amount"),
     ("order_status", "o_judy", "not json", {}, "params not JSON"),
     ("order_status", "o_kim", '["Milk", 3]', {}, "missing params"),
-    ("order_status", UNSUBSCRIBED, '["Jam", 5, "shipped", "x"]', {},
-     "user has not subscribed (43101)"),
     ("order_status", "o_leo", '["Eggs", 2, "late", "x"]', {"expire_at": "-60"},
      "expired before sending"),
     ("order_status", "", '["Rice", 1, "x", "x"]', {}, "empty openid"),
 ]
 
 
-def _sqlite_time(offset: float) -> str:
+def _iso(offset: float) -> str:
+    """An ISO 8601 time with a +08:00 offset, as an application in China writes one."""
     t = clock.now().timestamp() + offset
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+    return time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(t + 8 * 3600))
 
 
 def insert_samples(db_path: Path) -> list[tuple[int, str]]:
@@ -68,76 +121,231 @@ def insert_samples(db_path: Path) -> list[tuple[int, str]]:
     out = []
     with con:
         for template, openid, params, extra, label in SAMPLES:
-            cols = {"template": template, "openid": openid, "params": params}
+            cols: dict[str, Any] = {"template": template, "openid": openid, "params": params}
             for k, v in extra.items():
-                cols[k] = _sqlite_time(float(v)) if k in ("send_at", "expire_at") else v
+                cols[k] = _iso(float(v)) if k in ("send_at", "expire_at") else v
             names = ", ".join(cols)
             marks = ", ".join("?" for _ in cols)
             cur = con.execute(f"INSERT INTO msg_list ({names}) VALUES ({marks})",
                               list(cols.values()))
+            assert cur.lastrowid is not None
             out.append((cur.lastrowid, label))
+        # the mini program reports a grant it got from wx.requestSubscribeMessage
+        con.execute("INSERT INTO push_event (app, source, kind, openid, payload) VALUES "
+                    "('default', 'app', 'grant', 'o_mallory', ?)",
+                    (json.dumps({ORDER_TID: "accept", "errMsg": "requestSubscribeMessage:ok"}),))
+        # an earlier grant of this user, used up (what a 43101 would have taught)
+        con.execute("INSERT INTO subscribe_grant (app, openid, template_id, balance) VALUES "
+                    "('default', ?, ?, 0)", (USED_UP, ORDER_TID))
     con.close()
     return out
 
 
+def prepare_folder(folder: Path) -> None:
+    """A fresh demo folder; refuse one the demo did not make (it deletes its content)."""
+    if folder.exists() and any(folder.iterdir()) and not (folder / MARKER).exists():
+        raise SystemExit(f"demo: {folder} exists and was not made by the demo; give another "
+                         "--dir (the demo empties the folder it uses)")
+    if folder.exists():
+        for child in sorted(folder.rglob("*"), reverse=True):
+            if child.is_dir():
+                child.rmdir()
+            else:
+                child.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("made by `herald demo`; it may empty this folder\n")
+
+
+def write_files(folder: Path, wechat_url: str, sms_url: str) -> Path:
+    shipped = (HERE / "templates.yaml").read_text(encoding="utf-8")
+    marker = "    thing5: \"{{ remark }}\"\n"
+    assert shipped.rstrip().endswith(marker.strip()), "templates.yaml changed: update demo"
+    extra = DEMO_TEMPLATES.format(oa_appid=OA_APPID, oa_tid=OA_TID)
+    (folder / "templates.yaml").write_text(shipped.rstrip("\n") + "\n" + extra.lstrip("\n"),
+                                           encoding="utf-8")
+    config = {
+        "database": "sqlite:///herald.db",
+        "api_base": wechat_url,  # the demo's sandbox: gone once the demo ends
+        "templates": "templates.yaml",
+        "apps": {"default": {"appid": APPID, "secret": SECRET,
+                             "push": {"token": PUSH_TOKEN, "aes_key": AES_KEY}}},
+        "sms": {"secret_id": DEFAULT_SECRET_ID, "secret_key": DEFAULT_SECRET_KEY,
+                "sdk_app_id": DEFAULT_SDK_APP_ID, "sign_name": "Herald", "endpoint": sms_url,
+                "callback_token": SMS_CALLBACK},
+        "jobs": {"dispatch": {"every": 1}, "events": {"every": 1}},
+        "retry": {"backoff": {"base": 1, "factor": 2, "max": 5, "jitter": 0}},
+        "http": {"timeout": 3},
+        "grants": {"on_missing": "hold"},
+        "receipts": {"missing_after": "1m"},
+        "web": {"listen": "127.0.0.1:0"},
+        "console": {"listen": None},
+        "metrics": {"listen": None},
+    }
+    path = folder / "config.yaml"
+    path.write_text("# Left by `herald demo`: the queue it built. The sandboxes it names are "
+                    "gone;\n# status, show and list still work on the queue.\n"
+                    + yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
+    return path
+
+
+def start_sandboxes() -> tuple[Sandbox, SmsSandbox]:
+    tset = load_templates(HERE / "templates.yaml")
+    wechat = Sandbox(apps={APPID: SECRET}, latency=0.02).start()
+    for tpl in tset.templates.values():
+        wechat.add_template(str(tpl.template_id), {i.key: i.key for i in tpl.items},
+                            title=tpl.name)
+    wechat.add_official_account(OA_APPID, OA_SECRET, bound_to=APPID)
+    wechat.add_oa_template(OA_TID, ["thing2", "thing11"])
+    wechat.unsubscribe(UNSUBSCRIBED)  # subscribe send: 43101
+    wechat.unfollow(UNSUBSCRIBED)  # uniform_send: 43004 (not following the account)
+    wechat.fail_delivery(LOST_ON_PHONE)  # accepted, but its sent event reports a failure
+    wechat.inject(-1, times=1, openid="o_grace")
+    sms = SmsSandbox(latency=0.02).start()
+    return wechat, sms
+
+
 def main(args: argparse.Namespace) -> int:
+    from jobs import events
     from scheduler import Daemon  # the real wiring the daemon runs with
+    from web import server
 
     started = time.monotonic()
-    setup_logging("text", "ERROR")  # the table below tells the story
-    work = Path(args.dir).resolve()
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    tset = load_templates(HERE / "templates.yaml")
-    keys = {t.template_id: list(t.data) for t in tset.templates.values()}
-    sandbox = Sandbox(apps={APPID: SECRET}, templates=keys, latency=0.02).start()
+    setup_logging("text", "ERROR")  # the tables below tell the story
+    folder = Path(args.dir).resolve()
+    prepare_folder(folder)
+    wechat, sms = start_sandboxes()
+    listeners: list[server.Listener] = []
+    applier = daemon = None
     try:
-        sandbox.unsubscribe(UNSUBSCRIBED)
-        sandbox.inject(-1, times=1, openid="o_grace")
-        cfg = config_from_dict(
-            {
-                "database": f"sqlite:///{work / 'herald.db'}",
-                "api_base": sandbox.url,
-                "templates": str(HERE / "templates.yaml"),
-                "apps": {"default": {"appid": APPID, "secret": SECRET}},
-                "jobs": {"dispatch": {"every": 1}},
-                "retry": {"backoff": {"base": 1, "factor": 2, "max": 5, "jitter": 0}},
-                "metrics": {"listen": None},
-            },
-            base_dir=work, env={},
-        )
+        cfg = load_config(write_files(folder, wechat.url, sms.url), env={})
         db = connect(cfg.database)
         init_schema(db)
-        ids = insert_samples(work / "herald.db")
-        print(f"demo: queue {work / 'herald.db'}, sandbox {sandbox.url}, "
-              f"{len(ids)} rows inserted with plain SQL")
+        ids = insert_samples(folder / "herald.db")
+        # the web side, as `serve` runs it: the receiver, the events applier
+        ctx = server.build(cfg, db)
+        applier = events.Applier(ctx, every=0.5)
+        ctx.wake = applier.wake
+        listeners = server.start(ctx)
+        applier.start()
+        receiver = listeners[0].url
+        wechat.push_to(APPID, f"{receiver}/wechat/push", token=PUSH_TOKEN, aes_key=AES_KEY,
+                       fmt="json", mode="safe")
+        sms.callback_url = f"{receiver}/tencent/sms/status/{SMS_CALLBACK}"
+        print(f"demo: queue {folder / 'herald.db'}; WeChat sandbox {wechat.url}, SMS sandbox "
+              f"{sms.url}, push receiver {receiver}; {len(ids)} rows inserted with plain SQL")
         daemon = Daemon(Runtime.build(cfg, db))
         daemon.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with db.connection_context():
-                open_rows = MsgList.select().where(MsgList.status.in_(["wait", "sending"])).count()
-            if not open_rows:
-                break
-            time.sleep(0.3)
-        daemon.stop()
-        with db.connection_context():
-            rows = {r.id: r for r in MsgList.select().order_by(MsgList.id)}
-        print()
-        print(f"{'id':>3}  {'status':<8} {'tries':>5}  {'what':<32} result")
-        for row_id, label in ids:
-            r = rows[row_id]
-            result = f"msgid {r.msgid}" if r.status == "success" else (r.error or "")
-            print(f"{row_id:>3}  {r.status:<8} {r.attempts:>5}  {label:<32} {result[:90]}")
-        ok = sum(1 for r in rows.values() if r.status == "success")
-        print()
-        print(f"{ok} delivered, {len(rows) - ok} failed with a reason, "
-              f"{len(sandbox.accepted)} accepted by the sandbox, "
-              f"in {time.monotonic() - started:.1f}s")
-        unsettled = [r.id for r in rows.values() if r.status in ("wait", "sending")]
-        if unsettled:
-            print(f"rows not settled: {unsettled}")
-            return 1
-        return 0
+        held_id = next(i for i, label in ids if label.startswith("grants used up"))
+        released = _run_story(db, wechat, held_id)
+        rows = _settle(db, timeout=30)
     finally:
-        sandbox.stop()
+        if daemon is not None:
+            daemon.stop()
+        if applier is not None:
+            applier.stop()
+        for listener in listeners:
+            listener.stop()
+        wechat.stop()
+        sms.stop()
+    return _report(db, ids, rows, released, folder, time.monotonic() - started)
+
+
+def _rows(db: Any) -> dict[int, MsgList]:
+    with db.connection_context():
+        return {r.id: r for r in MsgList.select().order_by(MsgList.id)}
+
+
+def _run_story(db: Any, wechat: Sandbox, held_id: int) -> bool:
+    """Wait for the held row to be held, then push the user's popup accept."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        row = _rows(db).get(held_id)
+        if row is not None and row.error and row.error.startswith("held: no grant"):
+            wechat.popup(APPID, USED_UP, {ORDER_TID: "accept"})
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _settle(db: Any, timeout: float) -> dict[int, MsgList]:
+    """Until nothing waits or is being sent and every delivery has its receipt."""
+    deadline = time.monotonic() + timeout
+    rows = _rows(db)
+    while time.monotonic() < deadline:
+        rows = _rows(db)
+        open_rows = [r for r in rows.values() if r.status in ("wait", "sending")]
+        awaiting = [r for r in rows.values() if r.status == "success" and r.receipt is None
+                    and r.template != "order_status_oa"]  # uniform sends get no receipt
+        if not open_rows and not awaiting:
+            break
+        time.sleep(0.3)
+    return rows
+
+
+def _report(db: Any, ids: list[tuple[int, str]], rows: dict[int, MsgList], released: bool,
+            folder: Path, took: float) -> int:
+    print()
+    print(f"{'id':>3}  {'status':<8} {'tries':>5}  {'what':<34} {'receipt':<10} result")
+    for row_id, label in ids:
+        r = rows[row_id]
+        result = f"msgid {r.msgid}" if r.status == "success" else (r.error or "")
+        if "; fell back to " in result:  # keep the hop in view: code, then the note
+            result = f"errcode {r.errcode}, {result.rsplit('; ', 1)[1]}"
+        receipt = r.receipt or "-"
+        print(f"{row_id:>3}  {r.status:<8} {r.attempts:>5}  {label:<34} {receipt:<10} "
+              f"{result[:80]}")
+    hops = [r for r in rows.values() if r.parent_id is not None]
+    if hops:
+        print()
+        print("fallback chain (each hop its own row):")
+        for r in hops:
+            what = (f"delivered, SerialNo {r.msgid}, receipt {r.receipt or '-'}"
+                    if r.status == "success" else (r.error or r.status))
+            print(f"  #{r.parent_id} -> #{r.id} {r.template}: {r.status}: {what[:80]}")
+    with db.connection_context():
+        grants = list(SubscribeGrant.select().order_by(SubscribeGrant.openid))
+        pushes = list(PushEvent.select())
+    print()
+    print("grant ledger (subscribe_grant):")
+    for g in grants:
+        print(f"  {g.openid:<22} {g.template_id[:12]}...  balance {g.balance}, {g.status}")
+    latency = _push_to_row(rows, pushes)
+    ok = sum(1 for r in rows.values() if r.status == "success")
+    received = sum(1 for p in pushes if p.source in ("wechat", "sms"))
+    print()
+    print(f"{ok} delivered, {len(rows) - ok} failed with a reason; {received} pushes received "
+          f"(receipts and grants), push -> row median {latency}; held row released by a "
+          f"pushed accept: {'yes' if released else 'no'}; in {took:.1f}s")
+    chain = next(i for i, label in ids if "fallback chain" in label)
+    print(f"the queue stays in {folder}: try  .venv/bin/herald --config "
+          f"{_shown(folder)}/config.yaml status   (or show {chain}, list --status fail)")
+    unsettled = [r.id for r in rows.values() if r.status in ("wait", "sending")]
+    if unsettled or not released:
+        print(f"rows not settled: {unsettled}" if unsettled else "the held row was not held")
+        return 1
+    return 0
+
+
+def _push_to_row(rows: dict[int, MsgList], pushes: list[PushEvent]) -> str:
+    """From a receipt's arrival at the receiver to the row holding it."""
+    by_msgid = {r.msgid: r for r in rows.values() if r.msgid and r.receipt_at}
+    gaps = []
+    for p in pushes:
+        try:
+            data = json.loads(p.payload)
+        except ValueError:
+            continue
+        msgids = [i.get("msgid") for i in data.get("items", []) if isinstance(i, dict)]
+        msgids.append(data.get("sid"))
+        for m in msgids:
+            r = by_msgid.get(m)
+            if r is not None and p.applied_at is not None and r.receipt_at is not None:
+                gaps.append((p.applied_at - p.received_at).total_seconds())
+    return f"{statistics.median(gaps) * 1000:.0f} ms" if gaps else "n/a"
+
+
+def _shown(folder: Path) -> str:
+    try:
+        return str(folder.relative_to(Path.cwd()))
+    except ValueError:
+        return str(folder)
