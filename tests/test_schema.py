@@ -245,3 +245,24 @@ def test_concurrent_init_db_runs_all_succeed(tmp_path, dialect):
     assert not errors, errors
     assert {"msg_list", "access_token"} <= set(db.get_tables())
     db.close()
+
+
+def test_sqlite_triggers_take_every_time_herald_writes(tmp_path):
+    """Herald's own form, fractions up to .999999 included (SQLite's datetime() rounds
+    those up to the next second: the check must not read that as 'no time')."""
+    from datetime import UTC, datetime
+
+    from db.dialects import dialect
+
+    db = connect(f"sqlite:///{tmp_path / 'herald.db'}")
+    init_schema(db)
+    d = dialect(db)
+    for us in (0, 1, 499999, 500000, 999499, 999500, 999600, 999999):
+        at = datetime(2026, 12, 31, 23, 59, 59, us, tzinfo=UTC)
+        rid = insert_sql(db, template="t", openid="o", send_at=d.ts(at))
+        with db.connection_context():
+            db.execute_sql("UPDATE msg_list SET send_at = ?, expire_at = ? WHERE id = ?",
+                           (d.ts(at), d.ts(at), rid))
+            stored = db.execute_sql("SELECT send_at FROM msg_list WHERE id = ?",
+                                    (rid,)).fetchone()[0]
+        assert stored == d.ts(at), us

@@ -137,7 +137,7 @@ CREATE TABLE IF NOT EXISTS herald_schema (
 -- made by an earlier build gets the current bodies.
 DROP TRIGGER IF EXISTS msg_list_send_at_insert;
 CREATE TRIGGER msg_list_send_at_insert AFTER INSERT ON msg_list
-WHEN NOT (typeof(NEW.send_at) = 'text' AND substr(NEW.send_at, 1, 19) IS datetime(NEW.send_at, '+0 seconds')
+WHEN NOT (typeof(NEW.send_at) = 'text' AND substr(NEW.send_at, 1, 19) IS datetime(substr(NEW.send_at, 1, 19), '+0 seconds')
          AND (length(NEW.send_at) = 19 OR (substr(NEW.send_at, 20, 1) = '.' AND length(NEW.send_at) BETWEEN 21 AND 26
               AND substr(NEW.send_at, 21) NOT GLOB '*[^0-9]*')))
 BEGIN
@@ -155,7 +155,7 @@ END;
 
 DROP TRIGGER IF EXISTS msg_list_expire_at_insert;
 CREATE TRIGGER msg_list_expire_at_insert AFTER INSERT ON msg_list
-WHEN NEW.expire_at IS NOT NULL AND NOT (typeof(NEW.expire_at) = 'text' AND substr(NEW.expire_at, 1, 19) IS datetime(NEW.expire_at, '+0 seconds')
+WHEN NEW.expire_at IS NOT NULL AND NOT (typeof(NEW.expire_at) = 'text' AND substr(NEW.expire_at, 1, 19) IS datetime(substr(NEW.expire_at, 1, 19), '+0 seconds')
          AND (length(NEW.expire_at) = 19 OR (substr(NEW.expire_at, 20, 1) = '.' AND length(NEW.expire_at) BETWEEN 21 AND 26
               AND substr(NEW.expire_at, 21) NOT GLOB '*[^0-9]*')))
 BEGIN
@@ -173,7 +173,7 @@ END;
 
 DROP TRIGGER IF EXISTS msg_list_created_at_insert;
 CREATE TRIGGER msg_list_created_at_insert AFTER INSERT ON msg_list
-WHEN NOT (typeof(NEW.created_at) = 'text' AND substr(NEW.created_at, 1, 19) IS datetime(NEW.created_at, '+0 seconds')
+WHEN NOT (typeof(NEW.created_at) = 'text' AND substr(NEW.created_at, 1, 19) IS datetime(substr(NEW.created_at, 1, 19), '+0 seconds')
          AND (length(NEW.created_at) = 19 OR (substr(NEW.created_at, 20, 1) = '.' AND length(NEW.created_at) BETWEEN 21 AND 26
               AND substr(NEW.created_at, 21) NOT GLOB '*[^0-9]*')))
 BEGIN
@@ -191,7 +191,7 @@ END;
 
 DROP TRIGGER IF EXISTS msg_list_send_at_update;
 CREATE TRIGGER msg_list_send_at_update AFTER UPDATE OF send_at ON msg_list
-WHEN NOT (typeof(NEW.send_at) = 'text' AND substr(NEW.send_at, 1, 19) IS datetime(NEW.send_at, '+0 seconds')
+WHEN NOT (typeof(NEW.send_at) = 'text' AND substr(NEW.send_at, 1, 19) IS datetime(substr(NEW.send_at, 1, 19), '+0 seconds')
          AND (length(NEW.send_at) = 19 OR (substr(NEW.send_at, 20, 1) = '.' AND length(NEW.send_at) BETWEEN 21 AND 26
               AND substr(NEW.send_at, 21) NOT GLOB '*[^0-9]*')))
 BEGIN
@@ -209,7 +209,7 @@ END;
 
 DROP TRIGGER IF EXISTS msg_list_expire_at_update;
 CREATE TRIGGER msg_list_expire_at_update AFTER UPDATE OF expire_at ON msg_list
-WHEN NEW.expire_at IS NOT NULL AND NOT (typeof(NEW.expire_at) = 'text' AND substr(NEW.expire_at, 1, 19) IS datetime(NEW.expire_at, '+0 seconds')
+WHEN NEW.expire_at IS NOT NULL AND NOT (typeof(NEW.expire_at) = 'text' AND substr(NEW.expire_at, 1, 19) IS datetime(substr(NEW.expire_at, 1, 19), '+0 seconds')
          AND (length(NEW.expire_at) = 19 OR (substr(NEW.expire_at, 20, 1) = '.' AND length(NEW.expire_at) BETWEEN 21 AND 26
               AND substr(NEW.expire_at, 21) NOT GLOB '*[^0-9]*')))
 BEGIN
@@ -227,7 +227,7 @@ END;
 
 DROP TRIGGER IF EXISTS msg_list_created_at_update;
 CREATE TRIGGER msg_list_created_at_update AFTER UPDATE OF created_at ON msg_list
-WHEN NOT (typeof(NEW.created_at) = 'text' AND substr(NEW.created_at, 1, 19) IS datetime(NEW.created_at, '+0 seconds')
+WHEN NOT (typeof(NEW.created_at) = 'text' AND substr(NEW.created_at, 1, 19) IS datetime(substr(NEW.created_at, 1, 19), '+0 seconds')
          AND (length(NEW.created_at) = 19 OR (substr(NEW.created_at, 20, 1) = '.' AND length(NEW.created_at) BETWEEN 21 AND 26
               AND substr(NEW.created_at, 21) NOT GLOB '*[^0-9]*')))
 BEGIN
