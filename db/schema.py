@@ -74,7 +74,8 @@ def _sqlite_norm(col: str) -> str:
 
 
 def _sqlite_canonical(col: str) -> str:
-    return (f"(typeof({col}) = 'text' AND substr({col}, 1, 19) IS datetime(substr({col}, 1, 19), '+0 seconds') "
+    return (f"(typeof({col}) = 'text' AND substr({col}, 1, 19) IS "
+            f"datetime(substr({col}, 1, 19), '+0 seconds') "
             f"AND (length({col}) = 19 OR (substr({col}, 20, 1) = '.' AND length({col}) "
             f"BETWEEN 21 AND 26 AND substr({col}, 21) NOT GLOB '*[^0-9]*')))")
 
