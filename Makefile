@@ -18,7 +18,7 @@ $(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PIP) --no-deps -e .
 	touch $@
 
-# development: the runtime plus pytest, freezegun, ruff
+# development: the runtime plus pytest, freezegun, ruff, mypy
 $(VENV)/.installed: $(VENV)/.runtime requirements-dev.txt
 	$(PIP) -r requirements-dev.txt
 	touch $@
@@ -33,6 +33,7 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy .
 
 bench: $(VENV)/.installed
 	$(PY) bench/drain.py

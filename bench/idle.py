@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         daemon = DaemonProcess(cfg, wd / "daemon.log").start()
         try:
             daemon.wait_ready(60)
+            assert daemon.proc is not None  # set by start()
             pid = daemon.proc.pid
             time.sleep(args.settle)
             cpu0, cs0, t0 = bl.proc_cpu(pid), context_switches(pid), time.monotonic()

@@ -33,7 +33,8 @@ import benchlib as bl  # noqa: E402
 from peewee import Database  # noqa: E402
 
 from db.claim import claim_batch  # noqa: E402
-from db.connection import DDL_DIR, dialect_of  # noqa: E402
+from db.connection import dialect_of  # noqa: E402
+from db.dialects import DDL_DIR  # noqa: E402
 from db.models import MsgList  # noqa: E402
 
 WAITING = 100

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from peewee import SQL, Case, Database, fn
+from peewee import SQL, Case, Database, Expression, fn
 
 from db.decode import text_or_shown, ts_or_none
 from db.models import STATUSES, MsgList
@@ -154,7 +154,9 @@ class Receipts:
 
 def receipts_since(db: Database, since: datetime, missing_before: datetime) -> Receipts:
     """Receipt states of rows sent after `since` (the msg_list_sent index range)."""
-    d_missing = MsgList.sent_at < missing_before
+    # a peewee Expression at run time; without the annotation mypy reads `<` as
+    # datetime's reflected comparison and infers bool
+    d_missing: Expression = MsgList.sent_at < missing_before
     query = (MsgList.select(MsgList.receipt, d_missing.alias("old"), fn.COUNT(SQL("*")))
              .where(MsgList.sent_at >= since)
              .group_by(MsgList.receipt, d_missing).tuples())

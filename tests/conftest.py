@@ -83,7 +83,9 @@ def any_db(any_db_url: str):
 
 def template_keys(path: Path = ROOT / "templates.yaml") -> dict[str, list[str]]:
     tset = load_templates(path)
-    return {t.template_id: list(t.data) for t in tset.templates.values()}
+    # a template without a template_id (SMS, webhook) is nothing the WeChat sandbox checks
+    return {t.template_id: list(t.data) for t in tset.templates.values()
+            if t.template_id is not None}
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import yaml
 
@@ -105,7 +105,7 @@ class SandboxProcess:
             raise RuntimeError(f"sandbox exited: {(workdir / 'sandbox.log').read_text()}")
         self.url = f"http://127.0.0.1:{int(port_file.read_text())}"
 
-    def __enter__(self) -> SandboxProcess:
+    def __enter__(self) -> Self:  # a subclass (bench's) enters as itself
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -822,8 +822,8 @@ def test_config_from_dict_accepts_objects_from_code(tmp_path: Path) -> None:
 BEIJING_MIDNIGHT = QuotaReset(0, 0, 480)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int, minute: int, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def test_next_after_before_reset_same_day() -> None:

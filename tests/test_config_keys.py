@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from config import Config, ConfigError, Secret, config_from_dict, load_config
+from config import Config, ConfigError, PushConfig, Secret, config_from_dict, load_config
 
 APPID = "wx0123456789abcdef"
 ENV = {"WECHAT_APPID": APPID, "WECHAT_SECRET": "app-secret-VALUE"}
@@ -184,8 +184,7 @@ def test_push_secrets_interpolated_and_never_shown(tmp_path: Path) -> None:
     config = load_yaml(tmp_path, "apps:\n  default:\n    appid: wx1\n    secret: x\n"
                                  "    push: {token: '${PUSH}', aes_key: '${AES}'}\n",
                        env={"PUSH": PUSH_TOKEN, "AES": AES_KEY})
-    assert config.app(None).push == type(config.app(None).push)(Secret(PUSH_TOKEN),
-                                                               Secret(AES_KEY))
+    assert config.app(None).push == PushConfig(Secret(PUSH_TOKEN), Secret(AES_KEY))
     assert_hidden(config)
     with pytest.raises(ConfigError) as caught:
         load_yaml(tmp_path, "apps:\n  default:\n    appid: wx1\n    secret: x\n"

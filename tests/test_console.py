@@ -191,7 +191,9 @@ def test_cookie_secure_adds_secure(tmp_path: Path) -> None:
         # requests keeps Secure cookies off plain http: read and send them by hand
         form = requests.get(base + "/login", timeout=10)
         assert "Secure" in form.headers["Set-Cookie"]
-        token = re.search(r"herald_login=([^;]+)", form.headers["Set-Cookie"]).group(1)
+        found = re.search(r"herald_login=([^;]+)", form.headers["Set-Cookie"])
+        assert found is not None, form.headers["Set-Cookie"]
+        token = found.group(1)
         r = requests.post(base + "/login", allow_redirects=False, timeout=30, data={
             "username": "ann", "password": PASSWORD, "csrf_token": token},
             headers={"Cookie": f"herald_login={token}"})

@@ -96,7 +96,7 @@ def day_of_sends(db: Any) -> int:
     the chart in the screenshots looks like a queue's day. Returns how many."""
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     rng = random.Random(13)
-    rows = []
+    rows: list[tuple[object, ...]] = []
     # 30 minutes short of a day: a slow run still finds every row inside "the last 24 h"
     for minute in range(2, 24 * 60 - 30):
         at = now - timedelta(minutes=minute)

@@ -231,6 +231,7 @@ def test_broken_template_edits_never_replace_the_running_set(tmp_path: Path, san
     def refused(content: bytes, why: str) -> None:
         before = d.text().count("templates not reloaded")
         tpl.write_bytes(content)
+        assert d.proc is not None  # set by start()
         d.proc.send_signal(signal.SIGHUP)
         assert wait_for(lambda: d.text().count("templates not reloaded") > before,
                         timeout=30), d.tail()
@@ -263,6 +264,7 @@ def test_broken_template_edits_never_replace_the_running_set(tmp_path: Path, san
                        "zT99mpoUCb28M02K7ohTO3h81IvBUlgt8JVRn6rkNSc\n  params: [a, b, c, d]\n"
                        "  data: {thing2: '{{ a }}', amount3: '{{ b }}元', thing11: '{{ c }}',"
                        " thing5: '{{ d }}'}\n", encoding="utf-8")
+        assert d.proc is not None
         d.proc.send_signal(signal.SIGHUP)
         assert wait_for(lambda: d.text().count("templates reloaded") > before, timeout=30)
         with db.connection_context():

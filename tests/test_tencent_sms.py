@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -441,6 +442,7 @@ def test_an_echoed_authorization_header_is_masked(caplog: pytest.LogCaptureFixtu
     def echo(handler: BaseHTTPRequestHandler, body: bytes) -> tuple[int, str, bytes]:
         auth = handler.headers["Authorization"]
         seen.append(auth)
+        reply: dict[str, Any]
         if len(seen) == 1:
             reply = {"Response": {"Error": {"Code": "AuthFailure.SignatureFailure",
                                             "Message": f"you sent {auth}"}, "RequestId": "r"}}
