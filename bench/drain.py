@@ -323,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             h = res["herald"]
             print(f"{args.rows} rows, latency {args.latency}s, {args.workers} workers, "
                   f"batch {args.batch}, {args.db}; herald: {h['dispatch_runs']} dispatch "
-                  f"run(s), status {h['status']}, sandbox {h['sandbox']}")
+                  f"run(s), status {h['status']}, sandbox "
+                  f"{ {k: v for k, v in h['sandbox'].items() if not isinstance(v, dict)} }")
             print(_table(res))
             if "herald_over_bare" in res:
                 print(f"herald / bare (mean of both bare runs): {res['herald_over_bare']}")

@@ -46,9 +46,9 @@ def test_demo_tells_the_whole_story_and_leaves_its_queue(tmp_path: Path) -> None
     assert "o_mallory" in out and "balance 1" in out  # the application's reported grant
     # the operator verbs work on the queue it left, without credentials in the environment
     cfg = str(folder / "config.yaml")
-    status = herald("--config", cfg, "status", "--json")
-    assert status.returncode == 0, status.stderr
-    report = json.loads(status.stdout)
+    report_run = herald("--config", cfg, "status", "--json")
+    assert report_run.returncode == 0, report_run.stderr
+    report = json.loads(report_run.stdout)
     assert report["counts"]["success"] == 10 and report["counts"]["wait"] == 0
     assert report["receipts"]["delivered"] == 9 and report["receipts"]["failed"] == 1
     shown = herald("--config", cfg, "show", "10")
