@@ -149,6 +149,11 @@ def _display(value: Any, depth: int) -> Any:
     return value
 
 
+# built once: json.loads with options builds a new decoder on every call
+_PARAMS_DECODER = json.JSONDecoder(parse_float=JsonFloat, parse_constant=_no_constants,
+                                   object_pairs_hook=_unique_keys)
+
+
 def decode_params(row_params: Any) -> Any:
     """The params column as JSON, in display-preserving types; RenderError otherwise."""
     raw = getattr(row_params, "raw", None)  # SQLite text that is not UTF-8
@@ -166,8 +171,7 @@ def decode_params(row_params: Any) -> Any:
     if size > PARAMS_MAX_BYTES:
         raise RenderError(f"params is {size} bytes, over the 64 KiB limit")
     try:
-        value = json.loads(text, parse_float=JsonFloat, parse_constant=_no_constants,
-                           object_pairs_hook=_unique_keys)
+        value = _PARAMS_DECODER.decode(text)
     except RecursionError:
         raise RenderError(f"params are nested deeper than {PARAMS_MAX_DEPTH} levels") from None
     except _DuplicateKey as exc:
