@@ -1,9 +1,14 @@
 """The dispatch job: claim due rows, render, send on a pool of threads, record.
 
 The loop keeps the send pool full: it claims the next batch as soon as fewer rows
-are ready or in flight than there are workers, so a backlog drains at the pool's
-full speed instead of one batch per poll, and finishes only when a claim comes back
-short and nothing is left in flight. Sends to one recipient go out one after another
+are ready or in flight than there are workers (plus the queue ahead, below), so a
+backlog drains at the pool's full speed instead of one batch per poll, and finishes
+only when a claim comes back short and nothing is left in flight. A quarter as many
+sends again as there are workers wait queued in the pool, so a thread that finishes
+a send starts the next one at once instead of waiting for this loop to come round
+(it is busy claiming, rendering and writing for milliseconds at a time); a queued
+send still checks, as it starts, that the row is ours, its lease long enough, its
+app not held and the daemon not stopping. Sends to one recipient go out one after another
 (WeChat answers 43108 to concurrent sends to one user). Results are written within
 50 ms, all that finished meanwhile in one short transaction (db/outcomes.py).
 
@@ -44,7 +49,7 @@ from db.models import MsgList
 from db.outcomes import Event, GrantUse, Hop, Outcome, record
 from db.queue import due_count
 from logs import redact
-from policy import TOKEN_WAIT, decide
+from policy import TOKEN_WAIT, decide, next_minute
 from runtime import Runtime
 from templates import RenderError, Request, Template, render_row
 from tokens import TokenUnavailable
@@ -63,6 +68,7 @@ FLUSH_SIZE = 500
 BACKLOG_STEPS = 8  # while claims come back full, grow them up to 8 x batch_size
 PROGRESS_EVERY = 10.0  # seconds between progress lines while a long drain lasts
 LEASE_MARGIN = 2.0  # seconds a lease must outlast http.timeout for a send to start
+QUEUE_AHEAD = 0.25  # sends queued in the pool beyond its workers, as a share of them
 NO_GRANT = "no grant"
 HOLD_RECHECK = timedelta(hours=1)  # a held row is looked at again at least this often
 
@@ -91,6 +97,11 @@ class Job:
     token: str | None = None
     token_retried: bool = False
     started: float = 0.0
+    lost: bool = False  # its lease went to another daemon while it was queued: not sent
+
+
+# (channel, app) -> until when and why its rows wait (quota spent, no token)
+Holds = dict[tuple[str, str], tuple[datetime, str]]
 
 
 @dataclass
@@ -105,7 +116,9 @@ class _State:
     outcomes: list[tuple[Outcome, str]] = field(default_factory=list)  # (outcome, template)
     # (channel, app) -> until when and why its rows wait (quota spent, no token): an SMS
     # rate limit must not hold the app's WeChat rows, nor a subscribe quota its SMS
-    app_hold: dict[tuple[str, str], tuple[datetime, str]] = field(default_factory=dict)
+    app_hold: Holds = field(default_factory=dict)
+    # tokens a send found expired: sends queued with one go back for a fresh token
+    stale_tokens: set[str] = field(default_factory=set)
     first_unflushed: float = 0.0  # monotonic time the oldest unwritten result arrived
     # the soonest lease of any row held (a lower bound: finished rows are not taken out,
     # which at worst renews a little early); None when nothing is held
@@ -117,11 +130,21 @@ class NotSent(Exception):
     """Raised on a send thread when the send must not start (lease lost or too short)."""
 
 
-def _send(rt: Runtime, job: Job) -> Answer:
-    """Runs on a pool thread: wait for the app's rate limit, then one call."""
+def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: set[str]) -> Answer:
+    """Runs on a pool thread: wait for the app's rate limit, then one call. The job may
+    have waited in the pool's queue: what changed meanwhile is looked at first."""
+    if job.lost:
+        raise NotSent("no longer ours")
+    if rt.stopping.is_set():
+        raise NotSent("stopping")  # handed back with the other unsent rows
+    if job.token is not None and job.token in stale_tokens:
+        raise NotSent("token went stale")  # the loop takes the fresh one and sends it
     slot = rt.limiters.acquire(job.app)
     try:
         now = clock.now()
+        held = holds.get((job.request.template.channel, job.app))
+        if held and held[0] > now:
+            raise NotSent("app held")  # quota spent meanwhile: the loop holds it in wait
         if (job.lease_until - now).total_seconds() < rt.config.http.timeout + LEASE_MARGIN:
             raise NotSent("lease too short to start the send")
         if rt.config.dispatch.on_stale == "fail":
@@ -138,7 +161,17 @@ def _send(rt: Runtime, job: Job) -> Answer:
     except BaseException:
         slot.cancel()  # never sent: its place in the rate limit goes back
         raise
-    return sender.send(job.request.built, job.token)
+    answer = sender.send(job.request.built, job.token)
+    if answer.kind in (Kind.QUOTA_DAY, Kind.QUOTA_MINUTE):
+        # the sends queued behind this one must not spend requests on a quota that is
+        # gone: they see this at once, before the loop records the answer
+        now = clock.now()
+        until = (rt.config.retry.daily_quota_reset.next_after(now)
+                 if answer.kind is Kind.QUOTA_DAY else next_minute(now))
+        holds[(job.request.template.channel, job.app)] = (until, answer.reason)
+    elif answer.kind is Kind.TOKEN and job.token:
+        stale_tokens.add(job.token)  # likewise: queued sends do not try it again
+    return answer
 
 
 def run(
@@ -170,6 +203,7 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
            now: Callable[[], datetime], rng: random.Random | None) -> None:
     cfg = rt.config
     workers = cfg.dispatch.workers
+    slots = workers + max(1, int(workers * QUEUE_AHEAD))  # sending or queued to send
     limit = claim_limit(cfg.dispatch.batch_size, cfg.dispatch.rate_limit, cfg.dispatch.lease)
     max_limit = limit if cfg.dispatch.rate_limit else limit * BACKLOG_STEPS
     more = True
@@ -184,7 +218,7 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
             if stopping and (st.ready or st.parked):
                 _release_unstarted(st)
             _keep_leases(rt, st, stats, now())
-            if more and not stopping and len(st.ready) + len(st.in_flight) < workers:
+            if more and not stopping and len(st.ready) + len(st.in_flight) < slots:
                 rows = _retrying(rt, functools.partial(
                     _claim, rt, now(), cfg.dispatch.lease, limit))
                 more = len(rows) == limit
@@ -194,7 +228,7 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
                     limit = min(limit * 2, max_limit)
                 stats.claimed += len(rows)
                 _prepare_all(rt, st, rows, now())
-            submitted = _submit(rt, st, pool, workers, now())
+            submitted = _submit(rt, st, pool, slots, now())
             if not st.in_flight and not st.ready and not st.parked:
                 if not more or stopping:
                     break
@@ -290,6 +324,7 @@ def _keep_leases(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
         if job.row.id in ours:
             job.lease_until = until
         else:
+            job.lost = True  # one queued in the pool is not sent when its turn comes
             lost += 1
     st.earliest_lease = until
     if lost:
@@ -467,12 +502,13 @@ def _hold(st: _State, job: Job, hold: tuple[datetime, str]) -> None:
          job.request.template.name)
 
 
-def _submit(rt: Runtime, st: _State, pool: ThreadPoolExecutor, workers: int,
+def _submit(rt: Runtime, st: _State, pool: ThreadPoolExecutor, slots: int,
             now: datetime) -> int:
-    """Start sends while workers are free; returns how many started."""
+    """Hand sends to the pool while it has slots (workers and the queue ahead); returns
+    how many were handed over."""
     deferred: list[Job] = []
     submitted = 0
-    while st.ready and len(st.in_flight) < workers:
+    while st.ready and len(st.in_flight) < slots:
         job = st.ready.popleft()
         if (job.lease_until - now).total_seconds() < rt.config.http.timeout + LEASE_MARGIN:
             deferred.append(job)  # its lease is renewed first (next turn of the loop)
@@ -497,7 +533,7 @@ def _submit(rt: Runtime, st: _State, pool: ThreadPoolExecutor, workers: int,
             st.parked.setdefault(recipient, deque()).append(job)
             continue
         st.busy.add(recipient)
-        fut = pool.submit(_send, rt, job)
+        fut = pool.submit(_send, rt, job, st.app_hold, st.stale_tokens)
         st.in_flight[fut] = job
         fut.add_done_callback(st.done.put)
         submitted += 1
@@ -538,6 +574,10 @@ def _finished(rt: Runtime, st: _State, job: Job, fut: Future, now: datetime,
     except Exception as exc:  # noqa: BLE001 - a bug in one send must not stop the batch
         log.exception("row %s (template %s): send raised", job.row.id, tpl.name)
         answer = Answer(Kind.TRANSIENT, None, f"internal error while sending: {exc!r}"[:200])
+    if answer.kind is Kind.TOKEN and job.token:
+        # sends queued with this token no longer skip it: what tokens.get hands out from
+        # here on is sent, even the same token again (a stable token that was fine)
+        st.stale_tokens.discard(job.token)
     took = time.monotonic() - job.started if job.started else 0.0
     if job.started:
         rt.metrics.send_duration(took)
