@@ -260,18 +260,19 @@ def test_rate_limit_holds_over_a_backlog(db, sandbox, runtime_factory, on_stale)
     rate, n = 25, 100
     rt = runtime_factory(db, sandbox, dispatch={"rate_limit": rate, "workers": 16,
                                                 "on_stale": on_stale})
-    starts: list[float] = []
+    started: dict[str, float] = {}  # openid -> the moment its request really started
     sender = rt.senders["subscribe"]
     real = sender.send
 
-    def timed(built, token):  # the moment each request really starts, on its thread
-        starts.append(time.monotonic())
+    def timed(built, token):  # on its thread
+        started[built.recipient] = time.monotonic()
         return real(built, token)
 
     sender.send = timed
     for i in range(n):
         insert_sql(db, template="order_status", openid=f"o{i}", params=GOOD)
     dispatch.run(rt)
+    starts = list(started.values())
     assert len(starts) == n and len(sandbox.attempts) == n
 
     def worst(times: list[float], window: float) -> int:
@@ -281,8 +282,12 @@ def test_rate_limit_holds_over_a_backlog(db, sandbox, runtime_factory, on_stale)
     assert worst(starts, 1.0) <= rate
     span = max(starts) - min(starts)
     assert span >= (n - rate) / rate  # three more windows after the first burst
-    # at the sandbox, arrival times carry the loopback's and the threads' jitter
-    assert worst([a.at for a in sandbox.attempts], 0.95) <= rate
+    # at the sandbox each request arrives up to `lag` after it started (loopback and
+    # thread scheduling; well over 100 ms when the machine is busy), so any window
+    # 1 s - lag long at the sandbox lies inside a 1 s window of starts
+    lag = max(a.at - started[a.touser] for a in sandbox.attempts)
+    assert 0 <= lag < 0.5
+    assert worst([a.at for a in sandbox.attempts], 1.0 - lag) <= rate
 
 
 def test_legacy_token_source(db, sandbox, runtime_factory):
