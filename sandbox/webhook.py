@@ -12,7 +12,7 @@ A verified POST is answered 200 {"id": "wh-<n>"} unless told otherwise; a bad or
 signature 401, a body that is not a JSON object with an id 400; none of those count as
 deliveries. Control: GET /_sandbox/stats, POST /_sandbox/config {latency},
 /_sandbox/answer {id, status, times}, /_sandbox/slow {id, seconds, times},
-/_sandbox/reset. Run alone with `python -m sandbox.webhook --secret S --port-file F`.
+/_sandbox/reset. Run alone with `python -m sandbox.webhook --secret-file F --port-file P`.
 """
 
 from __future__ import annotations
