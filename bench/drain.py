@@ -27,6 +27,7 @@ import argparse
 import itertools
 import json
 import os
+import statistics
 import sys
 import threading
 import time
@@ -259,6 +260,26 @@ def steady(sb: bl.SandboxProcess, dialect: str, workdir: Path, rate: float, dura
     }
 
 
+def _rounds(res: dict[str, Any], sb: bl.SandboxProcess, args: argparse.Namespace,
+            wd: Path) -> None:
+    """bare, herald, bare, herald, ..., bare: this machine's speed drifts over a minute,
+    so each herald run is compared with the bare runs just before and after it."""
+    bares = [bare_pool(sb, args.rows, args.workers)]
+    rounds: list[dict[str, Any]] = []
+    for _ in range(max(1, args.rounds)):
+        herald = herald_drain(sb, args.db, wd, args.rows, args.workers, args.batch)
+        bares.append(bare_pool(sb, args.rows, args.workers))
+        bare = (bares[-2]["rate"] + bares[-1]["rate"]) / 2
+        rounds.append({"herald": herald, "herald_over_bare": round(herald["rate"] / bare, 3)})
+    res["bare_1"], res["bare_2"] = bares[0], bares[-1]
+    res["bare_runs"] = bares
+    res["rounds"] = rounds
+    # the table's herald row: the round whose ratio is the median one
+    ranked = sorted(rounds, key=lambda r: r["herald_over_bare"])
+    res["herald"] = ranked[(len(ranked) - 1) // 2]["herald"]
+    res["herald_over_bare"] = statistics.median(r["herald_over_bare"] for r in rounds)
+
+
 def _table(res: dict[str, Any]) -> str:
     rows = [("phase", "msgs/s", "wall s", "cpu s/1k", "sandbox cores", "p50 s", "p99 s",
              "peak RSS MB")]
@@ -271,9 +292,14 @@ def _table(res: dict[str, Any]) -> str:
                      str(r.get("latency_p50_s", "")), str(r.get("latency_p99_s", "")),
                      str(r.get("peak_rss_mb", ""))))
 
-    add("bare #1", res.get("bare_1"))
-    add("herald", res.get("herald"))
-    add("bare #2", res.get("bare_2"))
+    if "rounds" in res:
+        for i, bare in enumerate(res["bare_runs"]):
+            add(f"bare #{i + 1}", bare)
+            if i < len(res["rounds"]):
+                add(f"herald #{i + 1}" if len(res["rounds"]) > 1 else "herald",
+                    res["rounds"][i]["herald"])
+    else:
+        add("herald", res.get("herald"))
     add("tutorial loop", res.get("tutorial"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in
@@ -297,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=30.0, help="--steady: seconds of input")
     p.add_argument("--poll", type=float, default=1.0,
                    help="--steady: seconds between dispatch runs (jobs.dispatch.every)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="herald runs, each between two bare runs (bare, herald, bare, "
+                        "herald, bare ...): the ratio of each round and their median")
     p.add_argument("--json", metavar="PATH", help="write the results here")
     args = p.parse_args(argv)
 
@@ -312,21 +341,24 @@ def main(argv: list[str] | None = None) -> int:
                                    args.workers, args.batch)
             print(json.dumps(res["steady"], indent=2))
         else:
-            if not args.herald_only:
-                res["bare_1"] = bare_pool(sb, args.rows, args.workers)
-            res["herald"] = herald_drain(sb, args.db, wd, args.rows, args.workers, args.batch)
-            if not args.herald_only:
-                res["bare_2"] = bare_pool(sb, args.rows, args.workers)
+            if args.herald_only:
+                res["herald"] = herald_drain(sb, args.db, wd, args.rows, args.workers,
+                                             args.batch)
+            else:
+                _rounds(res, sb, args, wd)
                 res["tutorial"] = tutorial_loop(sb, args.tutorial_rows)
-                bare = (res["bare_1"]["rate"] + res["bare_2"]["rate"]) / 2
-                res["herald_over_bare"] = round(res["herald"]["rate"] / bare, 3)
             h = res["herald"]
             print(f"{args.rows} rows, latency {args.latency}s, {args.workers} workers, "
                   f"batch {args.batch}, {args.db}; herald: {h['dispatch_runs']} dispatch "
                   f"run(s), status {h['status']}, sandbox "
                   f"{ {k: v for k, v in h['sandbox'].items() if not isinstance(v, dict)} }")
             print(_table(res))
-            if "herald_over_bare" in res:
+            if len(res.get("rounds", ())) > 1:
+                ratios = [r["herald_over_bare"] for r in res["rounds"]]
+                print(f"herald / bare by round (each against the bare runs either side): "
+                      f"{', '.join(f'{x:.3f}' for x in ratios)}; median "
+                      f"{res['herald_over_bare']}, min {min(ratios):.3f}, max {max(ratios):.3f}")
+            elif "herald_over_bare" in res:
                 print(f"herald / bare (mean of both bare runs): {res['herald_over_bare']}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
