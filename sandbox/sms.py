@@ -41,8 +41,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from sandbox.serving import TrackingServer
 
 __all__ = [
     "DEFAULT_SDK_APP_ID",
@@ -725,39 +727,8 @@ def _post_json(url: str, payload: Any) -> tuple[int | None, str, bool]:
     return status, text, ok
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
+class _Server(TrackingServer):
     sandbox: SmsSandbox
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._conn_lock = threading.Lock()
-        self._connections: set[socket.socket] = set()
-        self.connections_opened = 0
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._conn_lock:
-            self._connections.add(request)
-            # Counted so a benchmark can tell a client that keeps connections alive from
-            # one that opens a connection per request.
-            self.connections_opened += 1
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._conn_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._conn_lock:
-            connections = list(self._connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _Handler(BaseHTTPRequestHandler):

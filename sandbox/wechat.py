@@ -29,12 +29,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
 import keywords
 from sandbox.pusher import Pusher, PushRecord
+from sandbox.serving import TrackingServer
 
 __all__ = [
     "DEFAULT_APPID",
@@ -943,37 +944,8 @@ class Sandbox:
         return msgid
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    # The benchmark opens 64 connections at once; the default backlog of 5 would make
-    # some of them wait for a SYN retransmit (a full second) before being accepted.
-    request_queue_size = 256
+class _Server(TrackingServer):
     sandbox: Sandbox
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._conn_lock = threading.Lock()
-        self._connections: set[socket.socket] = set()
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._conn_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._conn_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._conn_lock:
-            connections = list(self._connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed by its handler
 
 
 class _Handler(BaseHTTPRequestHandler):
