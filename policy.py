@@ -34,6 +34,17 @@ def next_minute(now: datetime) -> datetime:
     return now.replace(second=0, microsecond=0) + timedelta(minutes=1)
 
 
+def quota_wait(kind: Kind, now: datetime, retry: RetryConfig) -> tuple[datetime, str] | None:
+    """Until when a spent quota holds the app's rows, and why; None for other answers.
+    Dispatch holds the app with it the moment a send thread sees the answer, and the
+    row's own outcome (decide) waits the same."""
+    if kind is Kind.QUOTA_DAY:
+        return retry.daily_quota_reset.next_after(now), "deferred to the next quota day"
+    if kind is Kind.QUOTA_MINUTE:
+        return next_minute(now), "deferred to the next minute"
+    return None
+
+
 def decide(
     *,
     row_id: int,
@@ -61,13 +72,11 @@ def decide(
         return outcome("success")
     if kind is Kind.PERMANENT:
         return outcome("fail", error=answer.reason)
-    if kind is Kind.QUOTA_DAY:
-        # not the row's fault: wait for the quota day, the attempt does not count
-        return outcome("wait", send_at=retry.daily_quota_reset.next_after(now), refund=True,
-                       error=f"deferred to the next quota day: {answer.reason}")
-    if kind is Kind.QUOTA_MINUTE:
-        return outcome("wait", send_at=next_minute(now), refund=True,
-                       error=f"deferred to the next minute: {answer.reason}")
+    quota = quota_wait(kind, now, retry)
+    if quota is not None:
+        # not the row's fault: wait for the quota to come back, the attempt does not count
+        until, why = quota
+        return outcome("wait", send_at=until, refund=True, error=f"{why}: {answer.reason}")
     if kind is Kind.CREDENTIAL:
         return outcome("wait", send_at=now + timedelta(seconds=TOKEN_WAIT), refund=True,
                        error=answer.reason)

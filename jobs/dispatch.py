@@ -49,7 +49,7 @@ from db.models import MsgList
 from db.outcomes import Event, GrantUse, Hop, Outcome, record
 from db.queue import due_count
 from logs import redact
-from policy import TOKEN_WAIT, decide, next_minute
+from policy import TOKEN_WAIT, decide, quota_wait
 from runtime import Runtime
 from templates import RenderError, Request, Template, render_row
 from tokens import TokenUnavailable
@@ -162,13 +162,12 @@ def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: set[str]) -> Answer
         slot.cancel()  # never sent: its place in the rate limit goes back
         raise
     answer = sender.send(job.request.built, job.token)
-    if answer.kind in (Kind.QUOTA_DAY, Kind.QUOTA_MINUTE):
+    quota = quota_wait(answer.kind, clock.now(), rt.config.retry)
+    if quota is not None:
         # the sends queued behind this one must not spend requests on a quota that is
         # gone: they see this at once, before the loop records the answer
-        now = clock.now()
-        until = (rt.config.retry.daily_quota_reset.next_after(now)
-                 if answer.kind is Kind.QUOTA_DAY else next_minute(now))
-        holds[(job.request.template.channel, job.app)] = (until, answer.reason)
+        holds[(job.request.template.channel, job.app)] = (quota[0],
+                                                          f"{quota[1]}: {answer.reason}")
     elif answer.kind is Kind.TOKEN and job.token:
         stale_tokens.add(job.token)  # likewise: queued sends do not try it again
     return answer
