@@ -27,6 +27,7 @@ class TrackingServer(ThreadingHTTPServer):
         # counted so a benchmark can tell a client that keeps connections alive from one
         # that opens a connection per request
         self.connections_opened = 0
+        self._serving: threading.Thread | None = None
         super().__init__(*args, **kwargs)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -39,6 +40,26 @@ class TrackingServer(ThreadingHTTPServer):
         with self._conn_lock:
             self._connections.discard(request)
         super().shutdown_request(request)
+
+    def serve_in_background(self, name: str) -> None:
+        """serve_forever on a daemon thread. poll_interval bounds how long a stop waits
+        for the loop to notice; the default 0.5 s adds up over a suite that starts a
+        sandbox per test."""
+        self._serving = threading.Thread(target=self.serve_forever,
+                                         kwargs={"poll_interval": 0.05}, name=name,
+                                         daemon=True)
+        self._serving.start()
+
+    def stop_serving(self) -> None:
+        """Stop accepting, close the socket, cut the connections still open (an idle
+        keep-alive connection would otherwise go on answering on its handler thread, so
+        a pooled client could still reach a stopped sandbox), and wait for the loop."""
+        self.shutdown()
+        self.server_close()
+        self.close_connections()
+        if self._serving is not None:
+            self._serving.join(timeout=5)
+            self._serving = None
 
     def close_connections(self) -> None:
         with self._conn_lock:

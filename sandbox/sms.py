@@ -345,7 +345,6 @@ class SmsSandbox:
         self._callback_thread: threading.Thread | None = None
 
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -357,13 +356,7 @@ class SmsSandbox:
         server.sandbox = self
         self._server = server
         self.port = server.server_address[1]
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"sms-sandbox:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        server.serve_in_background(f"sms-sandbox:{self.port}")
         with self._reports_cv:
             self._stopping = False
         self._callback_thread = threading.Thread(
@@ -377,12 +370,7 @@ class SmsSandbox:
         if server is None:
             return
         self._release.set()
-        server.shutdown()
-        server.server_close()
-        server.close_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        server.stop_serving()
         with self._reports_cv:
             self._stopping = True
             self._reports_cv.notify_all()

@@ -95,7 +95,6 @@ class WebhookSandbox:
         self._next_id = 1
         self._release = threading.Event()
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -107,10 +106,7 @@ class WebhookSandbox:
         server.sandbox = self
         self._server = server
         self.port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name=f"webhook-sandbox:{self.port}", daemon=True)
-        self._thread.start()
+        server.serve_in_background(f"webhook-sandbox:{self.port}")
         return self
 
     def stop(self) -> None:
@@ -118,12 +114,7 @@ class WebhookSandbox:
         if server is None:
             return
         self._release.set()
-        server.shutdown()
-        server.server_close()
-        server.close_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        server.stop_serving()
 
     def __enter__(self) -> WebhookSandbox:
         return self.start()

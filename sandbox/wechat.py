@@ -260,7 +260,6 @@ class Sandbox:
         self._token_answers: list[dict[str, Any]] = []
 
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -272,15 +271,7 @@ class Sandbox:
         server.sandbox = self
         self._server = server
         self.port = server.server_address[1]
-        # poll_interval bounds how long stop() waits for the loop to notice shutdown; the
-        # default 0.5 s would add up over a test suite that starts a sandbox per test.
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"sandbox:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        server.serve_in_background(f"sandbox:{self.port}")
         return self
 
     def stop(self) -> None:
@@ -294,14 +285,7 @@ class Sandbox:
         self._release.set()
         with self._lock:
             self._gate.notify_all()
-        server.shutdown()
-        server.server_close()
-        # Idle keep-alive connections would otherwise keep answering on their handler
-        # threads after stop(), so a pooled client could still reach a "stopped" sandbox.
-        server.close_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        server.stop_serving()
 
     def __enter__(self) -> Sandbox:
         return self.start()
