@@ -6,15 +6,18 @@ the project on sys.path so they import Herald's own modules, exactly as the daem
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
 import resource
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -29,7 +32,7 @@ from peewee import Database  # noqa: E402
 
 from config import Config, config_from_dict  # noqa: E402
 from db.connection import connect, dialect_of, init_schema  # noqa: E402
-from db.models import TABLE_NAMES, MsgList  # noqa: E402
+from db.models import MsgList  # noqa: E402
 from tests import support  # noqa: E402
 
 APPID, SECRET = "wxbench00000000001", "bench-secret-0123456789"
@@ -152,6 +155,45 @@ class RssSampler:
 # --------------------------------------------------------------------------- the sandbox
 
 
+class SandboxChild:
+    """`python -m sandbox.<name>` with a port file; GET/POST its /_sandbox/ controls."""
+
+    def __init__(self, workdir: Path, name: str, *args: str) -> None:
+        port_file = workdir / f"{name}.port"
+        self._log = open(workdir / f"{name}.log", "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", f"sandbox.{name}", "--port", "0", "--port-file",
+             str(port_file), *args], cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while not port_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{name} sandbox did not start: "
+                                   f"{(workdir / f'{name}.log').read_text()}")
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{int(port_file.read_text())}"
+
+    def control(self, method: str, name: str) -> Any:
+        data = b"{}" if method == "POST" else None
+        req = urllib.request.Request(f"{self.url}/_sandbox/{name}", data=data, method=method)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def cpu(self) -> float:
+        return proc_cpu(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
 class SandboxProcess(support.SandboxProcess):
     """The shared sandbox child (tests/support.py) with the bench's app, its CPU, and
     stats without the per-recipient table (10,000 entries are not a report)."""
@@ -215,24 +257,17 @@ def server_reachable(dialect: str) -> str | None:
 
 
 def fresh_database(dialect: str, workdir: Path) -> tuple[str, Database]:
-    """An empty msg_list/access_token of `dialect`: a new SQLite file, or server tables
+    """Empty Herald tables of `dialect`: a new SQLite file, or the server's tables
     dropped and recreated from db/ddl/<dialect>.sql."""
     if dialect == "sqlite":
         url = f"sqlite:///{workdir / 'herald.db'}"
         for suffix in ("", "-wal", "-shm"):
             Path(f"{workdir / 'herald.db'}{suffix}").unlink(missing_ok=True)
-    else:
-        url = server_url(dialect)
         db = connect(url)
-        with db.connection_context():
-            for table in TABLE_NAMES:
-                db.execute_sql(f"DROP TABLE IF EXISTS {table}")
-            if dialect == "postgres":
-                db.execute_sql("DROP FUNCTION IF EXISTS herald_notify() CASCADE")
-        db.close()
-    db = connect(url)
-    init_schema(db)
-    return url, db
+        init_schema(db)
+        return url, db
+    url = server_url(dialect)
+    return url, support.fresh_db(url)
 
 
 def make_config(db_url: str, api_base: str, workdir: Path, *, workers: int,
@@ -297,6 +332,6 @@ def workdir(keep: bool = False) -> Iterator[Path]:
 
 
 __all__ = ["APPID", "DIALECTS", "PARAMS", "ROOT", "SECRET", "TEMPLATE", "RssSampler",
-           "SandboxProcess", "counts", "dialect_of", "fill", "fresh_database", "latencies",
-           "machine", "make_config", "openid", "percentile", "proc_cpu", "self_cpu",
+           "SandboxChild", "SandboxProcess", "counts", "dialect_of", "fill", "fresh_database",
+           "latencies", "machine", "make_config", "openid", "percentile", "proc_cpu", "self_cpu",
            "server_reachable", "server_url", "workdir"]

@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,50 +63,12 @@ bench_hook:
 """
 
 
-class Child:
-    """`python -m sandbox.<name>` with a port file; GET/POST its /_sandbox/ controls."""
-
-    def __init__(self, workdir: Path, name: str, *args: str) -> None:
-        port_file = workdir / f"{name}.port"
-        self._log = open(workdir / f"{name}.log", "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"sandbox.{name}", "--port", "0", "--port-file",
-             str(port_file), *args], cwd=bl.ROOT, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while not port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{name} sandbox did not start: "
-                                   f"{(workdir / f'{name}.log').read_text()}")
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{int(port_file.read_text())}"
-
-    def control(self, method: str, name: str) -> Any:
-        data = b"{}" if method == "POST" else None
-        req = urllib.request.Request(f"{self.url}/_sandbox/{name}", data=data, method=method)
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(req, timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def cpu(self) -> float:
-        return bl.proc_cpu(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
-def start_sandbox(channel: str, workdir: Path, latency: float) -> Child:
+def start_sandbox(channel: str, workdir: Path, latency: float) -> bl.SandboxChild:
     if channel == "webhook":
-        return Child(workdir, "webhook", "--latency", str(latency), "--secret-file",
-                     str(workdir / "hook_secret"))
-    return Child(workdir, "sms", "--latency", str(latency), "--template", f"{SMS_TEMPLATE}:2")
+        return bl.SandboxChild(workdir, "webhook", "--latency", str(latency),
+                               "--secret-file", str(workdir / "hook_secret"))
+    return bl.SandboxChild(workdir, "sms", "--latency", str(latency),
+                           "--template", f"{SMS_TEMPLATE}:2")
 
 
 def config(workdir: Path, db_url: str, sms_url: str, workers: int, batch: int) -> Config:
@@ -138,7 +98,7 @@ def fill(db: Any, template: str, n: int, chunk: int = 500) -> float:
     return time.perf_counter() - t0
 
 
-def bare(rt: Runtime, sb: Child, channel: str, template: str, n: int, workers: int
+def bare(rt: Runtime, sb: bl.SandboxChild, channel: str, template: str, n: int, workers: int
          ) -> dict[str, Any]:
     """The channel's sender alone: W threads, one shared sender, N sends."""
     sender: ChannelKind = rt.senders[channel]
@@ -172,7 +132,7 @@ def bare(rt: Runtime, sb: Child, channel: str, template: str, n: int, workers: i
             "sandbox_cores": round((sb.cpu() - sb0) / wall, 2)}
 
 
-def herald(rt: Runtime, db: Any, sb: Child, template: str, n: int, workers: int
+def herald(rt: Runtime, db: Any, sb: bl.SandboxChild, template: str, n: int, workers: int
            ) -> dict[str, Any]:
     with db.connection_context():
         db.execute_sql("DELETE FROM msg_list")  # the bare phases left nothing; be sure

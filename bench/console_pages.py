@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 import requests  # noqa: E402
 
-from db.connection import connect, dialect_of, init_schema  # noqa: E402
-from tests.support import ServeProcess, write_config  # noqa: E402
+from db.connection import dialect_of  # noqa: E402
+from tests.support import ServeProcess, fresh_db, write_config  # noqa: E402
 from web.console.auth import hash_password  # noqa: E402
 
 TABLES = ("msg_list", "access_token", "push_event", "subscribe_grant", "msg_event",
@@ -133,19 +133,6 @@ def fill(db: Any, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def reset(url: str) -> Any:
-    db = connect(url)
-    with db.connection_context():
-        for table in TABLES:
-            db.execute_sql(f"DROP TABLE IF EXISTS {table}")
-        if url.startswith("postgres"):
-            db.execute_sql("DROP FUNCTION IF EXISTS herald_notify() CASCADE")
-    db.close()
-    db = connect(url)
-    init_schema(db)
-    return db
-
-
 def analyze(url: str) -> None:
     """What an autovacuum/ANALYZE would have done by now on a live server."""
     if url.startswith("postgres"):
@@ -216,7 +203,7 @@ def main() -> int:
     with benchlib.workdir(args.keep) as work:
         url = (f"sqlite:///{work / 'herald.db'}" if args.db == "sqlite"
                else benchlib.server_url(args.db))
-        db = reset(url)
+        db = fresh_db(url)
         with db.connection_context():
             fill_s = fill(db, args.rows)
         db.close()

@@ -16,12 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +28,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+import benchlib as bl  # noqa: E402
 
 from channels.tencent_sms import SmsClient  # noqa: E402
 from sandbox.sms import (  # noqa: E402
@@ -42,42 +42,6 @@ from sandbox.sms import (  # noqa: E402
 TEMPLATE = "1234567"
 PARAMS = ["Coffee", "shipped"]
 REGION = "ap-guangzhou"
-
-
-class SandboxChild:
-    def __init__(self, workdir: Path, latency: float) -> None:
-        port_file = workdir / "sms.port"
-        self._log = open(workdir / "sms.log", "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox.sms", "--port", "0", "--port-file", str(port_file),
-             "--latency", str(latency), "--template", f"{TEMPLATE}:{len(PARAMS)}"],
-            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 20
-        while not port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"sandbox did not start: {(workdir / 'sms.log').read_text()}")
-            time.sleep(0.05)
-        self.port = int(port_file.read_text())
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def control(self, method: str, name: str) -> Any:
-        data = b"{}" if method == "POST" else None
-        request = urllib.request.Request(f"{self.url}/_sandbox/{name}", data=data, method=method)
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(request, timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 def own_sender(url: str, threads: int) -> tuple[Callable[[str], str], Callable[[], None]]:
@@ -120,7 +84,7 @@ def sdk_sender(url: str, threads: int) -> tuple[Callable[[str], str], Callable[[
     return send, lambda: None
 
 
-def run(kind: str, sandbox: SandboxChild, n: int, threads: int) -> dict[str, Any]:
+def run(kind: str, sandbox: bl.SandboxChild, n: int, threads: int) -> dict[str, Any]:
     sandbox.control("POST", "reset")
     before = sandbox.control("GET", "stats")["connections_opened"]
     make = own_sender if kind == "own" else sdk_sender
@@ -182,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     kinds = ["own", "sdk"] if args.client == "both" else [args.client]
     results = []
     with tempfile.TemporaryDirectory(prefix="sms-bench-") as tmp:
-        sandbox = SandboxChild(Path(tmp), args.latency)
+        sandbox = bl.SandboxChild(Path(tmp), "sms", "--latency", str(args.latency),
+                                  "--template", f"{TEMPLATE}:{len(PARAMS)}")
         try:
             for _ in range(args.rounds):
                 for kind in kinds:

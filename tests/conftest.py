@@ -21,27 +21,16 @@ if str(ROOT) not in sys.path:
 
 from config import Config, config_from_dict  # noqa: E402
 from db.connection import connect, init_schema  # noqa: E402
-from db.models import TABLE_NAMES, AccessToken, MsgList  # noqa: E402
+from db.models import AccessToken, MsgList  # noqa: E402
 from runtime import Runtime  # noqa: E402
 from sandbox.wechat import Sandbox  # noqa: E402
 from templates import load_templates  # noqa: E402
-from tests.support import APPID, SECRET, config_data  # noqa: E402
+from tests.support import APPID, SECRET, config_data, drop_herald_tables  # noqa: E402
 
 SERVER_URLS = {
     "postgres": os.environ.get("HERALD_TEST_POSTGRES_URL"),
     "mysql": os.environ.get("HERALD_TEST_MYSQL_URL"),
 }
-
-
-def _reset_server_db(url: str) -> None:
-    """Drop Herald's tables (and trigger function) so each test starts empty."""
-    db = connect(url)
-    with db.connection_context():
-        for table in TABLE_NAMES:
-            db.execute_sql(f"DROP TABLE IF EXISTS {table}")
-        if url.startswith("postgres"):
-            db.execute_sql("DROP FUNCTION IF EXISTS herald_notify() CASCADE")
-    db.close()
 
 
 def database_url(dialect: str, tmp_path: Path) -> str:
@@ -50,7 +39,7 @@ def database_url(dialect: str, tmp_path: Path) -> str:
     url = SERVER_URLS[dialect]
     if not url:
         pytest.skip(f"{dialect}: set HERALD_TEST_{dialect.upper()}_URL to run (.ci/run does)")
-    _reset_server_db(url)
+    drop_herald_tables(url)  # each test starts empty
     return url
 
 

@@ -16,9 +16,8 @@ from typing import Any
 import requests
 
 from config import config_from_dict
-from db.connection import connect, init_schema
 from db.dialects import dialect
-from tests.support import config_data
+from tests.support import config_data, fresh_db
 from web.console.auth import hash_password
 
 PASSWORD = "correct horse battery"
@@ -33,25 +32,8 @@ PUSH_TOKEN = "MARKERPUSHTOKEN7f3a9c"
 AES_KEY = "MARKERAESKEY" + "A" * 31
 ACCESS_TOKEN = "MARKER-ACCESS-TOKEN-7f3a9c"
 MARKERS = (APP_SECRET, PUSH_TOKEN, AES_KEY, ACCESS_TOKEN)
-TABLES = ("msg_list", "access_token", "push_event", "subscribe_grant", "msg_event",
-          "herald_daemon", "herald_schema")
 ORDER = "order_status"
 PARAMS = '["Flat white", 28, "shipped", "thanks"]'
-
-
-def fresh_db(url: str) -> Any:
-    """`url`'s database with every Herald table dropped and created again (conftest's
-    reset keeps the newer tables, whose rows would leak between tests)."""
-    db = connect(url)
-    with db.connection_context():
-        for table in TABLES:
-            db.execute_sql(f"DROP TABLE IF EXISTS {table}")
-        if url.startswith("postgres"):
-            db.execute_sql("DROP FUNCTION IF EXISTS herald_notify() CASCADE")
-    db.close()
-    db = connect(url)
-    init_schema(db)
-    return db
 
 
 def console_data(folder: Path, db_url: str, **overrides: Any) -> dict[str, Any]:

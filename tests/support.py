@@ -20,8 +20,31 @@ from typing import IO, Any, Self
 
 import yaml
 
+from db.connection import connect, init_schema
+from db.models import TABLE_NAMES
+
 ROOT = Path(__file__).resolve().parent.parent
 APPID, SECRET = "wxtest0000000001", "test-secret-0123456789"
+
+
+def drop_herald_tables(url: str) -> None:
+    """Drop every Herald table (and PostgreSQL's trigger function) in `url`'s database,
+    so a test or a benchmark starts from an empty database."""
+    db = connect(url)
+    with db.connection_context():
+        for table in TABLE_NAMES:
+            db.execute_sql(f"DROP TABLE IF EXISTS {table}")
+        if url.startswith("postgres"):
+            db.execute_sql("DROP FUNCTION IF EXISTS herald_notify() CASCADE")
+    db.close()
+
+
+def fresh_db(url: str) -> Any:
+    """`url`'s database emptied and created again with the current schema."""
+    drop_herald_tables(url)
+    db = connect(url)
+    init_schema(db)
+    return db
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 15.0, step: float = 0.05) -> bool:
