@@ -118,34 +118,39 @@ async function main() {
   if (opt['dedup-key'] !== undefined) row.dedup_key = opt['dedup-key'];
 
   const db = await connect(opt.database);
-  const delay = Number(opt.delay);
-  if (delay > 0) {
-    // send_at is UTC. toISOString() is UTC ('2026-12-01T10:30:00.000Z'): PostgreSQL and
-    // SQLite read the Z; MySQL (in the UTC session above) takes 'YYYY-MM-DD HH:MM:SS'.
-    // Never pass a Date's toString() or local getHours(): those are this machine's zone.
-    const iso = new Date(Date.now() + delay * 1000).toISOString();
-    row.send_at = db.engine === 'mysql' ? iso.slice(0, 19).replace('T', ' ') : iso;
-  }
+  // close the connection on every path: an open socket keeps Node.js running
+  let id, out;
+  try {
+    const delay = Number(opt.delay);
+    if (delay > 0) {
+      // send_at is UTC. toISOString() is UTC ('2026-12-01T10:30:00.000Z'): PostgreSQL and
+      // SQLite read the Z; MySQL refuses it ("Incorrect datetime value") and takes
+      // 'YYYY-MM-DD HH:MM:SS' in the UTC session above. Never a Date's toString(),
+      // toLocaleString() or getHours(): those are this machine's zone.
+      const iso = new Date(Date.now() + delay * 1000).toISOString();
+      row.send_at = db.engine === 'mysql' ? iso.slice(0, 19).replace('T', ' ') : iso;
+    }
 
-  const [id, inserted] = await queue(db, row);
-  console.log(inserted ? `row: ${id} (inserted)` : `row: ${id} (dedup_key ${row.dedup_key} was already queued)`);
+    let inserted;
+    [id, inserted] = await queue(db, row);
+    console.log(inserted ? `row: ${id} (inserted)` : `row: ${id} (dedup_key ${row.dedup_key} was already queued)`);
 
-  const timeout = Number(opt.timeout);
-  const deadline = Date.now() + timeout * 1000;
-  let out;
-  for (;;) {
-    out = await outcome(db, id);
-    if (SETTLED.includes(out.status) || Date.now() >= deadline) break;
-    await sleep(500);
+    const deadline = Date.now() + Number(opt.timeout) * 1000;
+    for (;;) {
+      out = await outcome(db, id);
+      if (SETTLED.includes(out.status) || Date.now() >= deadline) break;
+      await sleep(500);
+    }
+  } finally {
+    await db.close();
   }
-  await db.close();
   for (const key of ['status', 'errcode', 'error', 'msgid', 'receipt']) {
     console.log(`${key}: ${out[key] ?? 'NULL'}`);
   }
   // receipt stays NULL until WeChat reports delivery (only with the push set up)
   if (out.status === 'success') return 0;
   if (SETTLED.includes(out.status)) return 3;
-  console.error(`row ${id} still ${out.status} after ${timeout} s`);
+  console.error(`row ${id} still ${out.status} after ${opt.timeout} s`);
   return 4;
 }
 
