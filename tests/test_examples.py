@@ -120,7 +120,7 @@ def _node_missing(engine: str) -> str | None:
         return reason
     package = NODE_PACKAGES[engine]
     if not (EXAMPLES / "node" / "node_modules" / package / "package.json").exists():
-        return f"npm package {package} missing (bash examples/install.sh, or npm ci in examples/node)"
+        return f"npm package {package} missing (bash examples/install.sh, or npm ci there)"
     return None
 
 
