@@ -27,7 +27,7 @@ trap 'rm -f "$log"' EXIT
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    if [[ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" != "install ok installed" ]]; then
         missing+=("$package")
     fi
 done
