@@ -128,18 +128,24 @@ def test_sessions_expire_and_ids_are_not_stored() -> None:
 def test_login_limiter_per_user_and_per_address() -> None:
     clock = FakeClock()
     limiter = auth.LoginLimiter(per_user=5, per_address=20, window=900, clock=clock)
+
+    def fail(user: str, address: str) -> None:
+        attempt = limiter.attempt(user, address)
+        assert isinstance(attempt, auth.Attempt), attempt
+        limiter.failed(attempt)
+
     for _ in range(5):
-        assert limiter.blocked("ann", "10.0.0.1") is None
-        limiter.failed("ann", "10.0.0.1")
-    why = limiter.blocked("ann", "10.0.0.2")
-    assert why and "this user" in why and "15 minutes" in why
-    assert limiter.blocked("bob", "10.0.0.1") is None  # another user from the same place
-    for i in range(15):
-        limiter.failed(f"user{i}", "10.0.0.1")
-    assert "your address" in (limiter.blocked("carol", "10.0.0.1") or "")
-    assert limiter.blocked("carol", "10.0.0.3") is None
+        fail("ann", "10.0.0.1")
+    why = limiter.attempt("ann", "10.0.0.2")
+    assert isinstance(why, str) and "this user" in why and "15 minutes" in why
+    fail("bob", "10.0.0.1")  # another user from the same place
+    for i in range(14):
+        fail(f"user{i}", "10.0.0.1")
+    why = limiter.attempt("carol", "10.0.0.1")
+    assert isinstance(why, str) and "your address" in why
+    assert isinstance(limiter.attempt("carol", "10.0.0.3"), auth.Attempt)
     clock.t += 901
-    assert limiter.blocked("ann", "10.0.0.1") is None
+    assert isinstance(limiter.attempt("ann", "10.0.0.1"), auth.Attempt)
 
 
 # ------------------------------------------------------------------ guests

@@ -202,20 +202,20 @@ class Console:
         username = (text(form, "username", limit=64) or "")
         password = form.get("password", "")
         target = safe_next(form.get("next"))
-        key = username.lower()
-        blocked = self.limiter.blocked(key, req.remote)
-        if blocked:
+        # checked and counted in one step: a check in flight counts against the limit
+        attempt = self.limiter.attempt(username.lower(), req.remote)
+        if isinstance(attempt, str):
             log.warning("console: login for %r from %s refused: rate limited", username,
                         req.remote)
-            return self.login_form(req, status=429, message=blocked, username=username,
+            return self.login_form(req, status=429, message=attempt, username=username,
                                    target=target)
         account = auth.authenticate(self.accounts, username, password) if password else None
         if account is None:
-            self.limiter.failed(key, req.remote)
+            self.limiter.failed(attempt)
             log.warning("console: failed login for %r from %s", username, req.remote)
             return self.login_form(req, status=401, username=username, target=target,
                                    message="wrong user name or password / 用户名或密码错误")
-        self.limiter.succeeded(key)
+        self.limiter.succeeded(attempt)
         self.sessions.drop(req.cookies().get(SESSION_COOKIE))  # no session fixation
         session_id, _ = self.sessions.create(account.name, account.role)
         log.info("console: %s (%s) logged in from %s", account.name, account.role, req.remote)
