@@ -208,18 +208,6 @@ def test_cookie_secure_adds_secure(tmp_path: Path) -> None:
         assert "Secure" in cookie
 
 
-@pytest.mark.parametrize("next_value", ["//evil.example/", "https://evil.example/",
-                                        "/\\evil.example", "javascript:alert(1)"])
-def test_login_never_redirects_off_site(world, next_value: str) -> None:
-    base, _, _ = world
-    s = requests.Session()
-    s.get(base + "/login", timeout=10)
-    r = s.post(base + "/login", allow_redirects=False, timeout=30, data={
-        "username": "ann", "password": PASSWORD, "next": next_value,
-        "csrf_token": s.cookies["herald_login"]})
-    assert r.status_code == 303 and r.headers["Location"] == "/"
-
-
 def test_wrong_password_and_login_without_its_csrf_token(world) -> None:
     base, _, _ = world
     s = requests.Session()

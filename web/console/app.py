@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from peewee import DatabaseError, InterfaceError, OperationalError
 
@@ -35,7 +36,14 @@ from web.console.http import (
     html,
     redirect,
 )
-from web.console.inputs import BadInput, NotFound, native_to_text, query_of, safe_next, text
+from web.console.inputs import (
+    BadInput,
+    NotFound,
+    native_to_text,
+    query_of,
+    redirect_target,
+    text,
+)
 from web.console.render import Renderer
 from web.wsgi import Environ, Response, StartResponse
 
@@ -131,7 +139,8 @@ class Console:
         if req.session is None:
             # a guest sees nothing but the login page; a GET comes back here after it
             target = req.target if req.method == "GET" else "/"
-            return redirect("/login" + ("" if target == "/" else "?next=" + _quote(target)))
+            return redirect("/login" + ("" if target == "/" else "?next=" + quote(target,
+                                                                                   safe="/")))
         for pattern, methods, operator_only in self.routes:
             m = pattern.fullmatch(req.path)
             if m is None:
@@ -187,21 +196,23 @@ class Console:
         token = random.token_urlsafe(24)
         body = self.renderer.page("login.html", **context(
             req, title="Log in / 登录", message=message, login_csrf=token, username=username,
-            next=target or safe_next(req.query.get("next"))))
+            next=target or redirect_target(req.query.get("next"), "next")))
         return html(body, status, [("Set-Cookie", cookie(
             LOGIN_COOKIE, token, max_age=3600, secure=self.cfg.console.cookie_secure,
             path="/login"))])
 
     def login_post(self, req: Req) -> Response:
         form = req.form()
+        # every field read before anything is counted or created: a malformed one is a
+        # 400 that changes nothing
+        target = redirect_target(form.get("next"), "next")
         if not auth.tokens_equal(form.get("csrf_token"), req.cookies().get(LOGIN_COOKIE, "")):
             log.warning("console: login POST without a valid CSRF token from %s", req.remote)
-            return self.login_form(req, status=403, target=safe_next(form.get("next")),
+            return self.login_form(req, status=403, target=target,
                                    message="the login form expired or came from elsewhere; "
                                            "try again / 登录表单已失效，请重试")
         username = (text(form, "username", limit=64) or "")
         password = form.get("password", "")
-        target = safe_next(form.get("next"))
         # checked and counted in one step: a check in flight counts against the limit
         attempt = self.limiter.attempt(username.lower(), req.remote)
         if isinstance(attempt, str):
@@ -249,12 +260,6 @@ class Console:
         with self.db.connection_context():
             return overview.take(self.db, clock.now(),
                                  missing_after=self.cfg.receipts.missing_after)
-
-
-def _quote(target: str) -> str:
-    from urllib.parse import quote
-
-    return quote(target, safe="/")
 
 
 def configured_secrets(cfg: Any, templates: Any) -> list[bytes]:
