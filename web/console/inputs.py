@@ -27,6 +27,7 @@ MAX_FIELDS = 40
 MAX_TARGET = 2000  # characters of a redirect target
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # no UTF-8 holds one; no database stores one
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _PLAIN_NAME = re.compile(r"[a-z_]{1,32}")
 INT64_MAX = 2 ** 63 - 1
@@ -108,6 +109,8 @@ def text(fields: dict[str, str], name: str, *, limit: int, label: str | None = N
         raise BadInput(f"{label} is too long ({len(value)} characters; {limit} at most)")
     if _CONTROL.search(value):
         raise BadInput(f"{label} contains control characters")
+    if _SURROGATE.search(value):  # parse_pairs lets none through; this is the second net
+        raise BadInput(f"{label} is not valid text")
     return value
 
 
@@ -173,6 +176,8 @@ def free_text(fields: dict[str, str], name: str, *, limit: int) -> str | None:
         raise BadInput(f"{name} is too long ({len(value)} characters; {limit} at most)")
     if _CONTROL_BUT_LINES.search(value):
         raise BadInput(f"{name} contains control characters")
+    if _SURROGATE.search(value):
+        raise BadInput(f"{name} is not valid text")
     return value
 
 
@@ -197,7 +202,7 @@ def redirect_target(value: str | None, what: str) -> str:
     if value is None or value == "":
         return "/"
     if (not value.startswith("/") or value.startswith("//") or "\\" in value
-            or _CONTROL.search(value) or len(value) > MAX_TARGET):
+            or _CONTROL.search(value) or _SURROGATE.search(value) or len(value) > MAX_TARGET):
         raise BadInput(f"{what} must be a path on this console (one leading /, no host) "
                        "/ 跳转地址必须是本站路径")
     if value == "/login" or value.startswith(("/login?", "/login/")):
