@@ -46,8 +46,11 @@ def console_data(folder: Path, db_url: str, **overrides: Any) -> dict[str, Any]:
     console = {"listen": "127.0.0.1:0", "users": USERS, **overrides.pop("console", {})}
     apps = {"default": {"appid": "wxtest0000000001", "secret": APP_SECRET,
                         "push": {"token": PUSH_TOKEN, "aes_key": AES_KEY}}}
-    return config_data(folder=folder, database=db_url, web={"listen": None},
-                       console=console, apps=overrides.pop("apps", apps), **overrides)
+    # `database` may name another URL than the one the console is handed (a password
+    # in it is a configured secret like any other)
+    return config_data(folder=folder, database=overrides.pop("database", db_url),
+                       web={"listen": None}, console=console,
+                       apps=overrides.pop("apps", apps), **overrides)
 
 
 def ts(db: Any, dt: datetime) -> Any:
