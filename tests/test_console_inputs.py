@@ -312,3 +312,24 @@ def test_a_non_latin1_back_is_followed_encoded(site: Site) -> None:
     dry = site.post(b"/actions/retry", b"csrf_token=" + site.csrf.encode() + b"&ids=%d&back="
                     % site.seeded.failed[1] + quote("/你", safe="/").encode())
     assert dry.status == 200 and 'href="/%E4%BD%A0"' in dry.text
+
+
+# ------------------------------------------------------------------ the seams, one by one
+
+
+def test_a_query_string_no_server_could_have_passed_is_refused() -> None:
+    from web.console.inputs import BadInput, query_of
+
+    with pytest.raises(BadInput):  # PEP 3333: a native string holds bytes as latin-1
+        query_of({"QUERY_STRING": "openid=你"})
+    assert query_of({"QUERY_STRING": "openid=\xe4\xbd\xa0"}) == {"openid": "你"}
+
+
+@pytest.mark.parametrize("location", ["//evil.example/", "/你", "/a b", "/a\r\nX: y",
+                                      "https://evil.example/", "/\\evil", "relative"])
+def test_redirect_itself_refuses_a_location_that_is_no_encoded_path(location: str) -> None:
+    from web.console.http import redirect
+
+    with pytest.raises(ValueError):
+        redirect(location)
+    assert redirect("/messages?openid=%E4%BD%A0").headers[0][1] == "/messages?openid=%E4%BD%A0"

@@ -216,3 +216,17 @@ def test_the_scrub_masks_what_slips_through(world: World) -> None:
             assert not leaked(out), (body, out)
             assert "&lt;secret&gt;" in out
     assert scrub(b"MARKER and AAAA and scrypt$") == b"MARKER and AAAA and scrypt$"
+
+
+def test_a_password_typed_as_the_user_name_is_not_logged(world: World,
+                                                         caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    caplog.set_level(logging.INFO)
+    s = requests.Session()
+    s.get(world.base + "/login", timeout=10)
+    for _ in range(7):  # failed, then rate limited: both are logged
+        s.post(world.base + "/login", timeout=30, data={
+            "username": PASSWORD, "password": "ann", "csrf_token": s.cookies["herald_login"]})
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("herald")]
+    assert any("unknown user name (21 characters)" in line for line in lines), lines
+    assert not any(PASSWORD in line for line in lines)
