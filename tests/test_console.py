@@ -437,6 +437,11 @@ def test_rows_nobody_can_read_do_not_break_a_page(world) -> None:
         assert r.status_code == 200, path
     detail = s.get(base + f"/messages/{rid}", timeout=10).text
     assert "unreadable" in detail and "not valid UTF-8" in detail
+    # JSON escapes of lone surrogates: valid JSON, rendered into text no UTF-8 can hold
+    odd = insert(db, template="order_status", openid="o_odd", status="fail", errcode=1,
+                 params='["\\ud800 tea", 28, "x\\udfff", "y"]')
+    r = s.get(base + f"/messages/{odd}", timeout=10)
+    assert r.status_code == 200 and "\\ud800 tea" in r.text
 
 
 def test_page_content_is_escaped(world) -> None:
@@ -633,5 +638,10 @@ def test_a_heartbeat_row_with_garbage_does_not_break_the_daemons_page(world) -> 
     base, _, db = world
     db.execute_sql("INSERT INTO herald_daemon (daemon_id, role, host, pid, version, info) "
                    "VALUES ('odd', 'run', 'h', 'not-a-pid', 'x', 'not json')")
+    # valid JSON whose strings hold lone surrogates: no UTF-8 page can hold them as such
+    db.execute_sql("INSERT INTO herald_daemon (daemon_id, role, host, pid, version, info) "
+                   "VALUES ('odd2', 'run', 'h', 3, 'x', ?)",
+                   ('{"alerts": ["\\ud800 alert"], "note": "\\udfff note"}',))
     r = login(base).get(base + "/daemons", timeout=10)
     assert r.status_code == 200 and "odd" in r.text and "host:1:run" in r.text
+    assert "\\ud800 alert" in r.text and "\\udfff note" in r.text

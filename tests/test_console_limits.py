@@ -8,6 +8,7 @@ password checks against a limit of 5. A check in flight now counts.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -169,20 +170,27 @@ def test_limiter_a_success_gives_its_tries_back() -> None:
 
 
 def test_limiter_threads_hammering_one_user() -> None:
-    limiter = auth.LoginLimiter(per_user=5, per_address=1000, window=900)
-    gate = threading.Barrier(32)
-    got: list[object] = []
-    lock = threading.Lock()
+    """Many rounds of threads at one limiter, with the interpreter switching threads as
+    often as it can: a check and count that were not one step would let a sixth in."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(100):
+            limiter = auth.LoginLimiter(per_user=5, per_address=1000, window=900)
+            gate = threading.Barrier(16)
+            got: list[object] = []
 
-    def one() -> None:
-        gate.wait(10)
-        a = limiter.attempt("ann", "10.0.0.1")
-        with lock:
-            got.append(a)
+            def one(limiter: auth.LoginLimiter = limiter, gate: threading.Barrier = gate,
+                    got: list[object] = got) -> None:
+                gate.wait(10)
+                for _ in range(3):
+                    got.append(limiter.attempt("ann", "10.0.0.1"))
 
-    threads = [threading.Thread(target=one) for _ in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert sum(isinstance(a, auth.Attempt) for a in got) == 5
+            threads = [threading.Thread(target=one) for _ in range(16)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+            assert sum(isinstance(a, auth.Attempt) for a in got) == 5
+    finally:
+        sys.setswitchinterval(old)

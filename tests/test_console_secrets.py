@@ -230,3 +230,16 @@ def test_a_password_typed_as_the_user_name_is_not_logged(world: World,
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("herald")]
     assert any("unknown user name (21 characters)" in line for line in lines), lines
     assert not any(PASSWORD in line for line in lines)
+
+
+def test_the_consoles_log_lines_are_scrubbed_of_cut_and_nested_secrets(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """logs.redact masks each registered secret whole, one by one; the console's own
+    records also lose a secret cut short, and a hash whose digest is a secret too."""
+    caplog.set_level(logging.INFO)
+    log = logging.getLogger("herald.console")
+    log.warning("console: a note holding %s… and %s", AES_KEY[:20], HASHES[0])
+    log.warning("console: %s", DIGESTS[1] + " then " + HASHES[1][:30])
+    lines = [r.getMessage() for r in caplog.records if r.name == "herald.console"]
+    assert len(lines) == 2 and "<redacted>" in lines[0]
+    assert not leaked("\n".join(lines)), lines

@@ -46,12 +46,11 @@ def configured_secrets(cfg: Any, templates: Any) -> list[str]:
     password = urlsplit(str(getattr(cfg, "database", "") or "")).password
     add(password)
     users = getattr(getattr(cfg, "console", None), "users", None) or {}
-    for user in users.values():
+    for user in users.values():  # (each whole hash is a Secret, found by the walk)
         secret = getattr(user, "password_hash", None)
         reveal = getattr(secret, "reveal", None)
         encoded = reveal() if callable(reveal) else None
         if isinstance(encoded, str):
-            add(encoded)
             add(encoded.rsplit("$", 1)[-1])  # the digest alone is what a guesser wants
     for tpl in getattr(templates, "templates", {}).values():
         for key, value in tpl.settings.items():
