@@ -1,17 +1,23 @@
 """What the console tests share: users, marker secrets, a database of each dialect with
 every Herald table fresh, sample rows, an in-process console on a real waitress
-listener, and logging in over HTTP as a browser does."""
+listener, logging in over HTTP as a browser does, raw HTTP requests (bytes a browser
+would never send), the console's WSGI app called directly with the environ waitress
+would build, and a snapshot of the state a refused request must leave alone."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.client import HTTPResponse
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import requests
 
@@ -40,8 +46,11 @@ def console_data(folder: Path, db_url: str, **overrides: Any) -> dict[str, Any]:
     console = {"listen": "127.0.0.1:0", "users": USERS, **overrides.pop("console", {})}
     apps = {"default": {"appid": "wxtest0000000001", "secret": APP_SECRET,
                         "push": {"token": PUSH_TOKEN, "aes_key": AES_KEY}}}
-    return config_data(folder=folder, database=db_url, web={"listen": None},
-                       console=console, apps=overrides.pop("apps", apps), **overrides)
+    # `database` may name another URL than the one the console is handed (a password
+    # in it is a configured secret like any other)
+    return config_data(folder=folder, database=overrides.pop("database", db_url),
+                       web={"listen": None}, console=console,
+                       apps=overrides.pop("apps", apps), **overrides)
 
 
 def ts(db: Any, dt: datetime) -> Any:
@@ -165,6 +174,131 @@ def page_csrf(s: requests.Session, base: str, path: str = "/") -> str:
     return csrf_of(s.get(base + path, timeout=10).text)
 
 
+# ------------------------------------------------------------------ raw requests
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]  # lower-case names; a repeated header's values joined by \n
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    @property
+    def location(self) -> str | None:
+        return self.headers.get("location")
+
+
+def raw_request(base: str, method: str, target: bytes, *, cookie: bytes | str | None = None,
+                body: bytes = b"", content_type: bytes | None = b"application/"
+                b"x-www-form-urlencoded", headers: dict[bytes, bytes] | None = None,
+                timeout: float = 30) -> Answer:
+    """One HTTP/1.1 request written byte by byte (requests would quote what a test
+    means to send raw), to the listener at `base`."""
+    where = urlsplit(base)
+    extra = dict(headers or {})
+    lines = [method.encode("ascii") + b" " + target + b" HTTP/1.1",
+             b"Host: " + where.netloc.encode("ascii"), b"Connection: close"]
+    if cookie is not None:
+        lines.append(b"Cookie: " + (cookie.encode("latin-1") if isinstance(cookie, str)
+                                    else cookie))
+    if method in ("POST", "PUT") or body:
+        if content_type is not None:
+            lines.append(b"Content-Type: " + content_type)
+        if b"Content-Length" not in extra:
+            lines.append(b"Content-Length: " + str(len(body)).encode("ascii"))
+    lines += [k + b": " + v for k, v in extra.items()]
+    with socket.create_connection((where.hostname, where.port), timeout=timeout) as sock:
+        sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        resp = HTTPResponse(sock, method=method)
+        resp.begin()
+        data = resp.read()
+        found: dict[str, str] = {}
+        for name, value in resp.getheaders():
+            key = name.lower()
+            found[key] = found[key] + "\n" + value if key in found else value
+        return Answer(resp.status, found, data)
+
+
+# ------------------------------------------------------------------ in process
+
+
+@dataclass
+class InProcess:
+    """The console's WSGI app, called directly (no socket): for the property tests,
+    which send thousands of requests."""
+
+    app: Any
+    session_id: str
+    csrf: str
+    calls: list[Answer] = field(default_factory=list)
+
+    def __call__(self, method: str, path: bytes, query: bytes = b"", body: bytes = b"",
+                 *, cookie: str | None = None, content_type: str = "application/"
+                 "x-www-form-urlencoded", content_length: str | None = None) -> Answer:
+        """A request as waitress hands it to the app (PEP 3333): the path
+        %-decoded, it and the query as latin-1 "native strings"; and the response as
+        waitress would send it (header values must be latin-1, or it fails)."""
+        environ = {
+            "REQUEST_METHOD": method, "SCRIPT_NAME": "",
+            "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+            "QUERY_STRING": query.decode("latin-1"), "REMOTE_ADDR": "127.0.0.1",
+            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "9465", "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
+            "CONTENT_LENGTH": str(len(body)) if content_length is None else content_length,
+            "CONTENT_TYPE": content_type,
+            "HTTP_COOKIE": f"herald_session={self.session_id}" if cookie is None else cookie,
+        }
+        got: dict[str, Any] = {}
+
+        def start_response(status: str, headers: list[tuple[str, str]],
+                           exc_info: Any = None) -> None:
+            for name, value in headers:  # what waitress checks before it sends
+                value.encode("latin-1")
+                assert "\r" not in value and "\n" not in value, (name, value)
+            got["status"], got["headers"] = status, headers
+
+        data = b"".join(self.app(environ, start_response))
+        answer = Answer(int(got["status"].split()[0]),
+                        {k.lower(): v for k, v in got["headers"]}, data)
+        self.calls.append(answer)
+        return answer
+
+
+def in_process(db: Any, folder: Path, db_url: str, role: str = "operator",
+               **overrides: Any) -> InProcess:
+    from web.console.app import Console
+    from web.server import build
+
+    cfg = config_from_dict(console_data(folder, db_url, **overrides), base_dir=folder, env={})
+    app = Console(build(cfg, db))
+    session_id, session = app.sessions.create("ann", role)
+    return InProcess(app, session_id, session.csrf)
+
+
+# ------------------------------------------------------------------ state
+
+
+def state_of(db: Any) -> tuple[Any, ...]:
+    """What an action could change: every msg_list row's status, attempts, error and
+    times, and the history's length. A refused request must leave it as it was."""
+    rows = db.execute_sql("SELECT id, status, attempts, errcode, error, send_at, updated_at "
+                          "FROM msg_list ORDER BY id").fetchall()
+    events = db.execute_sql("SELECT COUNT(*) FROM msg_event").fetchone()[0]
+    return tuple(tuple(r) for r in rows), int(events)
+
+
+def same_origin(location: str | None) -> bool:
+    """A Location that stays on this console: an ASCII path, never //host or \\host."""
+    return (location is not None and location.isascii() and location.startswith("/")
+            and not location.startswith("//") and "\\" not in location
+            and not any(c in location for c in "\r\n\t "))
+
+
 __all__ = ["ACCESS_TOKEN", "AES_KEY", "APP_SECRET", "MARKERS", "PASSWORD", "PUSH_TOKEN",
-           "USERS", "Seeded", "console", "console_data", "csrf_of", "fresh_db", "insert",
-           "login", "page_csrf", "seed"]
+           "USERS", "Answer", "InProcess", "Seeded", "console", "console_data", "csrf_of",
+           "fresh_db", "in_process", "insert", "login", "page_csrf", "raw_request",
+           "same_origin", "seed", "state_of"]

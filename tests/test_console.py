@@ -128,18 +128,24 @@ def test_sessions_expire_and_ids_are_not_stored() -> None:
 def test_login_limiter_per_user_and_per_address() -> None:
     clock = FakeClock()
     limiter = auth.LoginLimiter(per_user=5, per_address=20, window=900, clock=clock)
+
+    def fail(user: str, address: str) -> None:
+        attempt = limiter.attempt(user, address)
+        assert isinstance(attempt, auth.Attempt), attempt
+        limiter.failed(attempt)
+
     for _ in range(5):
-        assert limiter.blocked("ann", "10.0.0.1") is None
-        limiter.failed("ann", "10.0.0.1")
-    why = limiter.blocked("ann", "10.0.0.2")
-    assert why and "this user" in why and "15 minutes" in why
-    assert limiter.blocked("bob", "10.0.0.1") is None  # another user from the same place
-    for i in range(15):
-        limiter.failed(f"user{i}", "10.0.0.1")
-    assert "your address" in (limiter.blocked("carol", "10.0.0.1") or "")
-    assert limiter.blocked("carol", "10.0.0.3") is None
+        fail("ann", "10.0.0.1")
+    why = limiter.attempt("ann", "10.0.0.2")
+    assert isinstance(why, str) and "this user" in why and "15 minutes" in why
+    fail("bob", "10.0.0.1")  # another user from the same place
+    for i in range(14):
+        fail(f"user{i}", "10.0.0.1")
+    why = limiter.attempt("carol", "10.0.0.1")
+    assert isinstance(why, str) and "your address" in why
+    assert isinstance(limiter.attempt("carol", "10.0.0.3"), auth.Attempt)
     clock.t += 901
-    assert limiter.blocked("ann", "10.0.0.1") is None
+    assert isinstance(limiter.attempt("ann", "10.0.0.1"), auth.Attempt)
 
 
 # ------------------------------------------------------------------ guests
@@ -200,18 +206,6 @@ def test_cookie_secure_adds_secure(tmp_path: Path) -> None:
         cookie = next(v for k, v in r.raw.headers.items() if k.lower() == "set-cookie"
                       and v.startswith("herald_session="))
         assert "Secure" in cookie
-
-
-@pytest.mark.parametrize("next_value", ["//evil.example/", "https://evil.example/",
-                                        "/\\evil.example", "javascript:alert(1)"])
-def test_login_never_redirects_off_site(world, next_value: str) -> None:
-    base, _, _ = world
-    s = requests.Session()
-    s.get(base + "/login", timeout=10)
-    r = s.post(base + "/login", allow_redirects=False, timeout=30, data={
-        "username": "ann", "password": PASSWORD, "next": next_value,
-        "csrf_token": s.cookies["herald_login"]})
-    assert r.status_code == 303 and r.headers["Location"] == "/"
 
 
 def test_wrong_password_and_login_without_its_csrf_token(world) -> None:
@@ -443,6 +437,11 @@ def test_rows_nobody_can_read_do_not_break_a_page(world) -> None:
         assert r.status_code == 200, path
     detail = s.get(base + f"/messages/{rid}", timeout=10).text
     assert "unreadable" in detail and "not valid UTF-8" in detail
+    # JSON escapes of lone surrogates: valid JSON, rendered into text no UTF-8 can hold
+    odd = insert(db, template="order_status", openid="o_odd", status="fail", errcode=1,
+                 params='["\\ud800 tea", 28, "x\\udfff", "y"]')
+    r = s.get(base + f"/messages/{odd}", timeout=10)
+    assert r.status_code == 200 and "\\ud800 tea" in r.text
 
 
 def test_page_content_is_escaped(world) -> None:
@@ -639,5 +638,10 @@ def test_a_heartbeat_row_with_garbage_does_not_break_the_daemons_page(world) -> 
     base, _, db = world
     db.execute_sql("INSERT INTO herald_daemon (daemon_id, role, host, pid, version, info) "
                    "VALUES ('odd', 'run', 'h', 'not-a-pid', 'x', 'not json')")
+    # valid JSON whose strings hold lone surrogates: no UTF-8 page can hold them as such
+    db.execute_sql("INSERT INTO herald_daemon (daemon_id, role, host, pid, version, info) "
+                   "VALUES ('odd2', 'run', 'h', 3, 'x', ?)",
+                   ('{"alerts": ["\\ud800 alert"], "note": "\\udfff note"}',))
     r = login(base).get(base + "/daemons", timeout=10)
     assert r.status_code == 200 and "odd" in r.text and "host:1:run" in r.text
+    assert "\\ud800 alert" in r.text and "\\udfff note" in r.text

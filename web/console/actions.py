@@ -26,6 +26,16 @@ log = logging.getLogger("herald.console")
 IDS_SHOWN = 200
 
 
+# the fields each action's forms send; any other is refused, not ignored (an errcode
+# on a cancel form would otherwise cancel more than its sender meant)
+FIELDS = {
+    "retry": frozenset({"csrf_token", "ids", "errcode", "errcode_null", "template", "app",
+                        "openid", "back", "confirm", "expected", "scope"}),
+    "cancel": frozenset({"csrf_token", "ids", "template", "app", "openid", "back", "confirm",
+                         "expected", "scope"}),
+}
+
+
 def selection_of(form: dict[str, str], *, kind: str, db: Any) -> tuple[ops.Selection, str]:
     """The rows a form names, and how to say it. Refuses an empty selection: every row
     of a status is never one click away."""
@@ -34,10 +44,12 @@ def selection_of(form: dict[str, str], *, kind: str, db: Any) -> tuple[ops.Selec
     app = inputs.text(form, "app", limit=32)
     openid = inputs.text(form, "openid", limit=128)
     errcode = None
+    errcode_null = False
     if kind == "retry":
         errcode = inputs.integer(form.get("errcode"), "errcode", low=-(2 ** 31),
                                  high=2 ** 31 - 1)
-        if form.get("errcode_null") == "1" and not ids:
+        errcode_null = inputs.flag(form, "errcode_null")
+        if errcode_null and not ids:
             with db.connection_context():
                 ids = tuple(ledger.null_errcode_ids(db, template))
             if not ids:
@@ -48,7 +60,7 @@ def selection_of(form: dict[str, str], *, kind: str, db: Any) -> tuple[ops.Selec
     said = []
     if ids:
         said.append(f"{len(ids)} ids" if len(ids) > 3 else "ids " + ", ".join(map(str, ids)))
-    if form.get("errcode_null") == "1":
+    if errcode_null:
         said.append("errcode none")
     for name, value in (("errcode", errcode), ("template", template), ("app", app),
                         ("openid", openid)):
@@ -75,11 +87,20 @@ class Actions:
     def _act(self, req: Req, kind: str) -> Response:
         assert req.session is not None
         form = req.form()
+        # every field is read and checked before the database is touched: a malformed
+        # one (a `back` to another site, an `expected` that is no number) is a 400
+        # that changes nothing, never an error after the rows were changed
+        unknown = sorted(set(form) - FIELDS[kind])
+        if unknown:
+            named = ", ".join(n for n in unknown if inputs.plain_name(n)) or "fields"
+            raise BadInput(f"{kind} takes no {named} / 表单含有未知字段")
+        back = inputs.redirect_target(form.get("back"), "back")
+        confirm = inputs.flag(form, "confirm")
+        expected = inputs.integer(form.get("expected"), "expected")
+        inputs.one_of(form.get("scope") or None, ("filters", "ids"), "scope")
         sel, said = selection_of(form, kind=kind, db=self.c.db)
-        back = inputs.safe_next(form.get("back"))
         do = ops.retry if kind == "retry" else ops.cancel
         actor = f"console:{req.session.user}"
-        confirm = form.get("confirm") == "1"
         with self.c.db.connection_context():
             report = do(self.c.db, sel, now=clock.now(), dry_run=not confirm, actor=actor)
         verb = "re-drive" if kind == "retry" else "cancel"
@@ -92,7 +113,6 @@ class Actions:
                 expected=len(report.changed)))
             return html(body)
         n = len(report.changed)
-        expected = inputs.integer(form.get("expected"), "expected")
         done = "re-drove" if kind == "retry" else "cancelled"
         log.info("console: %s %s %d rows (%s)", req.session.user, done, n, said)
         note = f"{done} {n} row{'s' if n != 1 else ''} ({said})"

@@ -6,7 +6,9 @@ CSRF token, and an action the operator role. Whatever a handler raises becomes a
 with a status and a message: 400/403/404 for the request's fault, 503 when the
 database cannot be reached, 500 (logged with its traceback, never shown) for a bug.
 Every page goes out with a strict CSP and no-store, and is checked for the configured
-secrets on the way (a last line of defence: no page selects them in the first place).
+secrets on the way, whole or cut short, as is or encoded; so is each redirect's
+Location, and each one is registered with the log redaction (scrub.py: a last line of
+defence, no page selects them in the first place).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from peewee import DatabaseError, InterfaceError, OperationalError
 
 import clock
-from logs import redact
+from logs import add_secret, redact
 from web.console import actions, auth, overview, pages
 from web.console.http import (
     LOGIN_COOKIE,
@@ -35,8 +38,16 @@ from web.console.http import (
     html,
     redirect,
 )
-from web.console.inputs import BadInput, NotFound, native_to_text, query_of, safe_next, text
+from web.console.inputs import (
+    BadInput,
+    NotFound,
+    native_to_text,
+    query_of,
+    redirect_target,
+    text,
+)
 from web.console.render import Renderer
+from web.console.scrub import LOG_SCRUB, Scrubber, configured_secrets, forms
 from web.wsgi import Environ, Response, StartResponse
 
 log = logging.getLogger("herald.console")
@@ -51,7 +62,6 @@ SECURITY_HEADERS = [
     ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"),
     ("Cross-Origin-Opener-Policy", "same-origin"),
 ]
-MIN_SCRUBBED = 6  # shorter configured secrets would mask ordinary words
 
 Handler = Callable[[Req], Response]
 
@@ -66,7 +76,10 @@ class Console:
         self.limiter = auth.LoginLimiter()
         self.accounts = auth.accounts(self.cfg.console.users)
         self.cache = overview.SnapshotCache(self._snapshot)
-        self.secrets = configured_secrets(self.cfg, ctx.templates.current)
+        self._scrubbed_for: object = None
+        self._scrubber = Scrubber(())
+        _ = self.scrubber  # the log redaction knows the secrets before the first request
+        LOG_SCRUB.watch(self)
         self.static = {p.name: p for p in STATIC.iterdir() if p.suffix in STATIC_TYPES}
         page = pages.Pages(self)
         act = actions.Actions(self)
@@ -131,7 +144,8 @@ class Console:
         if req.session is None:
             # a guest sees nothing but the login page; a GET comes back here after it
             target = req.target if req.method == "GET" else "/"
-            return redirect("/login" + ("" if target == "/" else "?next=" + _quote(target)))
+            return redirect("/login" + ("" if target == "/" else "?next=" + quote(target,
+                                                                                   safe="/")))
         for pattern, methods, operator_only in self.routes:
             m = pattern.fullmatch(req.path)
             if m is None:
@@ -162,16 +176,33 @@ class Console:
         headers = [h for h in resp.headers if h[0].lower() != "cache-control"]
         cache = next((v for k, v in resp.headers if k.lower() == "cache-control"), "no-store")
         resp.headers = [*headers, ("Cache-Control", cache), *SECURITY_HEADERS]
-        if resp.content_type.startswith("text/html") and self.secrets:
-            resp.body = self.scrub(resp.body)
+        scrub = self.scrubber
+        if resp.content_type.startswith("text/html") and scrub:
+            clean = scrub(resp.body)
+            if clean != resp.body:
+                log.error("console: a page held a configured secret; it was masked")
+                resp.body = clean
+        for i, (name, value) in enumerate(resp.headers):
+            if name.lower() == "location" and scrub.holds(value):
+                # a back= or a guest's address that names a secret: the browser goes
+                # home instead of carrying the secret in its history and logs
+                log.error("console: a redirect held a configured secret; sent to / instead")
+                resp.headers[i] = (name, "/")
         return resp
 
-    def scrub(self, body: bytes) -> bytes:
-        for secret in self.secrets:
-            if secret in body:
-                log.error("console: a page held a configured secret; it was masked")
-                body = body.replace(secret, b"&lt;secret&gt;")
-        return body
+    @property
+    def scrubber(self) -> Scrubber:
+        """The scrub for the secrets configured now: templates may be reloaded (SIGHUP)
+        with a new webhook secret."""
+        current = self.ctx.templates.current
+        if current is not self._scrubbed_for:
+            found = configured_secrets(self.cfg, current)
+            for secret in found:
+                for form in forms(secret):  # every log line masks them too
+                    add_secret(form)
+            self._scrubber = Scrubber(found)
+            self._scrubbed_for = current
+        return self._scrubber
 
     def error(self, req: Req | None, status: int, message: str) -> Response:
         if req is None:
@@ -187,35 +218,38 @@ class Console:
         token = random.token_urlsafe(24)
         body = self.renderer.page("login.html", **context(
             req, title="Log in / 登录", message=message, login_csrf=token, username=username,
-            next=target or safe_next(req.query.get("next"))))
+            next=target or redirect_target(req.query.get("next"), "next")))
         return html(body, status, [("Set-Cookie", cookie(
             LOGIN_COOKIE, token, max_age=3600, secure=self.cfg.console.cookie_secure,
             path="/login"))])
 
     def login_post(self, req: Req) -> Response:
         form = req.form()
+        # every field read before anything is counted or created: a malformed one is a
+        # 400 that changes nothing
+        target = redirect_target(form.get("next"), "next")
         if not auth.tokens_equal(form.get("csrf_token"), req.cookies().get(LOGIN_COOKIE, "")):
             log.warning("console: login POST without a valid CSRF token from %s", req.remote)
-            return self.login_form(req, status=403, target=safe_next(form.get("next")),
+            return self.login_form(req, status=403, target=target,
                                    message="the login form expired or came from elsewhere; "
                                            "try again / 登录表单已失效，请重试")
         username = (text(form, "username", limit=64) or "")
         password = form.get("password", "")
-        target = safe_next(form.get("next"))
-        key = username.lower()
-        blocked = self.limiter.blocked(key, req.remote)
-        if blocked:
-            log.warning("console: login for %r from %s refused: rate limited", username,
-                        req.remote)
-            return self.login_form(req, status=429, message=blocked, username=username,
+        # checked and counted in one step: a check in flight counts against the limit
+        attempt = self.limiter.attempt(username.lower(), req.remote)
+        if isinstance(attempt, str):
+            log.warning("console: login for %s from %s refused: rate limited",
+                        self._who(username), req.remote)
+            return self.login_form(req, status=429, message=attempt, username=username,
                                    target=target)
         account = auth.authenticate(self.accounts, username, password) if password else None
         if account is None:
-            self.limiter.failed(key, req.remote)
-            log.warning("console: failed login for %r from %s", username, req.remote)
+            self.limiter.failed(attempt)
+            log.warning("console: failed login for %s from %s", self._who(username),
+                        req.remote)
             return self.login_form(req, status=401, username=username, target=target,
                                    message="wrong user name or password / 用户名或密码错误")
-        self.limiter.succeeded(key)
+        self.limiter.succeeded(attempt)
         self.sessions.drop(req.cookies().get(SESSION_COOKIE))  # no session fixation
         session_id, _ = self.sessions.create(account.name, account.role)
         log.info("console: %s (%s) logged in from %s", account.name, account.role, req.remote)
@@ -225,6 +259,13 @@ class Console:
                                   secure=self.cfg.console.cookie_secure)),
             ("Set-Cookie", cookie(LOGIN_COOKIE, "", max_age=0,
                                   secure=self.cfg.console.cookie_secure, path="/login"))])
+
+    def _who(self, username: str) -> str:
+        """A login's user name for the log: a configured one as it is; any other only
+        by its length (people type passwords into the user box)."""
+        if username in self.accounts:
+            return repr(username)
+        return f"an unknown user name ({len(username)} characters)"
 
     def logout(self, req: Req) -> Response:
         assert req.session is not None
@@ -249,42 +290,6 @@ class Console:
         with self.db.connection_context():
             return overview.take(self.db, clock.now(),
                                  missing_after=self.cfg.receipts.missing_after)
-
-
-def _quote(target: str) -> str:
-    from urllib.parse import quote
-
-    return quote(target, safe="/")
-
-
-def configured_secrets(cfg: Any, templates: Any) -> list[bytes]:
-    """Every secret value the config and templates hold, as bytes and as HTML-escaped
-    bytes, for the scrub of each page."""
-    found: list[str] = []
-
-    def add(value: object) -> None:
-        reveal = getattr(value, "reveal", None)
-        text_value = reveal() if callable(reveal) else value
-        if isinstance(text_value, str) and len(text_value) >= MIN_SCRUBBED:
-            found.append(text_value)
-
-    for app in cfg.apps.values():
-        add(app.secret)
-        if app.push is not None:
-            add(app.push.token)
-            add(app.push.aes_key)
-    sms = getattr(cfg, "sms", None)
-    if sms is not None:
-        for name in ("secret_id", "secret_key", "callback_token"):
-            add(getattr(sms, name, None))
-    for tpl in templates.templates.values():
-        for key, value in tpl.settings.items():
-            if "secret" in key or "token" in key:
-                add(value)
-    from markupsafe import escape
-
-    out = {s.encode("utf-8") for s in found} | {str(escape(s)).encode("utf-8") for s in found}
-    return sorted(out, key=len, reverse=True)
 
 
 __all__ = ["Console", "configured_secrets"]

@@ -11,7 +11,8 @@
 - Every POST carries the session's CSRF token (the login form a double-submit cookie's),
   checked with hmac.compare_digest.
 - Failed logins are counted per user name and per remote address in a sliding window;
-  past the limit the login is refused before the password is even checked.
+  past the limit the login is refused before the password is even checked, and a
+  check in flight counts (LoginLimiter.attempt), so concurrency buys no extra guesses.
 """
 
 from __future__ import annotations
@@ -212,13 +213,30 @@ class SessionStore:
 # ----------------------------------------------------------------- login limits
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """A login allowed to check its password: counted as a failure from the moment it
+    was allowed until `succeeded` takes it back."""
+
+    user: str
+    address: str
+    at: float
+
+
 class LoginLimiter:
     """Failed logins in a sliding window, per user name and per remote address.
 
     A user name is limited tightly (guessing one account's password), an address more
     loosely (one office behind one NAT); unknown names are counted like known ones so
-    the answers do not tell them apart. Memory is bounded: past `keys` tracked names
-    or addresses, the least recently failed are forgotten."""
+    the answers do not tell them apart.
+
+    Checking the limit and counting the try are one step under one lock (`attempt`):
+    a password check in flight counts as a failure until it succeeds, so however many
+    logins arrive at once, at most the limit's number of passwords are checked in a
+    window. (Checking first and counting after the scrypt let every request that
+    arrived during one check through: 64 at once got 8 checks for a limit of 5.)
+    Memory is bounded: past `keys` tracked names or addresses, the least recently
+    tried are forgotten."""
 
     def __init__(self, *, per_user: int = 5, per_address: int = 20, window: float = 900.0,
                  keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
@@ -241,35 +259,48 @@ class LoginLimiter:
             return None
         return times
 
-    def blocked(self, user: str, address: str) -> str | None:
-        """Why a login must be refused now, or None."""
+    def attempt(self, user: str, address: str) -> Attempt | str:
+        """An Attempt to check one password, already counted; or why not (a message
+        for the person) when the user or the address is at its limit."""
         now = self.clock()
         with self._lock:
             for kind, key in (("user", user), ("address", address)):
                 times = self._recent(kind, key, now)
                 if times is not None and len(times) >= self.limits[kind]:
-                    wait = max(1.0, times[0] + self.window - now)
-                    minutes = math.ceil(wait / 60)
-                    who = "this user" if kind == "user" else "your address"
-                    return (f"too many failed logins for {who}; try again in {minutes} "
-                            f"minute{'s' if minutes != 1 else ''} / 登录失败次数过多，"
-                            f"请 {minutes} 分钟后再试")
-        return None
-
-    def failed(self, user: str, address: str) -> None:
-        now = self.clock()
-        with self._lock:
+                    return self._refusal(kind, times[0] + self.window - now)
             for kind, key in (("user", user), ("address", address)):
                 table = self._fails[kind]
-                times = table.pop(key, None) or deque(maxlen=self.limits[kind])
+                times = table.pop(key, None) or deque()
                 times.append(now)
                 table[key] = times  # most recent last
                 while len(table) > self.keys:
                     table.popitem(last=False)
+        return Attempt(user, address, now)
 
-    def succeeded(self, user: str) -> None:
+    @staticmethod
+    def _refusal(kind: str, wait: float) -> str:
+        minutes = math.ceil(max(1.0, wait) / 60)
+        who = "this user" if kind == "user" else "your address"
+        return (f"too many failed logins for {who}; try again in {minutes} "
+                f"minute{'s' if minutes != 1 else ''} / 登录失败次数过多，"
+                f"请 {minutes} 分钟后再试")
+
+    def failed(self, attempt: Attempt) -> None:
+        """The password was wrong: the try stays counted (it was from the start)."""
+
+    def succeeded(self, attempt: Attempt) -> None:
+        """The password was right: the user's failures are forgiven and this try no
+        longer counts against the address (its earlier failures still do)."""
         with self._lock:
-            self._fails["user"].pop(user, None)
+            self._fails["user"].pop(attempt.user, None)
+            times = self._fails["address"].get(attempt.address)
+            if times is not None:
+                try:
+                    times.remove(attempt.at)
+                except ValueError:
+                    pass  # aged out of the window already
+                if not times:
+                    del self._fails["address"][attempt.address]
 
 
 @dataclass(frozen=True)
@@ -297,6 +328,6 @@ def authenticate(table: Mapping[str, Account], user: str, password: str) -> Acco
     return account if ok and account is not None else None
 
 
-__all__ = ["Account", "BadHash", "LoginLimiter", "Session", "SessionStore", "accounts",
+__all__ = ["Account", "Attempt", "BadHash", "LoginLimiter", "Session", "SessionStore", "accounts",
            "authenticate", "hash_password", "parse_hash", "password_verb", "tokens_equal",
            "verify_password"]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from web.console.auth import Session
-from web.console.inputs import BadInput, parse_pairs
+from web.console.inputs import BadInput, parse_pairs, request_target
 from web.wsgi import BodyTooLarge, Environ, Response
 from web.wsgi import Request as RawRequest
 
@@ -43,15 +43,18 @@ class Req:
 
     @property
     def target(self) -> str:
-        """Path and query as requested (for a redirect back after login)."""
-        qs = str(self.environ.get("QUERY_STRING", ""))
-        return self.path + ("?" + qs if qs and qs.isascii() else "")
+        """Path and query as requested, percent-encoded (for a redirect back after
+        login)."""
+        return request_target(self.path, str(self.environ.get("QUERY_STRING", "")))
 
     def form(self) -> dict[str, str]:
         if self._form is None:
             kind = (RawRequest(self.environ).header("content-type") or "").split(";")[0]
             if kind.strip().lower() not in ("application/x-www-form-urlencoded", ""):
                 raise BadInput("send the form urlencoded (application/x-www-form-urlencoded)")
+            length = str(self.environ.get("CONTENT_LENGTH") or "0").strip()
+            if not (length.isascii() and length.isdigit()):
+                raise BadInput("the Content-Length header is not a number of bytes")
             try:
                 body = RawRequest(self.environ).body(FORM_LIMIT)
             except BodyTooLarge:
@@ -66,12 +69,19 @@ class Req:
 
 def html(body: str, status: int = 200, headers: list[tuple[str, str]] | None = None
          ) -> Response:
-    return Response(status, body.encode("utf-8"), "text/html; charset=utf-8",
-                    list(headers or []))
+    # a lone surrogate (a JSON "\\ud800" in a row's params, rendered) cannot be UTF-8:
+    # shown as its escape rather than failing the page
+    return Response(status, body.encode("utf-8", "backslashreplace"),
+                    "text/html; charset=utf-8", list(headers or []))
 
 
 def redirect(location: str, headers: list[tuple[str, str]] | None = None) -> Response:
-    # relative Location (RFC 9110 allows it): no Host header is trusted to build one
+    # relative Location (RFC 9110 allows it): no Host header is trusted to build one.
+    # Callers pass inputs.redirect_target's result; this is the last check, not the
+    # first (a bug here is a 500 page, the action done already).
+    if not (location.isascii() and location.startswith("/") and not location.startswith("//")
+            and "\\" not in location and location.isprintable() and " " not in location):
+        raise ValueError("a redirect to a Location that is no encoded path on this console")
     return Response(303, b"", "text/plain; charset=utf-8",
                     [("Location", location), *(headers or [])])
 

@@ -117,17 +117,31 @@ def daemons(db: Database, now: datetime) -> list[Daemon]:
 def _seen_one_by_one(db: Database, now: datetime) -> list[heartbeat.Seen]:
     out = []
     for raw in sql.rows(db, "SELECT daemon_id, role, host, pid, version, started_at, "
-                            "last_seen, last_dispatch FROM herald_daemon"):
-        daemon_id, role, host, pid, version, started, last, dispatched = raw
+                            "last_seen, last_dispatch, info FROM herald_daemon"):
+        daemon_id, role, host, pid, version, started, last, dispatched, info = raw
         last_seen = ts(last)
         pid_value = num(pid)
         out.append(heartbeat.Seen(
             str(txt(daemon_id)), str(txt(role)), str(txt(host)),
             pid_value if isinstance(pid_value, int) else 0, str(txt(version)),
-            _dt(ts(started)), _dt(last_seen), _dt(ts(dispatched)), {},
+            _dt(ts(started)), _dt(last_seen), _dt(ts(dispatched)), _info(info),
             alive=isinstance(last_seen, datetime)
             and now - last_seen <= heartbeat.STALE_AFTER))
+    oldest = datetime.min.replace(tzinfo=UTC)
+    out.sort(key=lambda s: s.last_seen or oldest, reverse=True)
     return out
+
+
+def _info(value: object) -> dict[str, Any]:
+    """One row's info, or {} when it is no JSON object (the other rows keep theirs)."""
+    text = txt(value)
+    if not isinstance(text, str) or not text:
+        return {}
+    try:
+        found = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _dt(value: object) -> datetime | None:

@@ -118,12 +118,10 @@ class Pages:
             return None
         tpl = current.templates.get(name)
         if tpl is None:
-            raise BadInput(f"no template named {inputs.shorten(name)!r} / 模板不存在")
-        params = req.query.get("params")
+            raise BadInput("no template by that name / 模板不存在")
+        params = inputs.free_text(req.query, "params", limit=PARAMS_LIMIT)
         if params is None or not params.strip():
             params = json.dumps(sample_params(tpl), ensure_ascii=False)
-        if len(params) > PARAMS_LIMIT:
-            raise BadInput(f"params is too long ({PARAMS_LIMIT} characters at most)")
         openid = inputs.text(req.query, "openid", limit=128) or "oPreviewUser"
         out: dict[str, Any] = {"name": name, "params": params, "openid": openid}
         try:
