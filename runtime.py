@@ -17,10 +17,11 @@ from channels.base import ChannelKind
 from channels.wechat_api import WeChatClient
 from config import Config
 from db.models import MsgList
+from logs import config_secrets, set_secrets, template_secrets
 from notify import Heartbeat
 from ratelimit import RateLimiters
 from templates import LoadContext, TemplateHolder
-from tokens import TokenManager
+from tokens import TokenManager, claim_seconds
 
 
 def make_daemon_id() -> str:
@@ -62,6 +63,11 @@ def waiting_rows_naming(db: Database) -> object:
     return count
 
 
+def token_margin(config: Config) -> float:
+    """How far ahead of expiry token_refresh renews a token: one job interval and 5 min."""
+    return config.jobs["token_refresh"].every + 300
+
+
 @dataclass
 class Runtime:
     config: Config
@@ -80,21 +86,27 @@ class Runtime:
     @classmethod
     def build(cls, config: Config, db: Database, *, daemon_id: str | None = None) -> Runtime:
         daemon_id = daemon_id or make_daemon_id()
+        set_secrets("config", config_secrets(config))
+        stopping = threading.Event()
         client = WeChatClient(config.api_base, timeout=config.http.timeout,
                               pool_size=config.dispatch.workers)
         tokens = TokenManager(db, client, config.apps, daemon_id=daemon_id,
-                              refresh_margin=config.jobs["token_refresh"].every + 300)
+                              refresh_margin=token_margin(config),
+                              claim_for=claim_seconds(config.http.timeout), stopping=stopping)
         context = LoadContext(config=config, base_dir=config.templates.parent)
+        templates = TemplateHolder(config.templates, in_use=waiting_rows_naming(db),  # type: ignore[arg-type]
+                                   context=context)
+        set_secrets("templates", template_secrets(templates.current))
         return cls(
             config=config,
             db=db,
-            templates=TemplateHolder(config.templates, in_use=waiting_rows_naming(db),  # type: ignore[arg-type]
-                                     context=context),
+            templates=templates,
             client=client,
             tokens=tokens,
             daemon_id=daemon_id,
             limiters=RateLimiters(config.dispatch.rate_limit),
             senders=channels.build_senders(config, client),
+            stopping=stopping,
         )
 
     def close(self) -> None:

@@ -38,7 +38,7 @@ from db.errors import cause, describe
 from db.queue import counts_by_status
 from db.schema import SchemaError, ensure_current
 from jobs import dispatch, events, purge, stale_retry, token_refresh
-from logs import redact, setup_logging
+from logs import install_redaction, redact, setup_logging
 from notify import notify, watchdog_interval
 from reload import reload_config
 from runtime import Runtime
@@ -367,6 +367,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # every verb: whatever a library logs (Python's last-resort handler prints warnings
+    # to stderr) is redacted like the daemons' own lines
+    install_redaction()
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
