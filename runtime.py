@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from peewee import Database, fn
 
@@ -35,6 +36,7 @@ class MetricsSink(Protocol):
     def finished(self, template: str, status: str, errcode: int | None) -> None: ...
     def send_duration(self, seconds: float) -> None: ...
     def job_run(self, job: str, seconds: float, ok: bool) -> None: ...
+    def config_reload(self, applied: bool) -> None: ...
 
 
 class NullMetrics:
@@ -43,6 +45,7 @@ class NullMetrics:
     def finished(self, template: str, status: str, errcode: int | None) -> None: ...
     def send_duration(self, seconds: float) -> None: ...
     def job_run(self, job: str, seconds: float, ok: bool) -> None: ...
+    def config_reload(self, applied: bool) -> None: ...
 
 
 def waiting_rows_naming(db: Database) -> object:
@@ -82,6 +85,9 @@ class Runtime:
     metrics: MetricsSink = field(default_factory=NullMetrics)
     # progress reports from dispatch, read by the watchdog loop in scheduler.py
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    # senders and clients a reload replaced, closed once no send can still use them:
+    # (monotonic time after which they may close, the objects)
+    retired: list[tuple[float, list[Any]]] = field(default_factory=list)
 
     @classmethod
     def build(cls, config: Config, db: Database, *, daemon_id: str | None = None) -> Runtime:
@@ -109,7 +115,26 @@ class Runtime:
             stopping=stopping,
         )
 
+    def retire(self, objects: Iterable[Any], *, after: float) -> None:
+        """Objects a reload replaced (senders, the HTTP client): a send that started
+        before may still be using one, so each is closed only once `after` seconds (the
+        old http.timeout) and some have passed, at a later reload or at close()."""
+        now = time.monotonic()
+        self._close_retired(now)
+        self.retired.append((now + after + 5.0, list(objects)))
+
+    def _close_retired(self, now: float | None = None) -> None:
+        keep = []
+        for due, objects in self.retired:
+            if now is not None and due > now:
+                keep.append((due, objects))
+                continue
+            for obj in objects:
+                obj.close()
+        self.retired = keep
+
     def close(self) -> None:
         for sender in self.senders.values():
             sender.close()
         self.client.close()
+        self._close_retired()
