@@ -42,6 +42,9 @@ _QUERY_RE = re.compile(rf"(?i)(?<![A-Za-z0-9_])({_NAME}=)([^<&\s\"'#,;)}}\]][^&\
 _FIELD_RE = re.compile(rf"""(?i)(["']{_NAME}["']\s*:\s*)(["'])((?:(?!\2)[^\\]|\\.)*)\2""")
 MASK = "<redacted>"
 MIN_SECRET = 4  # shorter values would mask ordinary words
+# A remote's text is masked before it is cut to an excerpt (a cut first could leave a
+# secret's first half): this much of it is masked, then the excerpt taken.
+CLEAN_WINDOW = 2048
 LOOSE_MAX = 256  # add_secret()'s values kept at most (oldest out first)
 TOKENS_KEPT = 2  # per app: the token in force and the one it replaced
 
