@@ -44,8 +44,9 @@ CONFIG_SECRETS = [SECRET, PUSH_TOKEN, AES_KEY, DEFAULT_SECRET_ID, DEFAULT_SECRET
 class Echo:
     """A webhook receiver that answers 400 quoting what it is told to."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int = 400) -> None:
         self.body = b""
+        self.status = status
         echo = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -53,7 +54,7 @@ class Echo:
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self.send_response(400)
+                self.send_response(echo.status)
                 self.send_header("Content-Length", str(len(echo.body)))
                 self.end_headers()
                 self.wfile.write(echo.body)
@@ -239,3 +240,37 @@ def test_the_verbs_mask_what_a_column_holds(tmp_path, db, sandbox, runtime_facto
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         assert SECRET not in out.stdout and "<redacted>" in out.stdout, out.stdout
+
+
+def test_the_sms_client_masks_its_own_secret_id():
+    """Even where no config registered it (a client made alone), Tencent echoing the
+    SecretId does not put it in a reason."""
+    from channels.tencent_sms import SmsClient
+
+    secret_id, key = "AKIDonlythisclientknows01", "key-only-this-client-knows-0001"
+    with SmsSandbox(secret_id=secret_id, secret_key=key, templates={SMS_TID: 2}) as sb:
+        sb.inject("AuthFailure.SecretIdNotFound", message=f"SecretId {secret_id} unknown")
+        client = SmsClient(sb.url, secret_id, key, "ap-guangzhou", sb.sdk_app_id, 5)
+        try:
+            ans = client.send("+8613800138000", SMS_TID, ["a", "b"], "Herald")
+        finally:
+            client.close()
+    assert "AuthFailure" in ans.reason and secret_id not in ans.reason, ans.reason
+    assert secret_id not in SECRETS.values()  # nobody else masked it for the client
+
+
+def test_an_sms_answer_cut_mid_secret_leaves_no_half():
+    """A non-JSON answer (a proxy's page) quoting the SecretKey across the 60-character
+    cut of its excerpt."""
+    from channels.tencent_sms import SmsClient
+
+    key = "sms-key-cut-in-the-middle-0123456789"
+    echo = Echo(status=200)
+    echo.body = ("<html>" + "z" * 44 + key + "</html>").encode()
+    client = SmsClient(echo.url, "AKIDcutcutcut0001", key, "ap-guangzhou", "1400006666", 5)
+    try:
+        ans = client.send("+8613800138000", SMS_TID, ["a", "b"], "Herald")
+    finally:
+        client.close()
+        echo.close()
+    assert "JSON" in ans.reason and key[:8] not in ans.reason, ans.reason

@@ -420,3 +420,13 @@ def test_changed_keys_sees_sections_come_and_go(setup):
     assert "sms" in keys and "sms.sign_name" in keys
     assert changed_keys(cfg, cfg) == []
     assert clock.now()  # (the clock seam is untouched by a reload)
+
+
+def test_a_key_no_table_names_needs_a_restart():
+    """A key added to the schema later, without a decision here, refuses the reload
+    rather than being taken and silently ignored."""
+    from reload import classify
+
+    assert classify("web.push_max_age", SERVE_KEYS) == "restart"
+    assert classify("quota.something_new", RUN_KEYS) == "restart"
+    assert classify("timezone", RUN_KEYS) == "restart"

@@ -207,7 +207,7 @@ def test_a_failed_fetch_gives_its_claim_back(any_db_url, sandbox):
 def test_a_waiter_stops_waiting_on_stop(db, sandbox):
     now = clock.now()
     AccessToken.insert(app="default", claimed_by="other",
-                       claim_until=now + timedelta(minutes=5)).execute()
+                       claim_until=now + timedelta(seconds=20)).execute()
     client = WeChatClient(sandbox.url, timeout=5)
     tokens = manager(db, client, "a")
     threading.Timer(0.3, tokens.stopping.set).start()
@@ -237,4 +237,75 @@ def test_a_version_2_database_gets_the_claim_columns(any_db_url, sandbox, runtim
         rt = runtime_factory(db, sandbox)
         assert rt.tokens.get("default", clock.now())  # no expiry stored: fetched anew
         assert rt.tokens.fetches == 1
+    db.close()
+
+
+class BlockingClient(WeChatClient):
+    """A token endpoint that answers `token` once `go` is set (no HTTP at all)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__("http://127.0.0.1:9", timeout=1)
+        self.token = token
+        self.go = threading.Event()
+        self.called = threading.Event()
+
+    def stable_token(self, appid: str, secret: str):
+        from channels.base import Answer, Kind
+
+        self.called.set()
+        self.go.wait(10)
+        return Answer(Kind.SUCCESS, 0, "ok", payload={"access_token": self.token,
+                                                       "expires_in": 7200.0})
+
+
+def test_a_refresher_that_outlived_its_claim_does_not_overwrite_the_new_one(db):
+    """A's call outlasts its claim; B takes over and stores its token; A's late answer
+    is not written over B's (for legacy tokens B's is the valid one), and A uses B's."""
+    slow, fast = BlockingClient("token-of-the-slow-one-0001"), BlockingClient(
+        "token-of-the-taker-0002")
+    fast.go.set()
+    a = manager(db, slow, "a", claim_for=0.3)
+    b = manager(db, fast, "b")
+    got: dict[str, str] = {}
+    now = clock.now()
+
+    def run_a() -> None:
+        with db.connection_context():
+            got["a"] = a.get("default", now)
+
+    t = threading.Thread(target=run_a)
+    t.start()
+    assert slow.called.wait(5)
+    time.sleep(0.4)  # A's claim runs out while WeChat keeps it waiting
+    assert b.get("default", now + timedelta(seconds=0.4)) == "token-of-the-taker-0002"
+    slow.go.set()
+    t.join(10)
+    row = AccessToken.get_by_id("default")
+    assert row.token == "token-of-the-taker-0002" and row.refreshed_by == "b"
+    assert got["a"] == "token-of-the-taker-0002"
+    assert a.fetches == 1 and b.fetches == 1
+
+
+def test_one_claim_wins_however_close_the_race(any_db_url, sandbox):
+    """The claim is one conditional UPDATE: two daemons that both read 'nobody is
+    refreshing' cannot both win; once the claim runs out, another can."""
+    db = connect(any_db_url)
+    init_schema(db)
+    client = WeChatClient(sandbox.url, timeout=5)
+    a, b = manager(db, client, "a"), manager(db, client, "b")
+    now = clock.now()
+    need = now + timedelta(minutes=10)
+    with db.connection_context():
+        AccessToken.insert(app="default").execute()
+        assert a._claim("default", now, need) is True
+        assert b._claim("default", now, need) is False
+        assert a._claim("default", now, need) is True  # its own claim, renewed
+        later = now + a.claim_for + timedelta(seconds=1)
+        assert b._claim("default", later, need) is True
+        assert AccessToken.get_by_id("default").claimed_by == "b"
+        # a token good beyond what is needed is never claimed for
+        AccessToken.update({AccessToken.token: "good-token-0001", AccessToken.claimed_by: None,
+                            AccessToken.expires_at: now + timedelta(hours=2)}).execute()
+        assert a._claim("default", now, need) is False
+    client.close()
     db.close()
