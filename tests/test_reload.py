@@ -294,7 +294,7 @@ def guarded(tmp_path, any_db, sandbox):
     rt = Runtime.build(load_config(path, strict_secrets=False), any_db)
     rt.metrics = Recorder()
     insert_sql(any_db, template="vip_pay_success", openid="oLater",
-               params='["Gold", 199, "2026-11-28 10:30", "hi"]', send_at="2099-01-01 00:00:00")
+               params='["Gold", 199, "2026-11-28 10:30", "hi"]', send_at="2037-12-31 00:00:00")
     yield rt, path, full, without
     rt.close()
 
@@ -338,7 +338,7 @@ def test_templates_moved_elsewhere_are_taken_when_nothing_waits_on_what_they_dro
     assert rt.templates.path == without and "vip_pay_success" not in rt.templates.current.templates
     # and the guard came along: the new file, edited to drop a template in use, is refused
     insert_sql(rt.db, template="order_status", openid="oWait", params=PARAMS,
-               send_at="2099-01-01 00:00:00")
+               send_at="2037-12-31 00:00:00")  # (MySQL's TIMESTAMP ends in 2038)
     _drop(without, "order_status", without)
     assert rt.templates.reload() is False
     assert not reload_run(rt, FakeDaemon()).applied
