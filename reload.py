@@ -223,7 +223,8 @@ def reload_run(rt: Runtime, daemon: Reschedulable | None = None, *,
     if client is not rt.client:
         retired: list[ChannelKind | WeChatClient] = [*rt.senders.values(), rt.client]
         rt.client, rt.senders = client, senders
-        rt.retire(retired, after=old.http.timeout)
+        # a send that started on them ends within its connect and read timeouts
+        rt.retire(retired, after=2 * old.http.timeout)
     rt.tokens.configure(rt.client, new.apps, refresh_margin=token_margin(new),
                         claim_for=claim_seconds(new.http.timeout))
     if new.dispatch.rate_limit != old.dispatch.rate_limit:
