@@ -85,6 +85,8 @@ def delivered(db) -> int:
 
 
 def test_a_slow_token_endpoint_never_locks_out_an_insert(tmp_path: Path):
+    """Two daemons on the file, starting together: one fetches (8 s), the other waits for
+    its token; a 42001 later makes them refresh again, once."""
     with SandboxProcess(tmp_path) as sb:
         sb.call("POST", "config", {"token_latency": 8.0})
         cfg = write_config(tmp_path, api_base=sb.url, http={"timeout": "12s"},
@@ -92,27 +94,32 @@ def test_a_slow_token_endpoint_never_locks_out_an_insert(tmp_path: Path):
         db = connect(f"sqlite:///{tmp_path / 'herald.db'}")
         init_schema(db)
         app = Application(tmp_path)
-        d = DaemonProcess(cfg, tmp_path / "daemon.log").start()
+        daemons = [DaemonProcess(cfg, tmp_path / f"daemon{i}.log", f"d{i}").start()
+                   for i in range(2)]
         try:
             t0 = time.monotonic()
-            d.wait_ready(timeout=60)  # the first token fetch (8 s) comes before ready
+            for d in daemons:  # the first token fetch (8 s) comes before ready
+                d.wait_ready(timeout=60)
             first = time.monotonic() - t0
-            assert wait_for(lambda: delivered(db) >= 2, timeout=30), d.tail()
-            # every token WeChat gave is now stale: the next send answers 42001, and
+            assert sb.stats()["token_calls"]["stable"] == 1  # one fetch for both
+            assert wait_for(lambda: delivered(db) >= 4, timeout=30), daemons[0].tail()
+            # every token WeChat gave is now stale: the next sends answer 42001, and
             # dispatch refreshes (8 s again) in the middle of the run
-            calls = sb.stats()["token_calls"]["stable"]
             sb.call("POST", "expire_tokens")
-            assert wait_for(lambda: sb.stats()["token_calls"]["stable"] > calls, timeout=30)
+            assert wait_for(lambda: sb.stats()["token_calls"]["stable"] > 1, timeout=30)
             settled = delivered(db)
-            assert wait_for(lambda: delivered(db) > settled + 2, timeout=40), d.tail()
-            assert d.stop(signal.SIGTERM) == 0, d.tail()
+            assert wait_for(lambda: delivered(db) > settled + 4, timeout=40), (
+                daemons[0].tail(), daemons[1].tail())
+            for d in daemons:
+                assert d.stop(signal.SIGTERM) == 0, d.tail()
         finally:
-            d.close()
+            for d in daemons:
+                d.close()
             result = app.stop()
         stats = sb.stats()
-    print(f"\nslow token endpoint: {result['ok']} inserts, {result['locked']} locked, slowest "
-          f"{result['slowest']:.2f} s; token latency 8 s, ready after {first:.1f} s, "
-          f"{stats['token_calls']['stable']} token calls")
+    print(f"\nslow token endpoint, 2 daemons: {result['ok']} inserts, {result['locked']} "
+          f"locked, slowest {result['slowest']:.2f} s; token latency 8 s, both ready after "
+          f"{first:.1f} s, {stats['token_calls']['stable']} token calls")
     assert stats["token_calls"]["stable"] == 2  # one at start, one after the 42001
     assert result["ok"] >= 30 and result["locked"] == 0 and result["other"] == 0, result
     assert result["slowest"] < 1.0, result  # no insert waited on Herald

@@ -310,3 +310,27 @@ def test_one_claim_wins_however_close_the_race(any_db_url, sandbox):
         assert a._claim("default", now, need) is False
     client.close()
     db.close()
+
+
+def test_threads_of_one_daemon_wait_for_one_refresh(db, sandbox):
+    """Sixteen send threads needing the token at once: one fetch; the others queue on the
+    app's lock (no transaction held) and take the token it wrote."""
+    sandbox.token_latency = 0.5
+    client = WeChatClient(sandbox.url, timeout=5)
+    tokens = manager(db, client, "one")
+    got: list[str] = []
+    start = threading.Barrier(16)
+
+    def need() -> None:
+        start.wait()
+        with db.connection_context():
+            got.append(tokens.get("default", clock.now()))
+
+    threads = [threading.Thread(target=need) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(got) == 16 and len(set(got)) == 1
+    assert tokens.fetches == 1 and sandbox.token_calls["stable"] == 1
+    client.close()
