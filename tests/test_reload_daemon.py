@@ -120,9 +120,12 @@ def test_sighup_to_run_is_whole_or_refused(tmp_path: Path, sandbox, sms_sandbox,
         sms_sandbox.secret_key = NEW_KEY  # rotated at Tencent Cloud too
         hook.secret = NEW_HOOK
         templates.write_text(templates.read_text().replace(HOOK_SECRET, NEW_HOOK))
-        write({"sms": {"sign_name": "新签名", "secret_key": NEW_KEY}})
+        # (and a dispatch pool of another size, a new timeout: new pool, new senders)
+        write({"sms": {"sign_name": "新签名", "secret_key": NEW_KEY},
+               "dispatch": {"workers": 3}, "http": {"timeout": "3s"}})
         said = sighup("config reloaded")
         assert "sms.secret_key" in said and "sms.sign_name" in said
+        assert "dispatch.workers" in said and "http.timeout" in said
         assert status(db, send("order_sms", **phone)) == "success", d.tail()
         assert sms_sandbox.accepted[-1]["sign_name"] == "新签名"
         assert status(db, send("order_hook")) == "success", d.tail()
