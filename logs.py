@@ -3,11 +3,23 @@
 Every record is redacted when it is made (a LogRecord factory, so whatever handler
 gets it): access tokens travel in the URL query string (urllib3 and requests print
 URLs in their own messages), and app secrets sit in token requests. Known secret
-values are registered with add_secret(); beyond those, only values in a credential's
+values are masked wherever they appear; beyond those, only values in a credential's
 own shape are masked: a query-string or form field (`access_token=...`, `secret=...`,
 `client_secret=...`) and a quoted JSON or Python-dict field (`"secret": "..."`).
 Ordinary words stay: "apps.default.secret: environment variable X is not set" and
 "invalid app secret: check appsecret" read as written.
+
+The known values are the secrets in force, kept in named groups that their owner
+replaces whole: `set_secrets("config", ...)` when a configuration is loaded or reloaded,
+`set_secrets("templates", ...)` for the webhook secrets of the templates in force, and
+`remember_token(app, token)` for access tokens (the current and the previous one of each
+app: a replaced token leaves the set, so it does not grow with every refresh).
+`add_secret()` is for values a caller meets on the way (a candidate templates file, a
+one-shot verb): a bounded set, oldest out first. Redaction is one compiled pattern,
+rebuilt only when the set changes.
+
+Importing this module changes nothing: `setup_logging()` (the daemons) or
+`install_redaction()` (the CLI's entry point, the tests) installs the record factory.
 """
 
 from __future__ import annotations
@@ -17,6 +29,8 @@ import logging
 import re
 import sys
 import threading
+from collections import OrderedDict
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 # A field whose name ends in access_token or secret (client_secret, appsecret, ...)
@@ -26,24 +40,147 @@ _NAME = r"[A-Za-z0-9_]*(?:access_token|secret)"
 _QUERY_RE = re.compile(rf"(?i)(?<![A-Za-z0-9_])({_NAME}=)([^<&\s\"'#,;)}}\]][^&\s\"'#,;)}}\]]*)")
 # "name": "value" or 'name': 'value' (JSON, a Python dict's repr)
 _FIELD_RE = re.compile(rf"""(?i)(["']{_NAME}["']\s*:\s*)(["'])((?:(?!\2)[^\\]|\\.)*)\2""")
-_secrets: set[str] = set()
-_secrets_lock = threading.Lock()
 MASK = "<redacted>"
+MIN_SECRET = 4  # shorter values would mask ordinary words
+# A remote's text is masked before it is cut to an excerpt (a cut first could leave a
+# secret's first half): this much of it is masked, then the excerpt taken.
+CLEAN_WINDOW = 2048
+LOOSE_MAX = 256  # add_secret()'s values kept at most (oldest out first)
+TOKENS_KEPT = 2  # per app: the token in force and the one it replaced
+
+
+class SecretSet:
+    """The secret values to mask: named groups, replaced whole by their owners."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._groups: dict[str, tuple[str, ...]] = {}
+        self._loose: OrderedDict[str, None] = OrderedDict()
+        self._pattern: re.Pattern[str] | None = None
+
+    def replace(self, group: str, values: Iterable[str | None]) -> None:
+        kept = tuple(dict.fromkeys(v for v in values if v and len(v) >= MIN_SECRET))
+        with self._lock:
+            if self._groups.get(group, ()) == kept:
+                return
+            if kept:
+                self._groups[group] = kept
+            else:
+                self._groups.pop(group, None)
+            self._pattern = None
+
+    def push(self, group: str, value: str | None, keep: int) -> None:
+        """Put `value` first in `group`, keeping the `keep` newest."""
+        if not value or len(value) < MIN_SECRET:
+            return
+        with self._lock:
+            old = self._groups.get(group, ())
+            if old[:1] == (value,):
+                return
+            self._groups[group] = (value, *(v for v in old if v != value))[:keep]
+            self._pattern = None
+
+    def add(self, value: str | None) -> None:
+        if not value or len(value) < MIN_SECRET:
+            return
+        with self._lock:
+            if value in self._loose:
+                self._loose.move_to_end(value)
+                return
+            self._loose[value] = None
+            while len(self._loose) > LOOSE_MAX:
+                self._loose.popitem(last=False)
+            self._pattern = None
+
+    def values(self) -> set[str]:
+        with self._lock:
+            out = set(self._loose)
+            for group in self._groups.values():
+                out.update(group)
+            return out
+
+    def group(self, name: str) -> tuple[str, ...]:
+        with self._lock:
+            return self._groups.get(name, ())
+
+    def pattern(self) -> re.Pattern[str] | None:
+        found = self._pattern
+        if found is not None:
+            return found
+        with self._lock:
+            if self._pattern is None:
+                values = set(self._loose)
+                for group in self._groups.values():
+                    values.update(group)
+                if not values:
+                    return None
+                # longest first: a secret that contains another is masked whole
+                self._pattern = re.compile("|".join(
+                    re.escape(v) for v in sorted(values, key=len, reverse=True)))
+            return self._pattern
+
+
+SECRETS = SecretSet()
+
+
+def set_secrets(group: str, values: Iterable[str | None]) -> None:
+    """The secrets `group` holds now (what it held before is no longer masked)."""
+    SECRETS.replace(group, values)
+
+
+def remember_token(app: str, token: str | None) -> None:
+    """`token` is `app`'s access token now; the previous one stays masked too."""
+    SECRETS.push(f"token:{app}", token, TOKENS_KEPT)
 
 
 def add_secret(value: str | None) -> None:
     """Mask this exact value wherever it would appear in a log line or error text."""
-    if value and len(value) >= 4:
-        with _secrets_lock:
-            _secrets.add(value)
+    SECRETS.add(value)
+
+
+def _reveal(value: object) -> str | None:
+    reveal = getattr(value, "reveal", None)
+    text = reveal() if callable(reveal) else value
+    return text if isinstance(text, str) else None
+
+
+def config_secrets(cfg: object) -> list[str]:
+    """Every credential a loaded Config holds (a duck-typed walk: this module imports
+    no config): app secrets, push Tokens and AES keys, the SMS SecretId, SecretKey and
+    callback token, console password hashes. A deferred one (None) is skipped."""
+    found: list[str | None] = []
+    for app in getattr(cfg, "apps", {}).values():
+        found.append(_reveal(app.secret))
+        push = getattr(app, "push", None)
+        if push is not None:
+            found += [_reveal(push.token), _reveal(push.aes_key)]
+    sms = getattr(cfg, "sms", None)
+    if sms is not None:
+        found += [_reveal(getattr(sms, k, None))
+                  for k in ("secret_id", "secret_key", "callback_token")]
+    console = getattr(cfg, "console", None)
+    for user in getattr(console, "users", {}).values():
+        found.append(_reveal(user.password_hash))
+    return [v for v in found if v]
+
+
+def template_secrets(tset: object) -> list[str]:
+    """The secrets a set of templates holds (a webhook's signing secret)."""
+    found: list[str] = []
+    for tpl in getattr(tset, "templates", {}).values():
+        for key, value in tpl.settings.items():
+            text = _reveal(value)
+            if text and ("secret" in key or "token" in key):
+                found.append(text)
+    return found
 
 
 def redact(text: str) -> str:
     text = _QUERY_RE.sub(lambda m: m.group(1) + MASK, text)
     text = _FIELD_RE.sub(lambda m: m.group(1) + m.group(2) + MASK + m.group(2), text)
-    for s in list(_secrets):
-        if s in text:
-            text = text.replace(s, MASK)
+    pattern = SECRETS.pattern()
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
     return text
 
 
@@ -58,7 +195,7 @@ def _redact_record(record: logging.LogRecord) -> None:
         record.exc_text = redact(record.exc_text)
 
 
-def _install_record_factory() -> None:
+def install_redaction() -> None:
     """Redact every record when it is made, whatever logger or handler it goes to.
 
     A handler filter alone would miss handlers that others attach (pytest's caplog, a
@@ -75,9 +212,6 @@ def _install_record_factory() -> None:
 
     factory._herald = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
-
-
-_install_record_factory()
 
 
 class JsonFormatter(logging.Formatter):
@@ -112,6 +246,7 @@ def setup_logging(fmt: str = "text", level: str = "INFO", stream=None, *,
 
     sql (log.sql): peewee's statements, whatever the level; otherwise peewee says only
     warnings, even at DEBUG (every claim and write would bury the lines that matter)."""
+    install_redaction()
     handler = logging.StreamHandler(stream or sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

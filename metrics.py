@@ -105,6 +105,14 @@ class Metrics:
         self._job_duration = Histogram(
             "herald_job_duration_seconds", "Duration of one scheduled job run", ["job"],
             buckets=JOB_BUCKETS, registry=self.registry)
+        # SIGHUP: applied whole, or refused whole (reload.py); both start at 0 so an alert
+        # on rate(...{result="refused"}) has a series to watch from the first scrape
+        self._config_reloads = Counter(
+            "herald_config_reloads", "SIGHUP reloads of config.yaml by result: applied (every "
+            "change in force) or refused (the running configuration stays)", ["result"],
+            registry=self.registry)
+        for result in ("applied", "refused"):
+            self._config_reloads.labels(result)
         self._job_last_ok = _LastSuccess()
         self.registry.register(self._job_last_ok)
         if db is not None:
@@ -128,6 +136,9 @@ class Metrics:
         self._job_duration.labels(job).observe(seconds)
         if ok:
             self._job_last_ok.mark(job)
+
+    def config_reload(self, applied: bool) -> None:
+        self._config_reloads.labels("applied" if applied else "refused").inc()
 
     def _template_label(self, template: str) -> str:
         with self._templates_lock:

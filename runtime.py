@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from peewee import Database, fn
 
@@ -17,10 +18,11 @@ from channels.base import ChannelKind
 from channels.wechat_api import WeChatClient
 from config import Config
 from db.models import MsgList
+from logs import config_secrets, set_secrets, template_secrets
 from notify import Heartbeat
 from ratelimit import RateLimiters
 from templates import LoadContext, TemplateHolder
-from tokens import TokenManager
+from tokens import TokenManager, claim_seconds
 
 
 def make_daemon_id() -> str:
@@ -34,6 +36,7 @@ class MetricsSink(Protocol):
     def finished(self, template: str, status: str, errcode: int | None) -> None: ...
     def send_duration(self, seconds: float) -> None: ...
     def job_run(self, job: str, seconds: float, ok: bool) -> None: ...
+    def config_reload(self, applied: bool) -> None: ...
 
 
 class NullMetrics:
@@ -42,6 +45,7 @@ class NullMetrics:
     def finished(self, template: str, status: str, errcode: int | None) -> None: ...
     def send_duration(self, seconds: float) -> None: ...
     def job_run(self, job: str, seconds: float, ok: bool) -> None: ...
+    def config_reload(self, applied: bool) -> None: ...
 
 
 def waiting_rows_naming(db: Database) -> object:
@@ -62,6 +66,11 @@ def waiting_rows_naming(db: Database) -> object:
     return count
 
 
+def token_margin(config: Config) -> float:
+    """How far ahead of expiry token_refresh renews a token: one job interval and 5 min."""
+    return config.jobs["token_refresh"].every + 300
+
+
 @dataclass
 class Runtime:
     config: Config
@@ -76,28 +85,56 @@ class Runtime:
     metrics: MetricsSink = field(default_factory=NullMetrics)
     # progress reports from dispatch, read by the watchdog loop in scheduler.py
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    # senders and clients a reload replaced, closed once no send can still use them:
+    # (monotonic time after which they may close, the objects)
+    retired: list[tuple[float, list[Any]]] = field(default_factory=list)
 
     @classmethod
     def build(cls, config: Config, db: Database, *, daemon_id: str | None = None) -> Runtime:
         daemon_id = daemon_id or make_daemon_id()
+        set_secrets("config", config_secrets(config))
+        stopping = threading.Event()
         client = WeChatClient(config.api_base, timeout=config.http.timeout,
                               pool_size=config.dispatch.workers)
         tokens = TokenManager(db, client, config.apps, daemon_id=daemon_id,
-                              refresh_margin=config.jobs["token_refresh"].every + 300)
+                              refresh_margin=token_margin(config),
+                              claim_for=claim_seconds(config.http.timeout), stopping=stopping)
         context = LoadContext(config=config, base_dir=config.templates.parent)
+        templates = TemplateHolder(config.templates, in_use=waiting_rows_naming(db),  # type: ignore[arg-type]
+                                   context=context)
+        set_secrets("templates", template_secrets(templates.current))
         return cls(
             config=config,
             db=db,
-            templates=TemplateHolder(config.templates, in_use=waiting_rows_naming(db),  # type: ignore[arg-type]
-                                     context=context),
+            templates=templates,
             client=client,
             tokens=tokens,
             daemon_id=daemon_id,
             limiters=RateLimiters(config.dispatch.rate_limit),
             senders=channels.build_senders(config, client),
+            stopping=stopping,
         )
+
+    def retire(self, objects: Iterable[Any], *, after: float) -> None:
+        """Objects a reload replaced (senders, the HTTP client): a send that started
+        before may still be using one, so each is closed only once `after` seconds (the
+        old http.timeout) and some have passed, at a later reload or at close()."""
+        now = time.monotonic()
+        self._close_retired(now)
+        self.retired.append((now + after + 5.0, list(objects)))
+
+    def _close_retired(self, now: float | None = None) -> None:
+        keep = []
+        for due, objects in self.retired:
+            if now is not None and due > now:
+                keep.append((due, objects))
+                continue
+            for obj in objects:
+                obj.close()
+        self.retired = keep
 
     def close(self) -> None:
         for sender in self.senders.values():
             sender.close()
         self.client.close()
+        self._close_retired()

@@ -38,9 +38,9 @@ from db.errors import cause, describe
 from db.queue import counts_by_status
 from db.schema import SchemaError, ensure_current
 from jobs import dispatch, events, purge, stale_retry, token_refresh
-from logs import redact, setup_logging
+from logs import install_redaction, redact, setup_logging
 from notify import notify, watchdog_interval
-from reload import reload_config
+from reload import reload_config, templates_watch
 from runtime import Runtime
 
 log = logging.getLogger("herald")
@@ -62,6 +62,7 @@ class Daemon:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         self.scheduler.add_listener(self._job_error, EVENT_JOB_ERROR)
+        self._retired_pools: list[ThreadPoolExecutor] = []  # replaced by a reload
         self._wake = threading.Event()
         self.started_at = clock.now()
         self.last_dispatch: datetime | None = None  # when a dispatch run last finished
@@ -111,6 +112,12 @@ class Daemon:
     def reschedule(self, name: str, every: float) -> None:
         self.scheduler.reschedule_job(name, trigger="interval", seconds=every)
 
+    def resize(self, workers: int) -> None:
+        """A reload changed dispatch.workers: the next dispatch run sends on a pool of
+        that size; a run under way finishes on the old one, which then goes."""
+        old, self.pool = self.pool, ThreadPoolExecutor(workers, thread_name_prefix="send")
+        self._retired_pools.append(old)
+
     def _job_error(self, event: JobExecutionEvent) -> None:
         # a failed run (database away, a bug) costs that run only; the next one carries on
         log.error("job %s failed: %s", event.job_id, redact(repr(event.exception)))
@@ -121,6 +128,8 @@ class Daemon:
         while True:
             self._wake.clear()
             dispatch.run(self.rt, pool=self.pool)
+            while self._retired_pools:  # (resize) no run holds them any more
+                self._retired_pools.pop().shutdown(wait=False)
             self.last_dispatch = clock.now()
             if not self._wake.is_set() or self.rt.stopping.is_set():
                 return
@@ -289,11 +298,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if reload.is_set():
             reload.clear()
             notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
-            reload_config(rt, daemon)
-            rt.templates.reload()
+            # config.yaml and the templates, whole or not at all (reload.py)
+            reload_config(rt, daemon, needs=run_credentials)
             notify("READY=1", f"STATUS={queue_status(rt)}")
         elif ticks % 4 == 0:
-            rt.templates.reload_if_changed()
+            templates_watch(rt.templates)
     log.info("%s: stopping; no new claims, waiting for in-flight sends",
              signals[0] if signals else "stop")
     notify("STOPPING=1")
@@ -338,11 +347,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from web import server
 
     cfg = load_config(args.config, strict_secrets=False)
-    # the web side holds no AppSecret; it needs the push tokens/keys and the SMS
-    # callback token of whatever it is configured to receive
-    needed = [f"apps.{a}.push" for a, app in cfg.apps.items() if app.push is not None]
-    if cfg.sms is not None:
-        needed.append("sms.callback_token")
+    needed = server.serve_credentials(cfg)
     if needed:  # (require() with no prefix would ask for every secret, the AppSecret too)
         cfg.require(*needed)
     setup_logging(cfg.log.format, cfg.log.level, sql=cfg.log.sql)
@@ -367,6 +372,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # every verb: whatever a library logs (Python's last-resort handler prints warnings
+    # to stderr) is redacted like the daemons' own lines
+    install_redaction()
     args = parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -855,18 +855,40 @@ class TemplateHolder:
     def current(self) -> TemplateSet:
         return self._current
 
+    def prepare(self, path: Path | str | None = None, context: LoadContext | None = None
+                ) -> TemplateSet:
+        """The set `path` (default: this holder's file, with its context) would bring
+        in: loaded, checked, and refused (TemplateError) if it drops a template that
+        waiting rows still name, whether the file changed in place or is another one.
+        Changes nothing; adopt() puts it in force."""
+        target = self.path if path is None else Path(path)
+        fresh = load_templates(target, context=self.context if context is None else context)
+        lost = self._current.names_and_ids() - fresh.names_and_ids()
+        waiting = dict(self.in_use(sorted(lost))) if (lost and self.in_use) else {}
+        waiting = {k: n for k, n in waiting.items() if n}
+        if waiting:
+            named = ", ".join(f"{k} ({n} rows)" for k, n in sorted(waiting.items()))
+            raise TemplateError(target, [f"the new file drops templates that waiting "
+                                         f"rows still name: {named}"])
+        return fresh
+
+    def adopt(self, fresh: TemplateSet, path: Path | str | None = None,
+              context: LoadContext | None = None) -> None:
+        """Put a prepare()d set in force; with `path`, this holder watches that file from
+        now on (and `context` checks its next reloads). The in-use guard stays."""
+        with self._lock:
+            if path is not None:
+                self.path = Path(path)
+            if context is not None:
+                self.context = context
+            self._current = fresh
+            self._mtime = self._stat()
+
     def reload(self) -> bool:
         """Load the file again. True if the new set is in force. Never raises."""
         mtime = self._stat()
         try:
-            fresh = load_templates(self.path, context=self.context)
-            lost = self._current.names_and_ids() - fresh.names_and_ids()
-            waiting = dict(self.in_use(sorted(lost))) if (lost and self.in_use) else {}
-            waiting = {k: n for k, n in waiting.items() if n}
-            if waiting:
-                named = ", ".join(f"{k} ({n} rows)" for k, n in sorted(waiting.items()))
-                raise TemplateError(self.path, [f"the new file drops templates that waiting "
-                                                f"rows still name: {named}"])
+            fresh = self.prepare()
         except TemplateError as exc:
             return self._refused(mtime, str(exc))
         except Exception as exc:  # noqa: BLE001 - a reload must never take the daemon down

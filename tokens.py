@@ -10,16 +10,29 @@ so daemons never invalidate each other), `legacy` (GET /cgi-bin/token: each fetc
 invalidates the previous token after 5 minutes) and `external` (another service
 keeps the token, in token_file or in this table: read it, never fetch it).
 
-On PostgreSQL and MySQL the refreshing daemon holds the app's row lock while it
-fetches, so the others wait and then read what it wrote. On SQLite the refresh runs in a
-transaction begun IMMEDIATE, which holds the database's single write lock for the
-length of the token call (tens of milliseconds, every two hours): the same effect.
+No database lock is held while WeChat answers (on SQLite that lock would be every
+application's INSERT). A refresh is three steps:
+
+1. claim: one UPDATE, its own short transaction, sets claimed_by/claim_until on the
+   app's row, only if the row holds no token good enough and nobody else's claim is
+   live. Exactly one daemon wins;
+2. fetch, with no transaction open;
+3. store: one UPDATE writes the token and clears the claim, only if the claim is still
+   ours.
+
+The others wait for that one refresh, reading the row (plain reads, no lock) until the
+token is there, and use it: still one fetch per expiry. Meanwhile a caller that only
+needs a token usable now takes the stored one if it still is. A claim lasts the token
+call's longest time and some: a refresher that dies leaves a claim that runs out, and
+the next caller takes over. Threads of one process wait on the app's lock, so only one
+of them talks to the table.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,9 +43,8 @@ from peewee import Database
 from channels.base import Answer, Kind
 from channels.wechat_api import WeChatClient
 from config import AppConfig
-from db.dialects import dialect
 from db.models import AccessToken
-from logs import add_secret
+from logs import remember_token
 
 log = logging.getLogger("herald.tokens")
 
@@ -41,6 +53,17 @@ USABLE_MARGIN = timedelta(seconds=60)  # never send with a token this close to e
 # expires rather than fetched again for every send: at most one fetch per app this often.
 MIN_REFETCH = timedelta(seconds=30)
 FAILURE_PAUSE = {Kind.CREDENTIAL: timedelta(minutes=5), Kind.TRANSIENT: timedelta(seconds=30)}
+# How often a caller waiting for another daemon's refresh looks at the row again.
+POLL = 0.1
+# A claim holds this long beyond the token call's own timeout (connect + read + the
+# writes either side), so a live refresher never loses it to a waiter.
+CLAIM_SLACK = 10.0
+
+
+def claim_seconds(http_timeout: float) -> float:
+    """How long a refresh claim holds: the token call's worst case (connect and read
+    timeouts) and some."""
+    return 2 * http_timeout + CLAIM_SLACK
 
 
 @dataclass
@@ -68,21 +91,35 @@ class TokenManager:
         *,
         daemon_id: str,
         refresh_margin: float = 600.0,
+        claim_for: float = claim_seconds(10.0),
+        stopping: threading.Event | None = None,
     ) -> None:
         self.db = db
         self.client = client
         self.apps = apps
         self.daemon_id = daemon_id
         self.refresh_margin = timedelta(seconds=refresh_margin)
+        self.claim_for = timedelta(seconds=claim_for)
+        self.stopping = stopping or threading.Event()
         self._cache: dict[str, Cached] = {}
         self._locks = {name: threading.Lock() for name in apps}
         self._paused_until: dict[str, datetime] = {}
         self._last_problem: dict[str, str] = {}
         self._alerts: dict[str, str] = {}  # app -> the credential problem in force
         self.fetches = 0  # token API calls made by this process (tests and metrics)
-        for app in apps.values():
-            if app.secret is not None:
-                add_secret(app.secret.reveal())
+        self.waits = 0  # refreshes this process waited for instead of fetching (tests)
+
+    def configure(self, client: WeChatClient, apps: Mapping[str, AppConfig], *,
+                  refresh_margin: float, claim_for: float) -> None:
+        """A reload: new credentials, HTTP client or timings for the same apps."""
+        if set(apps) != set(self.apps):
+            raise ValueError("the set of apps changes only with a restart")
+        self.client = client
+        self.apps = apps
+        self.refresh_margin = timedelta(seconds=refresh_margin)
+        self.claim_for = timedelta(seconds=claim_for)
+        # a new secret may cure a credential alert: try again at the next need
+        self._paused_until.clear()
 
     # -- reading ---------------------------------------------------------------
     def expires_at(self, app: str) -> datetime | None:
@@ -102,15 +139,13 @@ class TokenManager:
             return c.token  # a short-lived token: use it while it lasts
         return self.refresh(app, now, proactive=False)
 
-    def _read_row(self, app: str, *, lock: bool) -> AccessToken | None:
-        q = AccessToken.select().where(AccessToken.app == app)
-        if lock:
-            q = dialect(self.db).for_update(q)
-        return q.first()
+    def _read_row(self, app: str) -> AccessToken | None:
+        # a plain read: no lock, no transaction left open
+        return AccessToken.select().where(AccessToken.app == app).first()
 
     def _remember(self, app: str, token: str, expires_at: datetime,
                   fetched_at: datetime | None = None) -> str:
-        add_secret(token)
+        remember_token(app, token)
         self._cache[app] = Cached(token, expires_at, fetched_at)
         return token
 
@@ -121,7 +156,13 @@ class TokenManager:
             raise TokenUnavailable(app, "not a configured app")
         cfg = self.apps[app]
         need_until = now + (self.refresh_margin if proactive else USABLE_MARGIN)
-        with self._locks[app]:
+        lock = self._locks[app]
+        # threads of this process queue here, one talks to the table; the wait ends on
+        # stop (no network call or transaction is held by a waiter)
+        while not lock.acquire(timeout=POLL):
+            if self.stopping.is_set():
+                raise TokenUnavailable(app, "stopping")
+        try:
             c = self._cache.get(app)
             if c and c.expires_at > need_until:
                 return c.token
@@ -135,21 +176,79 @@ class TokenManager:
                 if c and c.expires_at - USABLE_MARGIN > now:
                     return c.token
                 raise TokenUnavailable(app, self._last_problem.get(app, "token fetch paused"))
-            # make sure the row exists, so there is something to lock
-            AccessToken.insert(app=app).on_conflict_ignore().execute()
-            with self.db.atomic():
-                # PostgreSQL/MySQL: SELECT ... FOR UPDATE; SQLite: the transaction began
-                # IMMEDIATE and holds the write lock. Either way a second daemon waits
-                # here until we have written the new token, then uses it.
-                row = self._read_row(app, lock=True)
-                if row and row.token and row.expires_at and row.expires_at > need_until:
-                    # another daemon refreshed it: use theirs
-                    return self._remember(app, row.token, row.expires_at)
-                return self._fetch_and_store(cfg, now)
+            return self._shared_refresh(cfg, now, need_until)
+        finally:
+            lock.release()
+
+    def _shared_refresh(self, cfg: AppConfig, now: datetime, need_until: datetime) -> str:
+        """The stored token if good enough, else the one refresh: ours or another's."""
+        app = cfg.name
+        # make sure the row exists, so there is something to claim (one statement)
+        AccessToken.insert(app=app).on_conflict_ignore().execute()
+        started = time.monotonic()
+        waited = False
+        while True:
+            # the caller's clock, moved on by how long we have waited
+            at = now + timedelta(seconds=time.monotonic() - started)
+            row = self._read_row(app)
+            if row and row.token and row.expires_at and row.expires_at > need_until:
+                if waited:
+                    self.waits += 1
+                return self._remember(app, row.token, row.expires_at)
+            claimed_by = row.claimed_by if row else None
+            live = (claimed_by is not None and claimed_by != self.daemon_id
+                    and row is not None and row.claim_until is not None
+                    and row.claim_until > at)
+            if live:
+                assert row is not None
+                expires: datetime | None = row.expires_at
+                if row.token and expires and expires - USABLE_MARGIN > at:
+                    # refreshed ahead of expiry by another daemon: what is stored still
+                    # serves, no need to wait for the new one
+                    return self._remember(app, row.token, expires)
+            elif self._claim(app, at, need_until):
+                break
+            # another daemon is refreshing (or claimed between our read and our claim)
+            waited = True
+            if self.stopping.wait(POLL):
+                raise TokenUnavailable(app, "stopping")
+        try:
+            # stamped with the caller's time, not the later one: an expiry counted from
+            # before the call errs on the early side
+            return self._fetch_and_store(cfg, now)
+        except BaseException:
+            self._release(app)
+            raise
+
+    def _claim(self, app: str, at: datetime, need_until: datetime) -> bool:
+        """Take the right to refresh `app`: one UPDATE (its own short transaction) that
+        only succeeds while the stored token is not good enough and no live claim of
+        another daemon stands."""
+        n = (AccessToken.update({AccessToken.claimed_by: self.daemon_id,
+                                 AccessToken.claim_until: at + self.claim_for})
+             .where((AccessToken.app == app)
+                    & (AccessToken.token.is_null() | AccessToken.expires_at.is_null()
+                       | (AccessToken.expires_at <= need_until))
+                    & (AccessToken.claimed_by.is_null() | AccessToken.claim_until.is_null()
+                       | (AccessToken.claim_until <= at)
+                       | (AccessToken.claimed_by == self.daemon_id)))
+             .execute())
+        return bool(n)
+
+    def _release(self, app: str) -> None:
+        """Give up our claim (the fetch failed): the next caller may try at once."""
+        try:
+            (AccessToken.update({AccessToken.claimed_by: None, AccessToken.claim_until: None})
+             .where((AccessToken.app == app) & (AccessToken.claimed_by == self.daemon_id))
+             .execute())
+        except Exception as exc:  # noqa: BLE001 - the claim then simply runs out
+            log.warning("app %s: could not release the token claim (%s); it runs out by "
+                        "itself", app, type(exc).__name__)
 
     def _fetch_and_store(self, cfg: AppConfig, now: datetime) -> str:
         secret = cfg.secret.reveal() if cfg.secret else ""
         self.fetches += 1
+        # no transaction is open here: the claim is written, the call may take long
         if cfg.token_source == "legacy":
             ans: Answer = self.client.legacy_token(cfg.appid, secret)
         else:
@@ -158,17 +257,29 @@ class TokenManager:
             self._fetch_failed(cfg, now, ans)
         payload = ans.payload or {}
         token = str(payload["access_token"])
-        add_secret(token)
+        remember_token(cfg.name, token)
         expires_at = now + timedelta(seconds=float(payload["expires_in"]))
-        AccessToken.update({
+        stored = (AccessToken.update({
             AccessToken.token: token,
             AccessToken.expires_at: expires_at,
             AccessToken.refreshed_at: now,
             AccessToken.refreshed_by: self.daemon_id,
-        }).where(AccessToken.app == cfg.name).execute()
+            AccessToken.claimed_by: None,
+            AccessToken.claim_until: None,
+        }).where((AccessToken.app == cfg.name) & (AccessToken.claimed_by == self.daemon_id))
+            .execute())
         self._paused_until.pop(cfg.name, None)
         self._last_problem.pop(cfg.name, None)
         self._alerts.pop(cfg.name, None)
+        if not stored:
+            # our call outlasted the claim and another daemon took over: its token (if
+            # written already) is the newer one; otherwise ours serves this process
+            log.warning("app %s: the token call took longer than its claim (%s); another "
+                        "daemon took over the refresh", cfg.name, self.claim_for)
+            row = self._read_row(cfg.name)
+            theirs: datetime | None = row.expires_at if row else None
+            if row and row.token and theirs and theirs - USABLE_MARGIN > now:
+                return self._remember(cfg.name, row.token, theirs)
         log.info("app %s: new access token from %s, expires in %ds", cfg.name,
                  cfg.token_source, int(payload["expires_in"]))
         if payload["expires_in"] < USABLE_MARGIN.total_seconds() * 2:
@@ -203,7 +314,7 @@ class TokenManager:
                 raise TokenUnavailable(cfg.name, "token_file is empty")
             # the file carries no expiry: re-read it every minute
             return self._remember(cfg.name, token, now + timedelta(seconds=120))
-        row = self._read_row(cfg.name, lock=False)
+        row = self._read_row(cfg.name)
         expires_at: datetime | None = row.expires_at if row else None
         if row and row.token and expires_at and expires_at - USABLE_MARGIN > now:
             return self._remember(cfg.name, row.token, expires_at)
@@ -219,12 +330,12 @@ class TokenManager:
                 del self._cache[app]
             if self.apps[app].token_source == "external" and self.apps[app].token_file:
                 return True
-            with self.db.atomic():
-                n = (
-                    AccessToken.update({AccessToken.expires_at: now})
-                    .where((AccessToken.app == app) & (AccessToken.token == failed_token))
-                    .execute()
-                )
+            # one statement, its own short transaction
+            n = (
+                AccessToken.update({AccessToken.expires_at: now})
+                .where((AccessToken.app == app) & (AccessToken.token == failed_token))
+                .execute()
+            )
         return bool(n)
 
     def refresh_all(self, now: datetime) -> dict[str, str]:

@@ -43,7 +43,7 @@ from requests.utils import get_environ_proxies
 
 from channels.http import root_cause
 from channels.wechat_errors import Kind, Meaning
-from logs import MASK, add_secret, redact
+from logs import CLEAN_WINDOW, MASK, add_secret, redact
 
 ACTION = "SendSms"
 VERSION = "2021-01-11"
@@ -349,8 +349,11 @@ class SmsClient:
         return headers, signature
 
     def _clean(self, text: str, signature: str = "") -> str:
-        """Text from the network or from an exception, fit for a reason or a log line."""
+        """Text from the network or from an exception, fit for a reason or a log line.
+        Masked whole before any cut: a cut first could leave a secret's first half."""
         text = text.replace(self._secret_key, MASK)
+        if len(self.secret_id) >= 4:  # Tencent echoes the SecretId in some errors
+            text = text.replace(self.secret_id, MASK)
         if signature:
             text = text.replace(signature, MASK)
         text = _CREDENTIAL_RE.sub(lambda m: m.group(1) + MASK, text)
@@ -403,7 +406,7 @@ class SmsClient:
             if not isinstance(answer, dict):
                 raise ValueError("Response is not an object")
         except (ValueError, KeyError, TypeError):
-            snippet = self._clean(resp.text[:60], signature)
+            snippet = self._clean(resp.text[:CLEAN_WINDOW], signature)[:60]
             return SmsAnswer(NON_JSON.kind, None, f"{NON_JSON.text}: {snippet!r}")
         request_id = _text(answer.get("RequestId"))
         error = answer.get("Error")

@@ -37,7 +37,7 @@ from config import Secret
 from config.credentials import read_secret_file
 from config.interpolate import interpolate
 from config.values import Context, Invalid
-from logs import MASK, add_secret, redact
+from logs import CLEAN_WINDOW, MASK, add_secret, redact
 
 if TYPE_CHECKING:
     from config import Config
@@ -217,7 +217,8 @@ def _read(resp: requests.Response, deadline: float) -> tuple[bytes, str]:
 
 
 def _judge(status: int, text: bytes, note: str, sig: str) -> Answer:
-    snippet = _clean(text[:80].decode("utf-8", "replace"), sig)
+    # masked whole before the cut: a cut first could leave a secret's first half
+    snippet = _clean(text[:CLEAN_WINDOW].decode("utf-8", "replace"), sig)[:80]
     extra = f"; {note}" if note else ""
     if 200 <= status < 300:
         msgid, why = _answer_id(text, note)

@@ -20,7 +20,7 @@ import requests
 from channels.base import Answer, Kind
 from channels.http import make_session, root_cause
 from channels.wechat_errors import CONNECTION, HTTP_5XX, NON_JSON, TIMEOUT, Meaning, meaning
-from logs import add_secret, redact
+from logs import CLEAN_WINDOW, add_secret, redact
 
 SEND_PATH = "/cgi-bin/message/subscribe/send"
 STABLE_TOKEN_PATH = "/cgi-bin/stable_token"
@@ -74,7 +74,8 @@ class WeChatClient:
             if not isinstance(payload, dict):
                 raise ValueError("not an object")
         except (ValueError, RecursionError):
-            snippet = redact(body[:60].decode("utf-8", "replace"))
+            # masked whole before the cut: a cut first could leave a secret's first half
+            snippet = redact(body[:CLEAN_WINDOW].decode("utf-8", "replace"))[:60]
             return Answer(NON_JSON.kind, None, f"{NON_JSON.text} (HTTP {resp.status_code}): "
                                                f"{snippet!r}")
         raw = payload.get("errcode", 0)

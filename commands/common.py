@@ -20,7 +20,7 @@ from config.model import mask_url
 from db.connection import connect, dialect_of
 from db.errors import describe as describe_db_error
 from db.schema import SchemaState, state
-from logs import redact
+from logs import config_secrets, redact, set_secrets
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
@@ -49,7 +49,11 @@ def safe_url(url: str) -> str:
 def load(args: argparse.Namespace, *, credentials: bool = True) -> Config:
     """The config; credentials=False for verbs that only touch the database, which then
     run without the apps' secrets in the environment (DESIGN.md, operator verbs)."""
-    return load_config(getattr(args, "config", None), strict_secrets=credentials)
+    cfg = load_config(getattr(args, "config", None), strict_secrets=credentials)
+    # whatever this verb prints is masked against the secrets the file holds (text a
+    # remote echoed, stored by an older release or another program, included)
+    set_secrets("config", config_secrets(cfg))
+    return cfg
 
 
 def sqlite_path(url: str) -> Path | None:

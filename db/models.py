@@ -120,6 +120,9 @@ class AccessToken(BaseModel):
     expires_at = UTCDateTimeField(null=True)
     refreshed_at = UTCDateTimeField(null=True)
     refreshed_by = CharField(max_length=128, null=True)
+    # v3: who is fetching a new token now, and until when that claim holds (tokens.py)
+    claimed_by = CharField(max_length=128, null=True)
+    claim_until = UTCDateTimeField(null=True)
 
     class Meta:
         table_name = "access_token"

@@ -29,11 +29,15 @@ from db.dialects import DIALECTS, Dialect, dialect
 
 log = logging.getLogger("herald.schema")
 
-VERSION = 2
-DESCRIPTIONS = {
+VERSION = 3
+DESCRIPTIONS: dict[int, str | list[str]] = {
     1: "msg_list and access_token",
     2: "receipts, grants, history, push inbox, heartbeats; fallback and sms columns; "
        "SQLite timestamp normalisation",
+    # phrases, one per change; joined with "; " when recorded
+    3: [
+        "token refresh claims (access_token.claimed_by, claim_until)",
+    ],
 }
 # Columns version 2 added to msg_list, with each dialect's type.
 V2_COLUMNS: dict[str, dict[str, str]] = {
@@ -46,6 +50,23 @@ V2_COLUMNS: dict[str, dict[str, str]] = {
     "receipt_at": {"sqlite": "DATETIME", "postgres": "TIMESTAMPTZ",
                    "mysql": "TIMESTAMP(6) NULL DEFAULT NULL"},
 }
+# -- v3: token refresh claims ---------------------------------------------------------
+# One daemon takes the right to fetch an app's token in a short transaction, fetches
+# with no transaction open, and writes the token in another (tokens.py).
+V3_TOKEN_COLUMNS: dict[str, dict[str, str]] = {
+    "claimed_by": {"sqlite": "VARCHAR(128)", "postgres": "VARCHAR(128)",
+                   "mysql": "VARCHAR(128) NULL"},
+    "claim_until": {"sqlite": "DATETIME", "postgres": "TIMESTAMPTZ",
+                    "mysql": "TIMESTAMP(6) NULL DEFAULT NULL"},
+}
+# -- end v3: token refresh claims -------------------------------------------------------
+
+
+def description(version: int) -> str:
+    text = DESCRIPTIONS[version]
+    return text if isinstance(text, str) else "; ".join(text)
+
+
 # MySQL keeps msg_list's indexes inside CREATE TABLE, which an existing table skips.
 V2_MYSQL_INDEXES = (
     "CREATE INDEX msg_list_msgid ON msg_list (msgid)",
@@ -236,21 +257,24 @@ def init_schema(db: Database) -> list[int]:
                     db.execute_sql(stmt)
             if d.name == "mysql":
                 _run(db, d, V2_MYSQL_INDEXES)
+        if before is not None and before < 3:
+            _add_columns(db, d, V3_TOKEN_COLUMNS, table="access_token")  # v3: token claims
         _run(db, d, split_statements(d.ddl()))
         applied = [VERSION] if before is None else list(range(before + 1, VERSION + 1))
         for version in applied:
             db.execute_sql(d.insert_ignore("herald_schema", ("version", "description"),
-                                           "version"), (version, DESCRIPTIONS[version]))
+                                           "version"), (version, description(version)))
         if applied and before is not None:
             log.info("schema upgraded from version %d to %d", before, VERSION)
         return applied
 
 
-def _add_columns(db: Database, d: Dialect, columns: dict[str, dict[str, str]]) -> None:
-    have = {c.name for c in db.get_columns("msg_list")}
+def _add_columns(db: Database, d: Dialect, columns: dict[str, dict[str, str]], *,
+                 table: str = "msg_list") -> None:
+    have = {c.name for c in db.get_columns(table)}
     for name, types in columns.items():
         if name not in have:
-            db.execute_sql(f"ALTER TABLE msg_list ADD COLUMN {name} {types[d.name]}")
+            db.execute_sql(f"ALTER TABLE {table} ADD COLUMN {name} {types[d.name]}")
 
 
 def _run(db: Database, d: Dialect, statements: tuple[str, ...] | list[str]) -> None:

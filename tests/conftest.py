@@ -22,10 +22,15 @@ if str(ROOT) not in sys.path:
 from config import Config, config_from_dict  # noqa: E402
 from db.connection import connect, init_schema  # noqa: E402
 from db.models import AccessToken, MsgList  # noqa: E402
+from logs import install_redaction  # noqa: E402
 from runtime import Runtime  # noqa: E402
 from sandbox.wechat import Sandbox  # noqa: E402
 from templates import load_templates  # noqa: E402
 from tests.support import APPID, SECRET, config_data, drop_herald_tables  # noqa: E402
+
+# what the daemons and the CLI do at start (importing logs installs nothing): caplog
+# then sees what journald would
+install_redaction()
 
 SERVER_URLS = {
     "postgres": os.environ.get("HERALD_TEST_POSTGRES_URL"),

@@ -32,7 +32,7 @@ from waitress.server import create_server
 import clock
 from config import Config
 from db import heartbeat
-from logs import redact
+from logs import config_secrets, redact, set_secrets, template_secrets
 from notify import notify, watchdog_interval
 from runtime import make_daemon_id, waiting_rows_naming
 from templates import LoadContext, TemplateHolder
@@ -96,10 +96,21 @@ class Listener:
         return f"http://{host}:{self.port}"
 
 
+def serve_credentials(cfg: Config) -> list[str]:
+    """What `serve` must have: the web side holds no AppSecret; it needs the push tokens
+    and keys and the SMS callback token of whatever it is configured to receive."""
+    needed = [f"apps.{a}.push" for a, app in cfg.apps.items() if app.push is not None]
+    if cfg.sms is not None:
+        needed.append("sms.callback_token")
+    return needed
+
+
 def build(cfg: Config, db: Database) -> WebContext:
     context = LoadContext(config=cfg, base_dir=cfg.templates.parent)
     holder = TemplateHolder(cfg.templates, in_use=waiting_rows_naming(db),  # type: ignore[arg-type]
                             context=context)
+    set_secrets("config", config_secrets(cfg))
+    set_secrets("templates", template_secrets(holder.current))
     return WebContext(config=cfg, db=db, templates=holder,
                       daemon_id=make_daemon_id() + ":web")
 
@@ -122,10 +133,12 @@ def start(ctx: WebContext) -> list[Listener]:
 
 
 def main(cfg: Config) -> int:
-    """The serve verb: run until SIGTERM/SIGINT; SIGHUP reloads templates."""
+    """The serve verb: run until SIGTERM/SIGINT; SIGHUP reloads config.yaml and the
+    templates (whole or not at all); the templates file is also watched."""
     from db.connection import connect
     from db.schema import SchemaError, ensure_current
     from jobs import events
+    from reload import reload_serve, templates_watch
 
     db = connect(cfg.database)
     try:
@@ -160,7 +173,7 @@ def main(cfg: Config) -> int:
     where = ", ".join(f"{li.name} on {li.url}" for li in listeners) or "nothing"
     log.info("herald serve listening: %s", where)
     notify("READY=1", f"STATUS=serving {where}")
-    last_beat = last_ping = 0.0
+    last_beat = last_ping = last_watch = 0.0
     ping_every = watchdog_interval()
     try:
         while not stop.wait(0.5):
@@ -172,7 +185,11 @@ def main(cfg: Config) -> int:
                     last_ping = mono
             if reload.is_set():
                 reload.clear()
-                ctx.templates.reload()
+                # config.yaml and the templates, whole or not at all (reload.py)
+                reload_serve(ctx, needs=serve_credentials)
+            elif mono - last_watch >= 2.0:
+                last_watch = mono
+                templates_watch(ctx.templates)
             if time.monotonic() - last_beat >= heartbeat.HEARTBEAT_EVERY:
                 last_beat = time.monotonic()
                 _beat(ctx, started)

@@ -65,7 +65,11 @@ CREATE TABLE IF NOT EXISTS access_token (
     token        TEXT NULL,
     expires_at   TIMESTAMP(6) NULL DEFAULT NULL,
     refreshed_at TIMESTAMP(6) NULL DEFAULT NULL,
-    refreshed_by VARCHAR(128) NULL
+    refreshed_by VARCHAR(128) NULL,
+    -- v3 (token claims): the daemon fetching a new token now, and until when its
+    -- right to do so holds (another takes over after it, if it died)
+    claimed_by   VARCHAR(128) NULL,
+    claim_until  TIMESTAMP(6) NULL DEFAULT NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- The inbox of facts pushed to Herald: WeChat's message push (source wechat), SMS

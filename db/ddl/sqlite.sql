@@ -56,7 +56,11 @@ CREATE TABLE IF NOT EXISTS access_token (
     token        TEXT,
     expires_at   DATETIME,
     refreshed_at DATETIME,
-    refreshed_by VARCHAR(128)
+    refreshed_by VARCHAR(128),
+    -- v3 (token claims): the daemon fetching a new token now, and until when its
+    -- right to do so holds (another takes over after it, if it died)
+    claimed_by   VARCHAR(128),
+    claim_until  DATETIME
 );
 
 -- The inbox of facts pushed to Herald: WeChat's message push (source wechat), SMS
