@@ -29,11 +29,16 @@ from db.dialects import DIALECTS, Dialect, dialect
 
 log = logging.getLogger("herald.schema")
 
-VERSION = 2
-DESCRIPTIONS = {
+VERSION = 3
+DESCRIPTIONS: dict[int, str | list[str]] = {
     1: "msg_list and access_token",
     2: "receipts, grants, history, push inbox, heartbeats; fallback and sms columns; "
        "SQLite timestamp normalisation",
+    # version 3: each change appends its phrase
+    3: [
+        "push inbox rechecks by time (push_event.next_check_at), plaintext push nonces "
+        "(push_nonce)",
+    ],
 }
 # Columns version 2 added to msg_list, with each dialect's type.
 V2_COLUMNS: dict[str, dict[str, str]] = {
@@ -45,6 +50,11 @@ V2_COLUMNS: dict[str, dict[str, str]] = {
     "receipt_error": {"sqlite": "TEXT", "postgres": "TEXT", "mysql": "TEXT NULL"},
     "receipt_at": {"sqlite": "DATETIME", "postgres": "TIMESTAMPTZ",
                    "mysql": "TIMESTAMP(6) NULL DEFAULT NULL"},
+}
+# Version 3, the push inbox: columns added to push_event (a table version 2 created).
+V3_PUSH_EVENT_COLUMNS: dict[str, dict[str, str]] = {
+    "next_check_at": {"sqlite": "DATETIME", "postgres": "TIMESTAMPTZ",
+                      "mysql": "TIMESTAMP(6) NULL DEFAULT NULL"},
 }
 # MySQL keeps msg_list's indexes inside CREATE TABLE, which an existing table skips.
 V2_MYSQL_INDEXES = (
@@ -236,21 +246,31 @@ def init_schema(db: Database) -> list[int]:
                     db.execute_sql(stmt)
             if d.name == "mysql":
                 _run(db, d, V2_MYSQL_INDEXES)
+        if before is not None and before < 3 and "push_event" in db.get_tables():
+            # version 3, the push inbox: the DDL's index needs the column first
+            _add_columns(db, d, V3_PUSH_EVENT_COLUMNS, table="push_event")
         _run(db, d, split_statements(d.ddl()))
         applied = [VERSION] if before is None else list(range(before + 1, VERSION + 1))
         for version in applied:
             db.execute_sql(d.insert_ignore("herald_schema", ("version", "description"),
-                                           "version"), (version, DESCRIPTIONS[version]))
+                                           "version"), (version, describe(version)))
         if applied and before is not None:
             log.info("schema upgraded from version %d to %d", before, VERSION)
         return applied
 
 
-def _add_columns(db: Database, d: Dialect, columns: dict[str, dict[str, str]]) -> None:
-    have = {c.name for c in db.get_columns("msg_list")}
+def describe(version: int) -> str:
+    """What a schema version brought, as recorded in herald_schema."""
+    text = DESCRIPTIONS[version]
+    return text if isinstance(text, str) else "; ".join(text)
+
+
+def _add_columns(db: Database, d: Dialect, columns: dict[str, dict[str, str]],
+                 table: str = "msg_list") -> None:
+    have = {c.name for c in db.get_columns(table)}
     for name, types in columns.items():
         if name not in have:
-            db.execute_sql(f"ALTER TABLE msg_list ADD COLUMN {name} {types[d.name]}")
+            db.execute_sql(f"ALTER TABLE {table} ADD COLUMN {name} {types[d.name]}")
 
 
 def _run(db: Database, d: Dialect, statements: tuple[str, ...] | list[str]) -> None:

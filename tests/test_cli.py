@@ -143,6 +143,6 @@ def test_run_creates_the_schema_on_first_start(tmp_path):
         assert daemon.stop(timeout=20) == 0, daemon.tail()
     finally:
         daemon.close()
-    assert "created the schema (version 2)" in daemon.text()
+    assert "created the schema (version 3)" in daemon.text()
     res = cli("--config", str(path), "status", "--json")
     assert json.loads(res.stdout)["counts"]["wait"] == 0
