@@ -55,6 +55,7 @@ RECEIPT_PATIENCE = timedelta(hours=1)
 # RECHECK_MIN, at most RECHECK_MAX: 5 s, 10 s, 20 s ... 10 min, then closed after an hour.
 RECHECK_MIN = timedelta(seconds=5)
 RECHECK_MAX = timedelta(minutes=10)
+RECHECK_PAGES = 4  # pages of due rechecks per run, after the new events
 RECEIPT_KINDS = ("subscribe_msg_sent_event", "TEMPLATESENDJOBFINISH", "sms_status")
 GRANT_RESULTS = ("accept", "reject", "ban")
 BEIJING = timezone(timedelta(hours=8))  # Tencent Cloud reports user_receive_time in it
@@ -87,12 +88,13 @@ class Pending(Exception):
 
 def apply_pending(db: Database, *, now: datetime, templates: Any = None,
                   limit: int = BATCH, daemon_id: str | None = None,
-                  max_pages: int = 20) -> Applied:
-    """Apply the new events in id order, then the receipts whose recheck is due, each
-    part at most `max_pages` pages of `limit` events, a transaction per page."""
+                  max_pages: int = 20, recheck_pages: int = RECHECK_PAGES) -> Applied:
+    """Apply the new events in id order (at most `max_pages` pages of `limit`), then
+    the receipts whose recheck is due (at most `recheck_pages` pages), a transaction
+    per page: a run's work is bounded however many wait."""
     done = Applied()
-    for due in (False, True):
-        for _ in range(max_pages):
+    for due, pages in ((False, max_pages), (True, recheck_pages)):
+        for _ in range(pages):
             seen = _apply_page(db, done, now, templates, limit, daemon_id, due=due)
             if seen < limit:
                 break
@@ -329,6 +331,7 @@ def _app_results(data: dict[str, Any]) -> dict[str, str]:
             raise EventError("template_id is missing or not a string")
         if result not in GRANT_RESULTS:
             raise EventError(f"result must be one of {', '.join(GRANT_RESULTS)}")
+        _check_template_id(tid)
         return {tid: str(result)}
     out = {k: str(v) for k, v in data.items()
            if k != "errMsg" and isinstance(k, str) and len(k) <= 128 and v in GRANT_RESULTS}

@@ -156,11 +156,13 @@ class PushReceiver:
         try:
             name, app = self._app(req)
             message, nonce = self._verified_message(req, app, name, now)
+            # first the parsed values (the dedup key hashes them as UTF-8), then the row
+            if (why := _message_problem(message)) is not None:
+                raise Refused(400, UNSTORABLE, why)
             event = InboxEvent(name, "wechat", message.event or message.msg_type,
                                message.from_user, f"wx:{name}:{dedup_key(message)}",
                                _payload(message))
-            why = _message_problem(message) or event.problem()
-            if why is not None:
+            if (why := event.problem()) is not None:
                 raise Refused(400, UNSTORABLE, why)
             try:
                 stored = store(self.db_connected(), [event], now, nonce)
