@@ -272,7 +272,7 @@ def plaintext_push_warnings(cfg: Config) -> list[str]:
             "does not cover the body; set the EncodingAESKey and safe mode (安全模式) in the "
             "app's console, the only mode to expose to the internet"
             for name, app in cfg.apps.items()
-            if getattr(app, "push", None) is not None and app.push.aes_key is None]
+            if app.push is not None and app.push.aes_key is None]
 
 
 def _finish(found: Outcome) -> int:

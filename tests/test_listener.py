@@ -74,7 +74,7 @@ def test_stopping_listeners_repeatedly_under_load(caplog) -> None:
     process holds no more descriptors than before."""
     errors: list[str] = []
     hook = threading.excepthook
-    threading.excepthook = lambda a: errors.append(f"{a.thread.name}: {a.exc_value!r}")
+    threading.excepthook = lambda a: errors.append(f"{a.thread}: {a.exc_value!r}")
 
     def client(url: str, stop: threading.Event) -> None:
         with requests.Session() as s:
