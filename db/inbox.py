@@ -105,12 +105,12 @@ def store(db: Database, events: Sequence[InboxEvent], now: datetime,
             fresh = db.execute_sql(_claim_nonce(d.name, p), (
                 nonce.app, nonce.ts, nonce.nonce, nonce.body_hash)).rowcount
             if fresh != 1:
-                # a locking read sees the row the other transaction committed (MariaDB's
-                # plain read would see this transaction's snapshot)
-                lock = "" if d.name == "sqlite" else " FOR UPDATE"
+                # The insert found the row: it waited for the transaction that wrote it
+                # to commit, and sessions read committed data (READ COMMITTED on every
+                # engine, SQLite's single writer), so this read sees that row.
                 row = db.execute_sql(
                     f"SELECT body_hash FROM push_nonce WHERE app = {p} AND ts = {p} "
-                    f"AND nonce = {p}{lock}", (nonce.app, nonce.ts, nonce.nonce)).fetchone()
+                    f"AND nonce = {p}", (nonce.app, nonce.ts, nonce.nonce)).fetchone()
                 if row is None or str(row[0]) != nonce.body_hash:
                     raise Forged()
         new = 0

@@ -350,13 +350,14 @@ def test_values_no_engine_stores_are_refused_at_the_receiver(web: Web) -> None:
     q, b = safe(json.dumps(sent_fields("oE", "6\u0000")).encode())
     q.pop("openid", None)
     assert web.post("/wechat/push", q, b).status_code == 400
-    batch = [{"sid": "ok-1", "report_status": "SUCCESS", "mobile": "1"},
-             {"sid": "ok-2", "report_status": "SUCCESS", "description": "\ud800"}]
-    r = requests.post(f"{web.url}/tencent/sms/status/{SMS_TOKEN}",
-                      data=json.dumps(batch).encode(), timeout=5)
-    assert r.status_code == 400 and r.json()["errmsg"] == "unstorable"
+    for odd in ({"description": "\ud800"}, {"mobile": "138\u0000"}):
+        batch = [{"sid": "ok-1", "report_status": "SUCCESS", "mobile": "1"},
+                 {"sid": "ok-2", "report_status": "SUCCESS", **odd}]
+        r = requests.post(f"{web.url}/tencent/sms/status/{SMS_TOKEN}",
+                          data=json.dumps(batch).encode(), timeout=5)
+        assert r.status_code == 400 and r.json()["errmsg"] == "unstorable"
     assert stored(web.db) == []
-    assert web.refused() == {"refused:unstorable": len(cases) + 3}
+    assert web.refused() == {"refused:unstorable": len(cases) + 4}
     # and what comes next is stored and applied
     assert web.post("/wechat/push", *safe(popup("oNext"))).text == "success"
     assert web.apply().grants == 1
