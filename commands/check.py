@@ -241,6 +241,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     out(f"  templates {len(tset.templates)} in {cfg.templates}: {', '.join(tset.templates)}")
     for warning in cfg.warnings:  # valid but risky: said, never fatal
         err(f"warning: {warning}")
+    for warning in plaintext_push_warnings(cfg):
+        err(f"warning: {warning}")
     if not (args.connect or args.remote):
         return EXIT_OK
     found = Outcome()
@@ -259,6 +261,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         if db is not None:
             db.close()
     return _finish(found)
+
+
+def plaintext_push_warnings(cfg: Config) -> list[str]:
+    """Apps whose push receiver takes plaintext mode only: the signature there does not
+    cover the body, so a captured push can be replayed with another body within
+    web.push_max_age (Herald refuses a second body for one timestamp and nonce, but
+    cannot tell which body was WeChat's)."""
+    return [f"apps.{name}.push has no aes_key: pushes to it are plaintext, whose signature "
+            "does not cover the body; set the EncodingAESKey and safe mode (安全模式) in the "
+            "app's console, the only mode to expose to the internet"
+            for name, app in cfg.apps.items()
+            if app.push is not None and app.push.aes_key is None]
 
 
 def _finish(found: Outcome) -> int:

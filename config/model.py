@@ -213,6 +213,7 @@ class WebConfig:
     listen: str | None  # None = disabled
     host: str | None
     port: int | None
+    push_max_age: float = 300.0  # seconds a POST push's timestamp may be off from now
 
 
 @dataclass(frozen=True, slots=True)

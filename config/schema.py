@@ -182,6 +182,9 @@ DECLARATIONS: Final[tuple[Decl, ...]] = (
     key("web.listen", Listen("127.0.0.1:8080", "the push receiver"), "127.0.0.1:8080",
         "host:port for WeChat pushes and SMS callbacks, behind a TLS reverse proxy; "
         "null disables it"),
+    key("web.push_max_age", Duration(low=10.0, high=DAY), "5m",
+        "a POST push whose timestamp is further than this from now, either way, is "
+        "refused (a replay); 10s to 1d"),
 
     section("console", WithAddress(ConsoleConfig), "the operator console `serve` runs"),
     key("console.listen", Listen("127.0.0.1:9465", "the console"), "127.0.0.1:9465",

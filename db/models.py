@@ -139,6 +139,7 @@ class PushEvent(BaseModel):
     received_at = UTCDateTimeField()
     applied_at = UTCDateTimeField(null=True)
     error = TextField(null=True)
+    next_check_at = UTCDateTimeField(null=True)  # v3: a waiting receipt's next look
 
     class Meta:
         table_name = "push_event"
@@ -195,6 +196,18 @@ class SchemaVersion(BaseModel):
         table_name = "herald_schema"
 
 
+# Version 3, the push inbox: plaintext-mode pushes seen inside web.push_max_age.
+class PushNonce(BaseModel):
+    app = CharField(max_length=32)
+    ts = BigIntegerField()
+    nonce = CharField(max_length=64)
+    body_hash = CharField(max_length=64)
+
+    class Meta:
+        table_name = "push_nonce"
+        primary_key = CompositeKey("app", "ts", "nonce")
+
+
 TABLES = (MsgList, AccessToken, PushEvent, SubscribeGrant, MsgEvent, HeraldDaemon,
-          SchemaVersion)
+          SchemaVersion, PushNonce)
 TABLE_NAMES = tuple(m._meta.table_name for m in TABLES)

@@ -34,9 +34,11 @@ DESCRIPTIONS: dict[int, str | list[str]] = {
     1: "msg_list and access_token",
     2: "receipts, grants, history, push inbox, heartbeats; fallback and sms columns; "
        "SQLite timestamp normalisation",
-    # phrases, one per change; joined with "; " when recorded
+    # version 3: phrases, one per change; joined with "; " when recorded
     3: [
         "token refresh claims (access_token.claimed_by, claim_until)",
+        "push inbox rechecks by time (push_event.next_check_at), plaintext push nonces "
+        "(push_nonce)",
     ],
 }
 # Columns version 2 added to msg_list, with each dialect's type.
@@ -61,11 +63,11 @@ V3_TOKEN_COLUMNS: dict[str, dict[str, str]] = {
 }
 # -- end v3: token refresh claims -------------------------------------------------------
 
-
-def description(version: int) -> str:
-    text = DESCRIPTIONS[version]
-    return text if isinstance(text, str) else "; ".join(text)
-
+# Version 3, the push inbox: columns added to push_event (a table version 2 created).
+V3_PUSH_EVENT_COLUMNS: dict[str, dict[str, str]] = {
+    "next_check_at": {"sqlite": "DATETIME", "postgres": "TIMESTAMPTZ",
+                      "mysql": "TIMESTAMP(6) NULL DEFAULT NULL"},
+}
 
 # MySQL keeps msg_list's indexes inside CREATE TABLE, which an existing table skips.
 V2_MYSQL_INDEXES = (
@@ -259,14 +261,23 @@ def init_schema(db: Database) -> list[int]:
                 _run(db, d, V2_MYSQL_INDEXES)
         if before is not None and before < 3:
             _add_columns(db, d, V3_TOKEN_COLUMNS, table="access_token")  # v3: token claims
+        if before is not None and before < 3 and "push_event" in db.get_tables():
+            # version 3, the push inbox: the DDL's index needs the column first
+            _add_columns(db, d, V3_PUSH_EVENT_COLUMNS, table="push_event")
         _run(db, d, split_statements(d.ddl()))
         applied = [VERSION] if before is None else list(range(before + 1, VERSION + 1))
         for version in applied:
             db.execute_sql(d.insert_ignore("herald_schema", ("version", "description"),
-                                           "version"), (version, description(version)))
+                                           "version"), (version, describe(version)))
         if applied and before is not None:
             log.info("schema upgraded from version %d to %d", before, VERSION)
         return applied
+
+
+def describe(version: int) -> str:
+    """What a schema version brought, as recorded in herald_schema."""
+    text = DESCRIPTIONS[version]
+    return text if isinstance(text, str) else "; ".join(text)
 
 
 def _add_columns(db: Database, d: Dialect, columns: dict[str, dict[str, str]], *,

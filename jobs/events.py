@@ -6,36 +6,44 @@ wx.requestSubscribeMessage (source 'app', kind 'grant'). This job applies each e
 once, in id order:
 
 - subscribe_msg_sent_event / TEMPLATESENDJOBFINISH / sms_status: a receipt on the row
-  whose msgid matches (as text): `delivered`, or `failed` with the code and status. A
-  receipt that arrives before its send result is written (WeChat can be that fast)
-  stays pending and is applied when the row has its msgid; one that matches nothing
-  for RECEIPT_PATIENCE (another system's message) is closed with a reason.
+  whose msgid matches (as text): `delivered`, or `failed` with the code and status.
+  Only a row of the event's app (the app the row was sent with: the official account
+  for TEMPLATESENDJOBFINISH) whose openid is the event's user (for SMS: whose phone is
+  the report's number) takes it; a receipt naming another app's or user's row is
+  closed with the reason and changes nothing (a forged push cannot rewrite a receipt).
+  A receipt that arrives before its send result is written (WeChat can be that fast)
+  waits: it is looked at again at next_check_at, backing off (RECHECK_MIN doubling up
+  to RECHECK_MAX), never on every run, so thousands waiting cost a run nothing; one
+  that matches nothing for RECEIPT_PATIENCE (another system's message) is closed.
 - subscribe_msg_popup_event accept/reject, subscribe_msg_change_event reject, an
   application's grant: the grant ledger; an accept also releases rows held for it
   (grants.on_missing: hold).
 
-Both `run` (a scheduled job) and `serve` (woken after each stored push) apply events;
-on PostgreSQL and MySQL they skip each other's locked rows, on SQLite the single
-writer keeps them apart. One malformed event is closed with its error and costs nothing
-else.
+A run applies the new events (next_check_at NULL) in id order, then the rechecks that
+are due, each part bounded (max_pages x limit events). Both `run` (a scheduled job)
+and `serve` (woken after each stored push) apply events; on PostgreSQL and MySQL they
+skip each other's locked rows, on SQLite the single writer keeps them apart. One
+malformed event, or one holding a value the database cannot take (a NUL, a lone
+surrogate, an over-long id), is closed with its error and costs nothing else.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from peewee import Database
 
 import clock
 from db.dialects import dialect
 from db.grants import record_grant, release_held
+from db.inbox import MSGID_MAX, OPENID_MAX, TEMPLATE_ID_MAX, unstorable
 from db.outcomes import EVENT_COLUMNS, clean
 from logs import redact
 
@@ -43,7 +51,11 @@ log = logging.getLogger("herald.events")
 
 BATCH = 500
 RECEIPT_PATIENCE = timedelta(hours=1)
-RECHECK = 10.0  # seconds between looks at receipts still waiting for their row
+# A receipt waiting for its row is looked at again after about its age, at least
+# RECHECK_MIN, at most RECHECK_MAX: 5 s, 10 s, 20 s ... 10 min, then closed after an hour.
+RECHECK_MIN = timedelta(seconds=5)
+RECHECK_MAX = timedelta(minutes=10)
+RECHECK_PAGES = 4  # pages of due rechecks per run, after the new events
 RECEIPT_KINDS = ("subscribe_msg_sent_event", "TEMPLATESENDJOBFINISH", "sms_status")
 GRANT_RESULTS = ("accept", "reject", "ban")
 BEIJING = timezone(timedelta(hours=8))  # Tencent Cloud reports user_receive_time in it
@@ -57,8 +69,9 @@ class Applied:
     pending: int = 0  # receipts waiting for their row's msgid
     failed: int = 0  # events closed with an error
     other: int = 0  # events Herald keeps but does not act on
+    examined: int = 0  # events looked at in this run (new and rechecked)
+    rechecked: int = 0  # of them, receipts whose next look was due
     per_kind: dict[str, int] = field(default_factory=dict)
-    high_water: int = 0  # the highest push_event id looked at
 
     @property
     def total(self) -> int:
@@ -75,37 +88,57 @@ class Pending(Exception):
 
 def apply_pending(db: Database, *, now: datetime, templates: Any = None,
                   limit: int = BATCH, daemon_id: str | None = None,
-                  max_pages: int = 20, after: int = 0) -> Applied:
-    """Apply the unapplied events with an id above `after`, `limit` per transaction, in
-    id order. Receipts still waiting for their row are stepped over, so they never hold
-    up what comes after; `done.high_water` is the last id looked at."""
+                  max_pages: int = 20, recheck_pages: int = RECHECK_PAGES) -> Applied:
+    """Apply the new events in id order (at most `max_pages` pages of `limit`), then
+    the receipts whose recheck is due (at most `recheck_pages` pages), a transaction
+    per page: a run's work is bounded however many wait."""
     done = Applied()
-    done.high_water = after
-    for _ in range(max_pages):
-        seen, done.high_water = _apply_page(db, done, done.high_water, now, templates,
-                                            limit, daemon_id)
-        if seen < limit:
-            break
-    if done.total:
+    for due, pages in ((False, max_pages), (True, recheck_pages)):
+        for _ in range(pages):
+            seen = _apply_page(db, done, now, templates, limit, daemon_id, due=due)
+            if seen < limit:
+                break
+    if done.total or done.pending:
         log.info("events applied: %d receipts, %d grants (%d rows released), %d pending, "
                  "%d refused", done.receipts, done.grants, done.released, done.pending,
                  done.failed)
     return done
 
 
-def _apply_page(db: Database, done: Applied, after: int, now: datetime, templates: Any,
-                limit: int, daemon_id: str | None) -> tuple[int, int]:
+class Row(NamedTuple):
+    """A msg_list row a receipt may be about."""
+
+    id: int
+    app: str  # the app it was sent with (its own, else its template's, else default)
+    openid: str
+    phone: str
+
+
+Known = dict[str, list[Row]]  # msgid (SMS: sid) -> the rows that have it
+
+
+def _apply_page(db: Database, done: Applied, now: datetime, templates: Any, limit: int,
+                daemon_id: str | None, *, due: bool) -> int:
     d = dialect(db)
     p = d.param
+    cols = "id, app, source, kind, openid, payload, received_at"
+    if due:  # receipts waiting for their row, whose next look has come
+        sql = (f"SELECT {cols} FROM push_event WHERE applied_at IS NULL AND "
+               f"next_check_at <= {p} ORDER BY next_check_at, id LIMIT {int(limit)}")
+        args: tuple[object, ...] = (d.ts(now),)
+    else:  # new events, in the order they came (an accept, then a reject)
+        sql = (f"SELECT {cols} FROM push_event WHERE applied_at IS NULL AND "
+               f"next_check_at IS NULL ORDER BY id LIMIT {int(limit)}")
+        args = ()
+    if d.name != "sqlite":
+        sql += " FOR UPDATE SKIP LOCKED"
     with db.atomic():
-        sql = ("SELECT id, app, source, kind, openid, payload, received_at FROM push_event "
-               f"WHERE applied_at IS NULL AND id > {p} ORDER BY id LIMIT {int(limit)}")
-        if d.name != "sqlite":
-            sql += " FOR UPDATE SKIP LOCKED"
-        rows = db.execute_sql(sql, (after,)).fetchall()
-        known = _rows_by_msgid(db, d, rows)
+        rows = db.execute_sql(sql, args).fetchall()
+        known = _rows_by_msgid(db, d, rows, templates)
+        waiting: dict[object, list[int]] = {}  # next_check_at -> event ids
         for event_id, app, source, kind, openid, payload, received_at in rows:
-            after = max(after, int(event_id))
+            done.examined += 1
+            done.rechecked += int(due)
             error: str | None = None
             try:
                 if kind in RECEIPT_KINDS and not _receipt_ready(kind, payload, known):
@@ -118,11 +151,14 @@ def _apply_page(db: Database, done: Applied, after: int, now: datetime, template
                     error = "no row has this msgid (another system's message, or purged)"
                 else:
                     done.pending += 1
+                    waiting.setdefault(d.ts(_next_check(received_at, now)), []).append(
+                        int(event_id))
                     continue
             except EventError as exc:
                 error = str(exc)
             except Exception as exc:  # noqa: BLE001 - one bad event must not stop the inbox
-                log.warning("push_event %s (%s): %s", event_id, kind, redact(str(exc))[:200])
+                log.warning("push_event %s (%s): %s", event_id, _text(kind, 64),
+                            _text(redact(str(exc)), 200))
                 error = f"could not be applied: {type(exc).__name__}"
             else:
                 for name, n in what.items():
@@ -131,12 +167,38 @@ def _apply_page(db: Database, done: Applied, after: int, now: datetime, template
             if error is not None:
                 done.failed += 1
             db.execute_sql(f"UPDATE push_event SET applied_at = {p}, error = {p} WHERE id = {p}",
-                           (d.ts(now), clean(error, 300) if error else None, event_id))
-    return len(rows), after
+                           (d.ts(now), _text(error, 300) if error else None, event_id))
+        for at, ids in waiting.items():  # one statement per distinct next look
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                db.execute_sql(f"UPDATE push_event SET next_check_at = {p} WHERE id IN "
+                               f"({', '.join([p] * len(chunk))})", (at, *chunk))
+    return len(rows)
+
+
+def _text(value: object, limit: int) -> str:
+    """Text for a column or a log line whatever `value` holds: no secret, no NUL, no
+    lone surrogate (no engine stores those), bounded."""
+    text = str(value).encode("utf-8", "replace").decode("utf-8")
+    return clean(text, limit)
+
+
+def _next_check(received_at: object, now: datetime) -> datetime:
+    """About the receipt's age from now (so looks double), within RECHECK_MIN..MAX."""
+    from db.decode import ts_or_none
+
+    at = ts_or_none(received_at)
+    age = now - at if at is not None else RECHECK_MIN
+    return now + min(RECHECK_MAX, max(RECHECK_MIN, age))
+
+
+def _id_ok(value: object) -> bool:
+    return isinstance(value, str) and bool(value) and unstorable(value, MSGID_MAX) is None
 
 
 def _receipt_ids(kind: object, payload: object) -> list[str]:
-    """The msgids (SMS: sids) a receipt event is about; [] when it names none."""
+    """The msgids (SMS: sids) a receipt event is about that a row could hold; [] when it
+    names none (it then fails as malformed, or for its unstorable id)."""
     try:
         data = json.loads(str(payload))
     except (ValueError, RecursionError):
@@ -145,29 +207,45 @@ def _receipt_ids(kind: object, payload: object) -> list[str]:
         return []
     if kind == "sms_status":
         sid = data.get("sid")
-        return [sid[:32]] if isinstance(sid, str) and sid else []
+        return [sid] if isinstance(sid, str) and _id_ok(sid) else []
     items = data.get("items")
     if not isinstance(items, list):
         return []
-    return [i["msgid"][:32] for i in items
-            if isinstance(i, dict) and isinstance(i.get("msgid"), str) and i["msgid"]]
+    return [i["msgid"] for i in items if isinstance(i, dict) and _id_ok(i.get("msgid"))]
 
 
-def _rows_by_msgid(db: Database, d: Any, rows: list[tuple]) -> dict[str, list[int]]:
-    """The rows every receipt of this page is about, in one query: msgid -> row ids."""
+def _rows_by_msgid(db: Database, d: Any, rows: list[tuple], templates: Any) -> Known:
+    """The rows every receipt of this page is about, in one query per 500 msgids."""
     wanted = sorted({m for r in rows if r[3] in RECEIPT_KINDS for m in _receipt_ids(r[3], r[5])})
-    found: dict[str, list[int]] = {}
+    found: Known = {}
     p = d.param
     for start in range(0, len(wanted), 500):
         chunk = wanted[start:start + 500]
-        cur = db.execute_sql(f"SELECT msgid, id FROM msg_list WHERE msgid IN "
-                             f"({', '.join([p] * len(chunk))})", chunk)
-        for msgid, row_id in cur.fetchall():
-            found.setdefault(str(msgid), []).append(int(row_id))
+        cur = db.execute_sql(f"SELECT msgid, id, app, template, openid, phone FROM msg_list "
+                             f"WHERE msgid IN ({', '.join([p] * len(chunk))})", chunk)
+        for msgid, row_id, app, template, openid, phone in cur.fetchall():
+            found.setdefault(str(msgid), []).append(Row(
+                int(row_id), _sending_app(app, template, templates), str(openid or "").strip(),
+                str(phone or "")))
     return found
 
 
-def _receipt_ready(kind: object, payload: object, known: dict[str, list[int]]) -> bool:
+def _sending_app(app: object, template: object, templates: Any) -> str:
+    """The app a row was sent with: its own, else its template's, else default (as
+    dispatch renders it)."""
+    if isinstance(app, str) and app:
+        return app
+    if templates is not None and isinstance(template, str):
+        try:
+            tpl = templates.current.lookup(template.strip())
+        except Exception:  # noqa: BLE001 - a template since removed: the row's own app
+            tpl = None
+        if tpl is not None and getattr(tpl, "app", None):
+            return str(tpl.app)
+    return "default"
+
+
+def _receipt_ready(kind: object, payload: object, known: Known) -> bool:
     """Every msgid of the receipt has its row (or it names none: it fails as malformed)."""
     ids = _receipt_ids(kind, payload)
     return all(m in known for m in ids)
@@ -181,6 +259,8 @@ def _older_than(value: object, now: datetime, age: timedelta) -> bool:
 
 
 def _json(payload: object) -> dict[str, Any]:
+    if hasattr(payload, "raw"):  # SQLite text another program wrote as raw bytes
+        raise EventError("payload is not UTF-8")
     try:
         data = json.loads(str(payload))
     except (ValueError, RecursionError):
@@ -192,26 +272,28 @@ def _json(payload: object) -> dict[str, Any]:
 
 def _apply_one(db: Database, d: Any, app: str, source: str, kind: str, openid: Any,
                payload: object, now: datetime, templates: Any, daemon_id: str | None,
-               known: dict[str, list[int]]) -> dict[str, int]:
+               known: Known) -> dict[str, int]:
     data = _json(payload)
     if kind in RECEIPT_KINDS:
-        return _receipts(db, d, kind, data, now, daemon_id, known)
+        return _receipts(db, d, app, kind, openid, data, now, daemon_id, known)
     if kind in ("subscribe_msg_popup_event", "subscribe_msg_change_event"):
-        if not isinstance(openid, str) or not openid:
-            raise EventError("no openid")
+        _check_user(openid, "no openid")
         counts = {"grants": 0, "released": 0}
+        items = []
         for item in _items(data):
             tid, status = item.get("template_id"), item.get("status")
             if not isinstance(tid, str) or not tid:
                 continue
             if status not in GRANT_RESULTS:
                 continue  # a status Herald does not know: keep the event, change nothing
+            _check_template_id(tid)
+            items.append((tid, str(status)))
+        for tid, status in items:  # every value checked before the first write
             counts["grants"] += 1
-            counts["released"] += _grant(db, app, openid, tid, str(status), now, templates)
+            counts["released"] += _grant(db, app, openid, tid, status, now, templates)
         return counts
     if source == "app" and kind == "grant":
-        if not isinstance(openid, str) or not openid:
-            raise EventError("an app grant needs openid")
+        _check_user(openid, "an app grant needs openid")
         results = _app_results(data)
         counts = {"grants": 0, "released": 0}
         for tid, result in results.items():
@@ -219,6 +301,18 @@ def _apply_one(db: Database, d: Any, app: str, source: str, kind: str, openid: A
             counts["released"] += _grant(db, app, openid, tid, result, now, templates)
         return counts
     return {"other": 1}
+
+
+def _check_user(openid: object, missing: str) -> None:
+    if not isinstance(openid, str) or not openid:
+        raise EventError(missing)
+    if (why := unstorable(openid, OPENID_MAX)) is not None:
+        raise EventError(f"openid {why}")
+
+
+def _check_template_id(tid: str) -> None:
+    if (why := unstorable(tid, TEMPLATE_ID_MAX)) is not None:
+        raise EventError(f"template_id {why}")
 
 
 def _items(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -237,17 +331,20 @@ def _app_results(data: dict[str, Any]) -> dict[str, str]:
             raise EventError("template_id is missing or not a string")
         if result not in GRANT_RESULTS:
             raise EventError(f"result must be one of {', '.join(GRANT_RESULTS)}")
+        _check_template_id(tid)
         return {tid: str(result)}
     out = {k: str(v) for k, v in data.items()
            if k != "errMsg" and isinstance(k, str) and len(k) <= 128 and v in GRANT_RESULTS}
     if not out:
         raise EventError("no template results (give template_id and result)")
+    for tid in out:
+        _check_template_id(tid)
     return out
 
 
 def _grant(db: Database, app: str, openid: str, template_id: str, result: str,
            now: datetime, templates: Any) -> int:
-    record_grant(db, app, openid, template_id[:128], result, now)
+    record_grant(db, app, openid, template_id, result, now)
     if result != "accept":
         return 0
     names = {template_id}
@@ -257,8 +354,9 @@ def _grant(db: Database, app: str, openid: str, template_id: str, result: str,
     return release_held(db, app, openid, names, now)
 
 
-def _receipts(db: Database, d: Any, kind: str, data: dict[str, Any], now: datetime,
-              daemon_id: str | None, known: dict[str, list[int]]) -> dict[str, int]:
+def _receipts(db: Database, d: Any, app: str, kind: str, openid: object,
+              data: dict[str, Any], now: datetime, daemon_id: str | None,
+              known: Known) -> dict[str, int]:
     if kind == "sms_status":
         sid = data.get("sid")
         if not isinstance(sid, str) or not sid:
@@ -279,22 +377,54 @@ def _receipts(db: Database, d: Any, kind: str, data: dict[str, Any], now: dateti
             marks.append((msgid, ok, why, now))
         if not marks:
             raise EventError("no MsgID in the receipt")
-    p = d.param
-    applied = 0
-    for msgid, ok, why, at in marks:
-        found = known.get(msgid[:32])
+    targets: list[tuple[list[Row], bool, str, datetime]] = []
+    for msgid, ok, why, at in marks:  # every check before the first write
+        if (bad := unstorable(msgid, MSGID_MAX)) is not None:
+            raise EventError(f"{'sid' if kind == 'sms_status' else 'MsgID'} {bad}: no row "
+                             "can hold it")
+        found = known.get(msgid)
         if not found:
             raise Pending()
+        mine = [r for r in found if _is_recipient(r, app, kind, openid, data)]
+        if not mine:
+            raise EventError(_not_theirs(found, app, kind))
+        targets.append((mine, ok, why, at))
+    p = d.param
+    applied = 0
+    for mine, ok, why, at in targets:
         state = "delivered" if ok else "failed"
-        for row_id in found:
+        for row in mine:
             db.execute_sql(f"UPDATE msg_list SET receipt = {p}, receipt_error = {p}, "
                            f"receipt_at = {p} WHERE id = {p}",
-                           (state, None if ok else clean(why, 300), d.ts(at), row_id))
+                           (state, None if ok else _text(why, 300), d.ts(at), row.id))
             d.insert_many(db.cursor(), "msg_event", EVENT_COLUMNS, [
-                (row_id, d.ts(now), "receipt", None, None,
-                 clean(f"{state}: {why} ({kind})", 300), daemon_id)])
+                (row.id, d.ts(now), "receipt", None, None,
+                 _text(f"{state}: {why} ({kind})", 300), daemon_id)])
             applied += 1
     return {"receipts": applied}
+
+
+def _digits(value: object) -> str:
+    return re.sub(r"[^0-9]", "", value) if isinstance(value, str) else ""
+
+
+def _is_recipient(row: Row, app: str, kind: str, openid: object,
+                  data: dict[str, Any]) -> bool:
+    """Whether the receipt is about this row: for WeChat, pushed to the app the row was
+    sent with, by the row's user; for SMS, about the row's phone number."""
+    if kind == "sms_status":
+        mobile, phone = _digits(data.get("mobile")), _digits(row.phone)
+        return bool(mobile) and phone in (_digits(data.get("nationcode")) + mobile, mobile)
+    return row.app == app and isinstance(openid, str) and bool(openid) and \
+        row.openid == openid.strip()
+
+
+def _not_theirs(rows: list[Row], app: str, kind: str) -> str:
+    ids = ", ".join(f"#{r.id}" for r in rows[:5])
+    if kind == "sms_status":
+        return f"the report's phone number is not the one of row {ids}: not applied"
+    return (f"the receipt (app {app}) is not for row {ids}: another app's or another "
+            "user's message; not applied")
 
 
 def _beijing(value: object) -> datetime | None:
@@ -309,7 +439,8 @@ def _beijing(value: object) -> datetime | None:
 
 class Applier:
     """Applies events in a thread of its own (serve): at once when woken after a push is
-    stored, and every `every` seconds for what applications insert themselves."""
+    stored, and every `every` seconds for what applications insert themselves and the
+    receipts whose recheck is due."""
 
     def __init__(self, ctx: Any, *, every: float | None = None,
                  now: Callable[[], datetime] = clock.now) -> None:
@@ -320,8 +451,6 @@ class Applier:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.runs = 0
-        self.high_water = 0  # new events are those above it
-        self._rechecked = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -342,22 +471,13 @@ class Applier:
             self._wake.clear()
             if self._stop.is_set():
                 return
-            # a wake-up (a push was stored) looks at what is new; every RECHECK seconds
-            # the whole inbox is looked at again (receipts waiting for their row, and
-            # rows applications inserted out of id order)
-            mono = time.monotonic()
-            after = self.high_water
-            if mono - self._rechecked >= RECHECK:
-                after, self._rechecked = 0, mono
             try:
                 with self.ctx.db.connection_context():
-                    done = apply_pending(self.ctx.db, now=self.now(),
-                                         templates=self.ctx.templates,
-                                         daemon_id=self.ctx.daemon_id, after=after)
-                self.high_water = max(self.high_water, done.high_water)
+                    apply_pending(self.ctx.db, now=self.now(), templates=self.ctx.templates,
+                                  daemon_id=self.ctx.daemon_id)
                 self.runs += 1
             except Exception as exc:  # noqa: BLE001 - the next wake-up tries again
-                log.warning("applying events failed: %s", redact(str(exc))[:200])
+                log.warning("applying events failed: %s", _text(redact(str(exc)), 200))
 
 
 def run(rt: Any, *, now: Callable[[], datetime] = clock.now) -> Applied:

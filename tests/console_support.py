@@ -144,10 +144,6 @@ def console(db: Any, folder: Path, db_url: str, **overrides: Any) -> Iterator[st
     try:
         yield listener.url
     finally:
-        # Workers first: a worker that finishes a request after Listener.stop() closed
-        # the loop's fds pulls the trigger of a closed (or reused) fd, EBADF at best.
-        # Listener.stop() should do this itself; reported to the lead.
-        listener.server.task_dispatcher.shutdown(cancel_pending=False)
         listener.stop()
 
 

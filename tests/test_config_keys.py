@@ -211,7 +211,15 @@ def test_web_disabled_and_bad(tmp_path: Path) -> None:
         "web.listen: '8080' is not allowed (host:port with port 0..65535, e.g. 127.0.0.1:8080 "
         "or [::1]:8080; null disables the push receiver)"]
     assert problems({"web": {"port": 8080}}, tmp_path) == [
-        "web.port: unknown key (allowed: listen)"]
+        "web.port: unknown key (allowed: listen, push_max_age)"]
+
+
+def test_web_push_max_age(tmp_path: Path) -> None:
+    assert build({}, tmp_path).web.push_max_age == 300.0  # the default, 5m
+    assert build({"web": {"push_max_age": "90s"}}, tmp_path).web.push_max_age == 90.0
+    for bad in ("1s", "2d", "soon"):
+        [problem] = problems({"web": {"push_max_age": bad}}, tmp_path)
+        assert problem.startswith("web.push_max_age: "), problem
 
 
 # --------------------------------------------------------------------------- console
@@ -437,7 +445,8 @@ def test_jobs_events(tmp_path: Path) -> None:
     ({"recipts": {}}, "recipts: unknown key, did you mean 'receipts'?"),
     ({"grant": {}}, "grant: unknown key, did you mean 'grants'?"),
     ({"smss": None}, "smss: unknown key, did you mean 'sms'?"),
-    ({"web": {"listn": None}}, "web.listn: unknown key, did you mean 'listen'? (allowed: listen)"),
+    ({"web": {"listn": None}}, "web.listn: unknown key, did you mean 'listen'? (allowed: "
+                               "listen, push_max_age)"),
     ({"console": {"usres": {}}}, "console.usres: unknown key, did you mean 'users'? (allowed: "
                                  "listen, users, session_ttl, cookie_secure)"),
     ({"console": {"cookie_secur": True}}, "console.cookie_secur: unknown key, did you mean "

@@ -60,9 +60,12 @@ class Listener:
 
     def __init__(self, app: WSGIApp, host: str, port: int, *, name: str, threads: int = 8
                  ) -> None:
+        from web.wsgi import guarded, mask_server_logs
+
+        mask_server_logs()  # waitress's own lines show request paths
         self.name = name
         self.server: Any = create_server(
-            app, host=host, port=port, threads=threads, ident="herald",
+            guarded(app), host=host, port=port, threads=threads, ident="herald",
             # a push body is at most 64 KiB; nothing Herald serves needs more
             max_request_body_size=1024 * 1024, max_request_header_size=64 * 1024,
             channel_timeout=30, connection_limit=256, clear_untrusted_proxy_headers=True,
@@ -71,20 +74,46 @@ class Listener:
         self.host = str(self.server.effective_host)
         self._thread = threading.Thread(target=self.server.run, name=f"web-{name}",
                                         daemon=True)
+        self._stop_lock = threading.Lock()
+        self._stopped = False
 
     def start(self) -> Listener:
         self._thread.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        # First let the worker threads finish the requests they hold (each wakes the
-        # loop through the trigger when done, so the trigger must still be open), then
-        # ask the loop thread to close every socket itself: closing them from here races
-        # its select(), and a late worker could write its wake-up byte into a closed, or
-        # reused, file descriptor.
-        self.server.task_dispatcher.shutdown(cancel_pending=False, timeout=timeout)
-        self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self.server._map))
-        self._thread.join(timeout)
+        """Stop serving: workers finish what they hold, the loop closes the sockets and
+        ends, then the trigger (the loop's wake-up pipe) is closed here. Idempotent.
+
+        Why not waitress's close_all as a trigger thunk: pull_trigger(thunk) appends the
+        thunk *before* it writes the wake-up byte, and the loop thread may already be
+        running the thunks (woken by a worker's byte). The thunk then closes the trigger
+        and the byte goes to a closed descriptor: EBADF, or worse a descriptor the
+        process has opened again since (someone else's socket gets an "x"). So the loop
+        thread closes everything but the trigger and takes the trigger out of its map
+        (the map empties, the loop ends); the trigger's descriptors stay open until the
+        loop thread and every worker are gone, and only then are closed, from here.
+        """
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        server = self.server
+        trigger = server.trigger
+        # Workers first: each wakes the loop through the trigger when it finishes a
+        # request, so the trigger must be open until none is left.
+        server.task_dispatcher.shutdown(cancel_pending=False, timeout=timeout)
+        workers_done = not server.task_dispatcher.threads
+        if self._thread.is_alive():
+            trigger.pull_trigger(lambda: _close_all_but_trigger(server))
+            self._thread.join(timeout)
+        else:  # never started, or its loop died: no loop thread to race
+            _close_all_but_trigger(server)
+        if not self._thread.is_alive() and workers_done:
+            trigger.close()
+        # else: a stuck worker or loop may still pull the trigger: leave its two
+        # descriptors open (a leak until exit) rather than let a late byte land in a
+        # descriptor that was reused
 
     @property
     def alive(self) -> bool:
@@ -103,6 +132,25 @@ def serve_credentials(cfg: Config) -> list[str]:
     if cfg.sms is not None:
         needed.append("sms.callback_token")
     return needed
+
+
+def _close_all_but_trigger(server: Any) -> None:
+    """In the loop thread: close every dispatcher but the trigger, and take the trigger
+    out of the map without closing it, so the loop (which runs while its map is not
+    empty) ends after this pass."""
+    socket_map, trigger = server._map, server.trigger
+    for obj in list(socket_map.values()):
+        if obj is trigger:
+            continue
+        try:
+            if obj is server:  # its own close() would close the trigger too
+                wasyncore.dispatcher.close(obj)
+            else:
+                obj.close()
+        except OSError:
+            pass  # already gone (a peer that reset); the rest must still be closed
+    trigger.del_channel(socket_map)
+    socket_map.clear()
 
 
 def build(cfg: Config, db: Database) -> WebContext:

@@ -6,6 +6,7 @@ never read more than 64 KiB of a hostile body; the console a few dozen.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,11 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 MAX_BODY = 64 * 1024
+log = logging.getLogger("herald.web")
+
+# The SMS status callback's token is the last segment of its URL path: every line that
+# shows a path (ours, and the WSGI server's own) shows this instead.
+_SECRET_PATH = re.compile(r"(/tencent/sms/status/)[^/\s?#]*")
 
 
 class BodyTooLarge(Exception):
@@ -139,5 +145,53 @@ class Router:
         return text("not found\n", 404)(environ, start_response)
 
 
+def loggable(text: str) -> str:
+    """`text` (a path, or a line holding one) with the callback token masked."""
+    return _SECRET_PATH.sub(r"\1<token>", text)
+
+
+def guarded(app: WSGIApp) -> WSGIApp:
+    """`app`, with every exception it lets out answered 500 here and logged in one line
+    that never shows the callback token: the WSGI server's own error line ("Exception
+    while serving <path>" and a traceback) would print the path and whatever the
+    exception holds. An exception here is Herald's fault (input gets a 4xx), so the
+    line names the exception type for whoever fixes it."""
+    from logs import redact
+
+    def guarded_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            return app(environ, start_response)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            path = loggable(str(environ.get("PATH_INFO", "/")))[:200]
+            log.error("internal error serving %s %s: %s: %s",
+                      str(environ.get("REQUEST_METHOD", "?"))[:8], path,
+                      type(exc).__name__, loggable(redact(str(exc)))[:200])
+            return Response(500, b"internal error\n")(environ, start_response)
+
+    return guarded_app
+
+
+class MaskPaths(logging.Filter):
+    """On the WSGI server's logger: its lines show request paths ("Client disconnected
+    while serving <path>", "Exception while serving <path>"); mask the token in them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = loggable(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_text:
+            record.exc_text = loggable(record.exc_text)
+        return True
+
+
+def mask_server_logs(name: str = "waitress") -> None:
+    """Install MaskPaths on the WSGI server's logger, once."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, MaskPaths) for f in logger.filters):
+        logger.addFilter(MaskPaths())
+
+
 __all__ = ["MAX_BODY", "BodyTooLarge", "Environ", "Request", "Response", "Router",
-           "StartResponse", "WSGIApp", "json_response", "text"]
+           "MaskPaths", "StartResponse", "WSGIApp", "guarded", "json_response", "loggable",
+           "mask_server_logs", "text"]

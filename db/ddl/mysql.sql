@@ -1,5 +1,5 @@
 -- Herald reference schema, MySQL 8.0.16+ / MariaDB 10.6+ (FOR UPDATE SKIP LOCKED,
--- enforced CHECK, expression default on TEXT). Schema version 2.
+-- enforced CHECK, expression default on TEXT). Schema version 3.
 -- Run the session in a strict sql_mode (STRICT_TRANS_TABLES, the default): with
 -- sql_mode = '' MySQL turns a bad time into 0000-00-00, which Herald fails row by row.
 -- Applications insert rows with plain SQL; every column but template and openid
@@ -87,6 +87,7 @@ CREATE TABLE IF NOT EXISTS push_event (
     received_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
     applied_at  TIMESTAMP(6) NULL DEFAULT NULL,     -- NULL: not yet applied
     error       TEXT NULL,                          -- why it could not be applied
+    next_check_at TIMESTAMP(6) NULL DEFAULT NULL,   -- v3: a waiting receipt's next look
     UNIQUE KEY push_event_dedup_key (dedup_key),
     KEY push_event_pending (applied_at, id),
     KEY push_event_received (received_at)
@@ -137,3 +138,22 @@ CREATE TABLE IF NOT EXISTS herald_schema (
     applied_at  TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
     description TEXT NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Schema version 3, the push inbox (issue 17: trust at the seams) -------------------
+-- Receipts waiting for their row are looked at again at next_check_at (backing off),
+-- not on every run: the applier reads new events (applied_at and next_check_at NULL)
+-- in id order and, apart, the rechecks that are due, each through this index.
+CREATE INDEX push_event_due ON push_event (applied_at, next_check_at, id);
+-- Plaintext-mode pushes: their signature covers Token, timestamp and nonce but not the
+-- body, so each (app, timestamp, nonce) is kept with the hash of the body it came with
+-- while its timestamp is inside web.push_max_age: the same body again is WeChat's retry,
+-- another body is a forgery. Rows older than the window are purged by the receiver.
+CREATE TABLE IF NOT EXISTS push_nonce (
+    app         VARCHAR(32) NOT NULL,
+    ts          BIGINT NOT NULL,                    -- the push's timestamp, Unix seconds
+    nonce       VARCHAR(64) NOT NULL,
+    body_hash   VARCHAR(64) NOT NULL,               -- sha256 of the body, hex
+    PRIMARY KEY (app, ts, nonce),
+    KEY push_nonce_ts (ts)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+-- End of version 3, the push inbox ---------------------------------------------------

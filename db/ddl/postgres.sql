@@ -1,5 +1,5 @@
 -- Herald reference schema, PostgreSQL 12+ (FOR UPDATE SKIP LOCKED; the claim uses WITH ... AS MATERIALIZED).
--- Schema version 2.
+-- Schema version 3.
 -- Applications insert rows with plain SQL; every column but template and openid
 -- has a server-side default. Timestamps are timestamptz: an instant, whatever the
 -- session time zone of the client that writes or reads it.
@@ -96,7 +96,8 @@ CREATE TABLE IF NOT EXISTS push_event (
     payload     TEXT NOT NULL DEFAULT '{}',         -- JSON
     received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     applied_at  TIMESTAMPTZ,                        -- NULL: not yet applied
-    error       TEXT                                -- why it could not be applied
+    error       TEXT,                               -- why it could not be applied
+    next_check_at TIMESTAMPTZ                       -- v3: a waiting receipt's next look
 );
 CREATE INDEX IF NOT EXISTS push_event_pending ON push_event (id) WHERE applied_at IS NULL;
 CREATE INDEX IF NOT EXISTS push_event_received ON push_event (received_at);
@@ -146,3 +147,23 @@ CREATE TABLE IF NOT EXISTS herald_schema (
     applied_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
     description TEXT
 );
+
+-- Schema version 3, the push inbox (issue 17: trust at the seams) -------------------
+-- Receipts waiting for their row are looked at again at next_check_at (backing off),
+-- not on every run: the applier reads new events (next_check_at NULL) in id order and,
+-- apart, the rechecks that are due, each through this index.
+CREATE INDEX IF NOT EXISTS push_event_due ON push_event (next_check_at, id)
+    WHERE applied_at IS NULL;
+-- Plaintext-mode pushes: their signature covers Token, timestamp and nonce but not the
+-- body, so each (app, timestamp, nonce) is kept with the hash of the body it came with
+-- while its timestamp is inside web.push_max_age: the same body again is WeChat's retry,
+-- another body is a forgery. Rows older than the window are purged by the receiver.
+CREATE TABLE IF NOT EXISTS push_nonce (
+    app         VARCHAR(32) NOT NULL,
+    ts          BIGINT NOT NULL,                    -- the push's timestamp, Unix seconds
+    nonce       VARCHAR(64) NOT NULL,
+    body_hash   VARCHAR(64) NOT NULL,               -- sha256 of the body, hex
+    PRIMARY KEY (app, ts, nonce)
+);
+CREATE INDEX IF NOT EXISTS push_nonce_ts ON push_nonce (ts);
+-- End of version 3, the push inbox ---------------------------------------------------

@@ -1,4 +1,4 @@
--- Herald reference schema, SQLite 3.35+ (RETURNING). Schema version 2.
+-- Herald reference schema, SQLite 3.35+ (RETURNING). Schema version 3.
 -- Applications insert rows with plain SQL; every column but template and openid
 -- has a server-side default. Timestamps are UTC text in CURRENT_TIMESTAMP's form
 -- (YYYY-MM-DD HH:MM:SS, fractions allowed) so rows written by any program compare
@@ -77,7 +77,8 @@ CREATE TABLE IF NOT EXISTS push_event (
     payload     TEXT NOT NULL DEFAULT '{}',         -- JSON
     received_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
     applied_at  DATETIME,                           -- NULL: not yet applied
-    error       TEXT                                -- why it could not be applied
+    error       TEXT,                               -- why it could not be applied
+    next_check_at DATETIME                          -- v3: a waiting receipt's next look
 );
 CREATE INDEX IF NOT EXISTS push_event_pending ON push_event (applied_at, id);
 CREATE INDEX IF NOT EXISTS push_event_received ON push_event (received_at);
@@ -260,3 +261,23 @@ WHEN typeof(NEW.priority) != 'integer'
 BEGIN
     SELECT RAISE(ABORT, 'msg_list.priority must be an integer');
 END;
+
+-- Schema version 3, the push inbox (issue 17: trust at the seams) -------------------
+-- Receipts waiting for their row are looked at again at next_check_at (backing off),
+-- not on every run: the applier reads new events (next_check_at NULL) in id order and,
+-- apart, the rechecks that are due, each through this index.
+CREATE INDEX IF NOT EXISTS push_event_due ON push_event (next_check_at, id)
+    WHERE applied_at IS NULL;
+-- Plaintext-mode pushes: their signature covers Token, timestamp and nonce but not the
+-- body, so each (app, timestamp, nonce) is kept with the hash of the body it came with
+-- while its timestamp is inside web.push_max_age: the same body again is WeChat's retry,
+-- another body is a forgery. Rows older than the window are purged by the receiver.
+CREATE TABLE IF NOT EXISTS push_nonce (
+    app         VARCHAR(32) NOT NULL,
+    ts          BIGINT NOT NULL,                    -- the push's timestamp, Unix seconds
+    nonce       VARCHAR(64) NOT NULL,
+    body_hash   VARCHAR(64) NOT NULL,               -- sha256 of the body, hex
+    PRIMARY KEY (app, ts, nonce)
+);
+CREATE INDEX IF NOT EXISTS push_nonce_ts ON push_nonce (ts);
+-- End of version 3, the push inbox ---------------------------------------------------
