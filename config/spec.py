@@ -214,11 +214,12 @@ class Schema:
         return _find(self.root, dotted.split(".") if dotted else [])
 
     def sighup_table(self, process: Literal["run", "serve"]) -> tuple[tuple[str, Applies], ...]:
-        """(pattern, what) for reload.classify, first match wins: every leaf a loaded
-        Config can have (each key and its value's parts; an optional section that is null,
-        a names mapping that is empty; a field a section derives, such as metrics.host or
-        an entry's name), deepest first, since `*` also matches dots. A path no pattern
-        matches needs a restart."""
+        """(pattern, what) for reload.classify: every leaf a loaded Config can have (each
+        key and its value's parts; an optional section that is null, a names mapping that
+        is empty; a field a section derives, such as metrics.host or an entry's name),
+        with `*` for a name the user picks. Patterns that match one leaf agree (a dotted
+        console user name can match two of its entry's), so their order does not matter.
+        A path no pattern matches needs a restart."""
         table: list[tuple[str, Applies]] = []
         for decl in self.decls:
             pattern = decl.path.replace(ENTRY, "*")
@@ -236,7 +237,6 @@ class Schema:
                 table += [(f"{pattern}.{item.name}", decl.reload.of(process))
                           for item in dataclasses.fields(decl.build)
                           if item.name not in declared]
-        table.sort(key=lambda item: -item[0].count("."))
         return tuple(table)
 
 

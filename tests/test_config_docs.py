@@ -13,6 +13,7 @@ import subprocess
 import sys
 import types
 from collections.abc import Mapping
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -102,6 +103,20 @@ def test_the_reference_says_what_a_reload_does() -> None:
         assert (classify(concrete, RUN_KEYS), classify(concrete, SERVE_KEYS)) == (run, serve), path
         checked += 1
     assert checked >= len(list(SCHEMA.keys()))
+
+
+@pytest.mark.parametrize("table", [RUN_KEYS, SERVE_KEYS], ids=["run", "serve"])
+def test_every_pattern_a_leaf_matches_says_the_same(tmp_path: Path, table) -> None:
+    """reload.classify takes the first match; the tables are made so that order cannot
+    matter: every leaf of a loaded config, odd names included, matches patterns that
+    agree."""
+    data = dict(RICH, console={"users": {"ann.role.x": {"password_hash": "scrypt$x"},
+                                         "push.token": {"password_hash": "scrypt$y"}}})
+    leaves = flatten(config_from_dict(data, base_dir=tmp_path, env=ENV))
+    assert len(leaves) > 60
+    for leaf in leaves:
+        said = {what for pattern, what in table if fnmatchcase(leaf, pattern)}
+        assert len(said) == 1, (leaf, said)
 
 
 def test_the_reference_gives_each_default_and_limit() -> None:
