@@ -23,8 +23,19 @@ from config import Config, JobConfig, config_from_dict, load_config
 from config.generate import ROOT, generated, stale
 from config.reference import configuration_md
 from config.sample import config_yaml
-from config.schema import SCHEMA
-from config.spec import ENTRY, Key, Names, Section
+from config.schema import SCHEMA, declarations
+from config.spec import (
+    ENTRY,
+    REQUIRED,
+    RESTART,
+    RUN_LIVE,
+    Key,
+    Names,
+    Schema,
+    Section,
+    key,
+)
+from config.values import Integer
 from reload import RUN_KEYS, SERVE_KEYS, classify, flatten
 
 ENV = {"WECHAT_APPID": "wx0123456789abcdef", "WECHAT_SECRET": "app-secret-VALUE"}
@@ -213,9 +224,9 @@ def test_each_field_holds_what_its_type_says(tmp_path: Path, data: dict[str, Any
     """mypy trusts the annotations; here they meet what the checks really give."""
     cfg = config_from_dict(data, base_dir=tmp_path, env=ENV)
     checked = 0
-    for cls, name, key in _key_fields():
+    for cls, name, decl in _key_fields():
         hint = get_type_hints(cls)[name]
-        for path, value in _values(cfg, key.path.split(".")):
+        for path, value in _values(cfg, decl.path.split(".")):
             assert _conforms(value, hint), f"{path}: {value!r} is not {hint}"
             checked += 1
     assert checked >= (len(list(SCHEMA.keys())) if data else 40)
@@ -253,3 +264,30 @@ def test_the_example_writes_the_defaults_but_where_it_means_to_differ(tmp_path: 
     differ = {k for k in example.keys() | defaults.keys()
               if example.get(k) != defaults.get(k)}
     assert differ == DELIBERATE
+
+
+# --------------------------------------------------------------------------- the language
+
+
+@dataclasses.dataclass(frozen=True)
+class _Quiet:
+    level: Annotated[int, key(Integer(1, 9), 5, "how loud")]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Loud:
+    level: Annotated[int, key(Integer(1, 9), REQUIRED, "how loud", reload=RUN_LIVE)]
+
+
+def test_a_key_must_say_what_a_reload_does() -> None:
+    """A new key with no `reload=` of its own or its section's is refused at import, so no
+    key reaches reload's tables by accident."""
+    with pytest.raises(TypeError, match=r"noise.level: say what SIGHUP does"):
+        list(declarations(_Quiet, "noise"))
+    assert [d.reload for d in declarations(_Quiet, "noise", RESTART)] == [RESTART]
+
+
+def test_a_required_key_needs_an_example_for_the_sample() -> None:
+    decls = list(declarations(_Loud, "noise"))
+    with pytest.raises(ValueError, match="noise.level: a required key needs an example"):
+        config_yaml(Schema(dict, Section("noise", build=_Loud, path="noise"), *decls).root)
