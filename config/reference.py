@@ -5,6 +5,7 @@ default, what a SIGHUP does with it in `run` and in `serve`, and its help.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator
 from typing import Final
 
@@ -32,15 +33,12 @@ at its default.
 - Any string may use `${VAR}` or `${VAR:-default}` (the default when `VAR` is unset or
   empty); `$${` is a literal `${`. A number or `true`/`false` taken from a variable counts
   as one.
-- A secret may come from a file instead: `secret_file`, `token_file`, `aes_key_file`,
-  `secret_key_file`. A relative name is looked up in `$CREDENTIALS_DIRECTORY` first (where
-  systemd's `LoadCredential=` puts it), then in the config file's folder. No message, log
-  line or page shows a secret.
+{files}
 - `HERALD_DATABASE`, when set and not empty, replaces `database`.
 - Durations are `90s`, `5m`, `1h`, `30d` or a number of seconds. Relative paths are
   relative to the config file's folder.
 - Settings that are valid but risky (a port open to other hosts, a console nobody can log
-  in to) are warnings: `herald check` prints them and the daemons log them at start-up.
+  in to) are warnings: `herald check` prints them, and `serve` logs them when it starts.
 - Verbs that only read or write the queue (`init-db`, `status`, `retry`, ...) run without
   the apps' credentials in the environment.
 
@@ -121,9 +119,22 @@ def _rows(node: Node) -> Iterator[str]:
             yield from _rows(child)
 
 
+def _keys(node: Node) -> Iterator[Key]:
+    for child in node.children.values():
+        if isinstance(child.decl, Key):
+            yield child.decl
+        yield from _keys(child)
+
+
 def configuration_md(root: Node) -> str:
     """The whole of docs/configuration.md for the schema rooted at `root`."""
-    parts = [INTRO]
+    files = ", ".join(f"`{key.path}_file`" for key in _keys(root) if key.file)
+    secrets = textwrap.fill(
+        f"A secret may come from a file instead: {files}. A relative name is looked up in "
+        "`$CREDENTIALS_DIRECTORY` first (where systemd's `LoadCredential=` puts it), then "
+        "in the config file's folder. No message, log line or page shows a secret.",
+        90, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False)
+    parts = [INTRO.replace("{files}", secrets)]
     top_keys = [child for child in root.children.values() if isinstance(child.decl, Key)]
     if top_keys:
         parts.append("### Top level\n\n" + HEAD + "\n" + "\n".join(_rows(Node(
