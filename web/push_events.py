@@ -29,6 +29,8 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml.ElementTree as safe_xml
 from defusedxml import DefusedXmlException
 
+from strict_json import DuplicateKey, no_constants, unique_keys
+
 Format = Literal["xml", "json"]
 
 MAX_DEPTH = 32  # nesting levels; WeChat's pushes use 4 at most
@@ -178,28 +180,13 @@ def _xml_value(element: Element) -> str | dict[str, Any]:
     return fields
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # With two FromUserName keys, two parsers could each pick a different one: refuse.
-    fields = dict(pairs)
-    if len(fields) != len(pairs):
-        raise _DuplicateKey
-    return fields
-
-
-def _no_constant(name: str) -> NoReturn:
-    raise ValueError  # NaN / Infinity are not JSON
-
-
 def _json_fields(text: str) -> dict[str, Any]:
     value: Any = None
     reason = ""
     try:
-        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
-    except _DuplicateKey:
+        # With two FromUserName keys, two parsers could each pick a different one: refuse.
+        value = json.loads(text, object_pairs_hook=unique_keys, parse_constant=no_constants)
+    except DuplicateKey:  # its key is the body's: the reason does not name it
         reason = "duplicate key in JSON"
     except RecursionError:  # json's C scanner stops at the interpreter's recursion limit
         reason = f"JSON nested deeper than {MAX_DEPTH} levels"
