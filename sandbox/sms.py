@@ -313,7 +313,7 @@ class SmsSandbox(Emulator):
         self.sdk_app_id = str(sdk_app_id)
         self.templates: dict[str, int] | None = dict(templates) if templates is not None else None
         self.sign_names: set[str] | None = set(sign_names) if sign_names is not None else None
-        # Read once per request without the lock (see sandbox/wechat.py).
+        # Read once per request without the lock (see sandbox/wechat/core.py).
         self.latency = float(latency)
         self.callback_url = callback_url
         self.callback_delay = float(callback_delay)
