@@ -38,6 +38,9 @@ from jinja2.sandbox import SandboxedEnvironment
 import channels
 from channels.base import BuildError, Built, ChannelKind
 from config import Config
+from strict_json import DuplicateKey as _DuplicateKey
+from strict_json import no_constants as _no_constants
+from strict_json import unique_keys as _unique_keys
 
 log = logging.getLogger("herald.templates")
 
@@ -114,28 +117,6 @@ class JsonArray(list[Any]):
 
     def __str__(self) -> str:
         return compact(self)
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-class _DuplicateKey(ValueError):
-    def __init__(self, key: str) -> None:
-        self.key = key
-        super().__init__(key)
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """JSON objects without repeated names. json.loads lets the last of two equal names
-    win silently; which of the two values the application meant is a guess, and the
-    message would go out with it."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
-    return out
 
 
 def _display(value: Any, depth: int) -> Any:

@@ -28,8 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
 
 from db.models import PushEvent  # noqa: E402
+from sandbox.push_bodies import build_message, wrap_encrypted  # noqa: E402
 from tests.support import ServeProcess, write_config  # noqa: E402
-from web.push_events import PushItem, PushMessage, build_message, wrap_encrypted  # noqa: E402
+from web.push_events import PushItem, PushMessage  # noqa: E402
 from web.wxcrypto import PushCipher  # noqa: E402
 
 TOKEN = "benchPushToken1"

@@ -4,7 +4,7 @@ mode encrypted) event POSTs to the developer's receiver URL, from a background t
 One Pusher per app, set up like the app's console: the receiver URL, the push Token, the
 EncodingAESKey, the appid, the data format (xml | json) and the mode (plain: signature
 only; compatible: plaintext fields plus Encrypt; safe: only Encrypt, signed with
-msg_signature). The sandbox (sandbox/wechat.py) hands it:
+msg_signature). The WeChat sandbox (sandbox/wechat/) hands it:
 
 - a subscribe_msg_sent_event after each accepted subscribe send (ErrorCode 0 "success",
   or the failure it was told to report for that openid),
@@ -18,8 +18,9 @@ retries (shared notes/events.md). Each attempt is signed afresh (new timestamp a
 nonce, new AES random); CreateTime stays, so receivers can drop the retries. Every
 attempt's answer is recorded.
 
-Bodies are built with web.push_events and web.wxcrypto, the receiver's own toolkit; the
-tests check what arrives with an independent receiver.
+Bodies are built by sandbox/push_bodies.py, with the receiver's own message types
+(web.push_events) and cipher (web.wxcrypto); the tests check what arrives with an
+independent receiver.
 """
 
 from __future__ import annotations
@@ -36,17 +37,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlencode
 
-from web.push_events import (
-    CHANGE,
-    POPUP,
-    SENT,
-    TEMPLATE_JOB,
-    PushItem,
-    PushMessage,
-    build_message,
-    wrap_encrypted,
-    wrap_plain,
-)
+from sandbox.push_bodies import build_message, wrap_encrypted, wrap_plain
+from web.push_events import CHANGE, POPUP, SENT, TEMPLATE_JOB, PushItem, PushMessage
 from web.wxcrypto import PushCipher
 
 Mode = Literal["plain", "compatible", "safe"]

@@ -15,8 +15,8 @@ The signature check here is written separately from channels/tencent_sms.py on p
 a shared helper would let one bug sign and verify the same wrong thing. The tests hold
 both against the SDK's `tencentcloud.common.sign.Sign.sign_tc3`.
 
-Shape and limits follow the WeChat sandbox (sandbox/wechat.py): one thread per
-connection, one write per answer, no logging, the lock held only for bookkeeping.
+The HTTP plumbing is the sandboxes' shared one (sandbox/serving.py): one thread per
+connection, one write per answer, no logging; the lock is held only for bookkeeping.
 
 Run it on its own with `python -m sandbox.sms` from the project folder; see main().
 """
@@ -27,11 +27,7 @@ import argparse
 import hashlib
 import hmac
 import json
-import os
 import re
-import signal
-import socket
-import struct
 import sys
 import threading
 import time
@@ -41,10 +37,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from sandbox.serving import TrackingServer
+from sandbox.serving import (
+    Emulator,
+    Handler,
+    add_listen_arguments,
+    json_bytes,
+    loads,
+    serve_from_command_line,
+    stop_on_signals,
+)
 
 __all__ = [
     "DEFAULT_SDK_APP_ID",
@@ -79,7 +82,6 @@ SESSION_CONTEXT_MAX = 511  # "长度需小于512字节"
 # 12 per the older API doc (error 1036) and the personal-account review standard.
 PARAM_MAX_CHARS = 12
 
-TIMEOUT_HOLD = 60.0  # see sandbox/wechat.py: long enough for any test, bounded
 CALLBACK_TIMEOUT = 5.0
 CALLBACK_RETRIES = 3  # after the first POST
 CALLBACK_BACKOFF = 0.1  # seconds before the first retry; doubles each time
@@ -91,13 +93,6 @@ _BEIJING = timezone(timedelta(hours=8))
 _E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 _CODE = re.compile(r"[A-Z][A-Za-z]*(\.[A-Za-z0-9]+)*")
 _NAMED_FAULTS = frozenset({"non_json", "timeout", "reset"})
-_HTTP_REASONS = {
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
-_LINGER_RESET = struct.pack("ii", 1, 0)  # close() sends RST
 
 # Codes Tencent reports per number inside SendStatusSet rather than as Response.Error:
 # the request was fine, this one number was not.
@@ -247,10 +242,6 @@ def _normalise_fault(fault: str) -> str:
     )
 
 
-def _json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
 # --- TC3-HMAC-SHA256, the verifying side ------------------------------------------------
 
 
@@ -289,12 +280,15 @@ def _parse_authorization(value: str) -> tuple[str, str, str, str, list[str], str
     return algorithm, secret_id, date, service, signed.split(";"), signature
 
 
-class SmsSandbox:
+class SmsSandbox(Emulator):
     """A Tencent Cloud SMS look-alike HTTP server. Use as a context manager or start()/stop().
 
     templates maps TemplateId to its number of parameters (None: any template, any count);
     sign_names is the set of approved signature names (None: any name, and none required).
     """
+
+    server_version = "herald-sms-sandbox"
+    label = "sms sandbox"
 
     def __init__(
         self,
@@ -319,13 +313,12 @@ class SmsSandbox:
         self.sdk_app_id = str(sdk_app_id)
         self.templates: dict[str, int] | None = dict(templates) if templates is not None else None
         self.sign_names: set[str] | None = set(sign_names) if sign_names is not None else None
-        # Read once per request without the lock (see sandbox/wechat.py).
+        # Read once per request without the lock (see sandbox/wechat/core.py).
         self.latency = float(latency)
         self.callback_url = callback_url
         self.callback_delay = float(callback_delay)
         self.clock = clock
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.param_max_chars = param_max_chars
         self.callback_retries = callback_retries
         self.callback_backoff = callback_backoff
@@ -336,7 +329,6 @@ class SmsSandbox:
         self._faults: list[_Fault] = []
         self._serial = 0
         self._records = _Records()
-        self._release = threading.Event()  # wakes requests parked by 'timeout'
 
         # Delivery reports waiting for the callback thread; guarded by _reports_cv.
         self._reports_cv = threading.Condition(threading.Lock())
@@ -344,51 +336,23 @@ class SmsSandbox:
         self._stopping = False
         self._callback_thread: threading.Thread | None = None
 
-        self._server: _Server | None = None
+    # --- lifecycle (start, stop, url: sandbox/serving.py) ------------------------------
 
-    # --- lifecycle -------------------------------------------------------------------
-
-    def start(self) -> SmsSandbox:
-        if self._server is not None:
-            raise RuntimeError("sandbox already started")
-        self._release.clear()
-        server = _Server((self.host, self.port), _Handler)
-        server.sandbox = self
-        self._server = server
-        self.port = server.server_address[1]
-        server.serve_in_background(f"sms-sandbox:{self.port}")
+    def _started(self) -> None:
         with self._reports_cv:
             self._stopping = False
         self._callback_thread = threading.Thread(
             target=self._callback_loop, name=f"sms-callback:{self.port}", daemon=True
         )
         self._callback_thread.start()
-        return self
 
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._release.set()
-        server.stop_serving()
+    def _stopped(self) -> None:
         with self._reports_cv:
             self._stopping = True
             self._reports_cv.notify_all()
         if self._callback_thread is not None:
             self._callback_thread.join(timeout=CALLBACK_TIMEOUT + 1)
             self._callback_thread = None
-
-    def __enter__(self) -> SmsSandbox:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("sandbox not started")
-        return f"http://{self.host}:{self.port}"
 
     # --- records ---------------------------------------------------------------------
 
@@ -471,6 +435,127 @@ class SmsSandbox:
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+
+    # --- the HTTP side (plumbing: sandbox/serving.py) ------------------------------------
+
+    def handle(self, http: Handler, method: str, path: str, query: str, body: bytes
+               ) -> None:
+        if path.startswith("/_sandbox/"):
+            http.control(method, path[len("/_sandbox/"):], body, self._views(),
+                         self._actions())
+        elif path == "/" and method == "POST":
+            self._serve_send(http, query, body)
+        else:
+            _error(http, "InvalidAction", f"no such endpoint {method} {path[:60]}",
+                   str(uuid.uuid4()))
+
+    def _serve_send(self, http: Handler, query: str, body: bytes) -> None:
+        at = time.monotonic()
+        request_id = str(uuid.uuid4())
+        msg = loads(body)
+        phones: list[str] = []
+        template_id: Any = None
+        if isinstance(msg, dict):
+            raw = msg.get("PhoneNumberSet")
+            if isinstance(raw, list):
+                phones = [p for p in raw if isinstance(p, str)]
+            template_id = msg.get("TemplateId")
+        first = phones[0] if phones else None
+        fault = self._take_fault(phones)
+        latency = self.latency
+        if fault is not None and (
+            fault.fault in _NAMED_FAULTS or fault.fault.startswith("http_")
+        ):
+            self._record(first, template_id, None, fault.fault, at)
+            if fault.fault == "timeout":
+                http.hang(self._release)
+                return
+            if latency > 0:
+                time.sleep(latency)
+            http.transport_fault(fault.fault)
+            return
+        headers = http.headers
+        try:
+            self._verify("POST", "/", query, headers, body)
+            phones, template_id, params, sign_name = self._check_request(headers, msg)
+        except _Refusal as refusal:
+            if latency > 0:
+                time.sleep(latency)
+            self._record(first, template_id, refusal.code, None, at)
+            _error(http, refusal.code, refusal.message, request_id)
+            return
+        assert isinstance(msg, dict)
+        if latency > 0:
+            time.sleep(latency)
+        if fault is not None:
+            code = fault.fault
+            message = fault.message or MESSAGES.get(code, "injected error")
+            per_number = fault.where == "status" or (
+                fault.where == "auto" and code in PER_NUMBER_CODES
+            )
+            if not per_number:
+                self._record(first, template_id, code, code, at)
+                _error(http, code, message, request_id)
+                return
+        region = headers.get("X-TC-Region", "")
+        statuses = []
+        for phone in phones:
+            if fault is not None and (fault.phone is None or fault.phone == phone):
+                code, serial = fault.fault, ""
+                self._record(phone, template_id, code, code, at)
+            else:
+                code = self._status_for(phone)
+                message = MESSAGES.get(code, "")
+                if code == "Ok":
+                    serial = self._accept(phone, template_id, params, sign_name, msg,
+                                          region, request_id, at)
+                    message = "send success"
+                else:
+                    serial = ""
+                    self._record(phone, template_id, code, None, at)
+            country = split_number(phone)[0] if _E164.fullmatch(phone) else ""
+            statuses.append({
+                "SerialNo": serial,
+                "PhoneNumber": phone,
+                "Fee": 1 if code == "Ok" else 0,
+                "SessionContext": msg.get("SessionContext") or "",
+                "Code": code,
+                "Message": message,
+                "IsoCode": _ISO.get(country, ""),
+            })
+        http.reply_json({"Response": {"SendStatusSet": statuses, "RequestId": request_id}})
+
+    # --- control API -----------------------------------------------------------------
+
+    def _views(self) -> dict[str, Callable[[], Any]]:
+        return {
+            "stats": self.stats,
+            "accepted": lambda: self.accepted,
+            "attempts": lambda: [asdict(a) for a in self.attempts],
+            "callbacks": lambda: [asdict(c) for c in self.callbacks],
+        }
+
+    def _actions(self) -> dict[str, Callable[[dict[str, Any]], object]]:
+        return {
+            "config": self._configure,
+            "inject": lambda args: self.inject(
+                str(args["fault"]), times=int(args.get("times", 1)), phone=args.get("phone"),
+                where=str(args.get("where", "auto")), message=args.get("message")),
+            "blacklist": lambda args: self.blacklist(str(args["phone"])),
+            "undeliverable": lambda args: self.undeliverable(
+                str(args["phone"]),
+                **{k: str(args[k]) for k in ("errmsg", "description") if k in args}),
+            "reset": lambda args: self.reset_records(),
+            "clear_faults": lambda args: self.clear_faults(),
+        }
+
+    def _configure(self, args: dict[str, Any]) -> None:
+        if "latency" in args:
+            self.latency = float(args["latency"])
+        if "callback_url" in args:
+            self.callback_url = args["callback_url"] or None
+        if "callback_delay" in args:
+            self.callback_delay = float(args["callback_delay"])
 
     # --- the judge (called by the handler) ---------------------------------------------
 
@@ -694,7 +779,7 @@ class SmsSandbox:
 def _post_json(url: str, payload: Any) -> tuple[int | None, str, bool]:
     """POST payload as JSON; (status, body text, acknowledged)."""
     request = urllib.request.Request(
-        url, data=_json_bytes(payload), method="POST",
+        url, data=json_bytes(payload), method="POST",
         headers={"Content-Type": "application/json"},
     )
     # No proxies: the receiver is on loopback, and an environment proxy must not see it.
@@ -715,224 +800,9 @@ def _post_json(url: str, payload: Any) -> tuple[int | None, str, bool]:
     return status, text, ok
 
 
-class _Server(TrackingServer):
-    sandbox: SmsSandbox
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "herald-sms-sandbox"
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    # --- plumbing --------------------------------------------------------------------
-
-    def _body(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        if not length:
-            return b""
-        size = int(length)
-        if size < 0:
-            raise ValueError(f"negative Content-Length {size}")
-        return self.rfile.read(size)
-
-    def _reply(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        reason = "OK" if status == 200 else _HTTP_REASONS.get(status, "Error")
-        head = (
-            f"HTTP/1.1 {status} {reason}\r\n"
-            f"Content-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n"
-        )
-        if self.close_connection:
-            head += "Connection: close\r\n"
-        self.wfile.write(head.encode("latin-1") + b"\r\n" + body)
-
-    def _reply_json(self, obj: Any, status: int = 200) -> None:
-        self._reply(status, _json_bytes(obj))
-
-    def _error(self, code: str, message: str, request_id: str) -> None:
-        self._reply_json({"Response": {"Error": {"Code": code, "Message": message},
-                                       "RequestId": request_id}})
-
-    # --- dispatch --------------------------------------------------------------------
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def _dispatch(self, method: str) -> None:
-        try:
-            body = self._body() if method == "POST" else b""
-        except ValueError:
-            self.close_connection = True
-            self._reply_json({"error": "bad Content-Length"}, 400)
-            return
-        path, _, query = self.path.partition("?")
-        sandbox = self.server.sandbox
-        if path.startswith("/_sandbox/"):
-            self._control(sandbox, method, path[len("/_sandbox/"):], body)
-        elif path == "/" and method == "POST":
-            self._send(sandbox, query, body)
-        else:
-            self._error("InvalidAction", f"no such endpoint {method} {path[:60]}",
-                        str(uuid.uuid4()))
-
-    # --- SendSms ---------------------------------------------------------------------
-
-    def _send(self, sandbox: SmsSandbox, query: str, body: bytes) -> None:
-        at = time.monotonic()
-        request_id = str(uuid.uuid4())
-        msg = _loads(body)
-        phones: list[str] = []
-        template_id: Any = None
-        if isinstance(msg, dict):
-            raw = msg.get("PhoneNumberSet")
-            if isinstance(raw, list):
-                phones = [p for p in raw if isinstance(p, str)]
-            template_id = msg.get("TemplateId")
-        first = phones[0] if phones else None
-        fault = sandbox._take_fault(phones)
-        latency = sandbox.latency
-        if fault is not None and (
-            fault.fault in _NAMED_FAULTS or fault.fault.startswith("http_")
-        ):
-            self._transport_fault(sandbox, fault.fault, first, template_id, at, latency)
-            return
-        try:
-            sandbox._verify("POST", "/", query, self.headers, body)
-            phones, template_id, params, sign_name = sandbox._check_request(self.headers, msg)
-        except _Refusal as refusal:
-            if latency > 0:
-                time.sleep(latency)
-            sandbox._record(first, template_id, refusal.code, None, at)
-            self._error(refusal.code, refusal.message, request_id)
-            return
-        assert isinstance(msg, dict)
-        if latency > 0:
-            time.sleep(latency)
-        if fault is not None:
-            code = fault.fault
-            message = fault.message or MESSAGES.get(code, "injected error")
-            per_number = fault.where == "status" or (
-                fault.where == "auto" and code in PER_NUMBER_CODES
-            )
-            if not per_number:
-                sandbox._record(first, template_id, code, code, at)
-                self._error(code, message, request_id)
-                return
-        region = self.headers.get("X-TC-Region", "")
-        statuses = []
-        for phone in phones:
-            if fault is not None and (fault.phone is None or fault.phone == phone):
-                code, serial = fault.fault, ""
-                sandbox._record(phone, template_id, code, code, at)
-            else:
-                code = sandbox._status_for(phone)
-                message = MESSAGES.get(code, "")
-                if code == "Ok":
-                    serial = sandbox._accept(phone, template_id, params, sign_name, msg,
-                                             region, request_id, at)
-                    message = "send success"
-                else:
-                    serial = ""
-                    sandbox._record(phone, template_id, code, None, at)
-            country = split_number(phone)[0] if _E164.fullmatch(phone) else ""
-            statuses.append({
-                "SerialNo": serial,
-                "PhoneNumber": phone,
-                "Fee": 1 if code == "Ok" else 0,
-                "SessionContext": msg.get("SessionContext") or "",
-                "Code": code,
-                "Message": message,
-                "IsoCode": _ISO.get(country, ""),
-            })
-        self._reply_json({"Response": {"SendStatusSet": statuses, "RequestId": request_id}})
-
-    def _transport_fault(self, sandbox: SmsSandbox, fault: str, phone: str | None,
-                         template_id: Any, at: float, latency: float) -> None:
-        sandbox._record(phone, template_id, None, fault, at)
-        if fault == "timeout":
-            sandbox._release.wait(TIMEOUT_HOLD)
-            self.close_connection = True
-            return
-        if latency > 0:
-            time.sleep(latency)
-        if fault == "reset":
-            self.close_connection = True
-            conn = self.connection
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            self.rfile.close()
-            conn.close()
-        elif fault == "non_json":
-            self._reply(200, b"<html>busy</html>", "text/html")
-        else:
-            status = int(fault[5:])
-            reason = _HTTP_REASONS.get(status, "Error")
-            page = (
-                f"<html><head><title>{status} {reason}</title></head>"
-                f"<body><center><h1>{status} {reason}</h1></center></body></html>"
-            )
-            self._reply(status, page.encode("ascii"), "text/html")
-
-    # --- control API -----------------------------------------------------------------
-
-    def _control(self, sandbox: SmsSandbox, method: str, name: str, body: bytes) -> None:
-        if method == "GET":
-            if name == "stats":
-                self._reply_json(sandbox.stats())
-            elif name == "accepted":
-                self._reply_json(sandbox.accepted)
-            elif name == "attempts":
-                self._reply_json([asdict(a) for a in sandbox.attempts])
-            elif name == "callbacks":
-                self._reply_json([asdict(c) for c in sandbox.callbacks])
-            else:
-                self._reply_json({"error": f"no such control GET {name}"}, 404)
-            return
-        args = _loads(body) if body else {}
-        if not isinstance(args, dict):
-            self._reply_json({"error": "body must be a JSON object"}, 400)
-            return
-        try:
-            if name == "config":
-                if "latency" in args:
-                    sandbox.latency = float(args["latency"])
-                if "callback_url" in args:
-                    sandbox.callback_url = args["callback_url"] or None
-                if "callback_delay" in args:
-                    sandbox.callback_delay = float(args["callback_delay"])
-            elif name == "inject":
-                sandbox.inject(str(args["fault"]), times=int(args.get("times", 1)),
-                               phone=args.get("phone"), where=str(args.get("where", "auto")),
-                               message=args.get("message"))
-            elif name == "blacklist":
-                sandbox.blacklist(str(args["phone"]))
-            elif name == "undeliverable":
-                extra = {k: str(args[k]) for k in ("errmsg", "description") if k in args}
-                sandbox.undeliverable(str(args["phone"]), **extra)
-            elif name == "reset":
-                sandbox.reset_records()
-            elif name == "clear_faults":
-                sandbox.clear_faults()
-            else:
-                self._reply_json({"error": f"no such control POST {name}"}, 404)
-                return
-        except (KeyError, TypeError, ValueError) as exc:
-            self._reply_json({"error": f"{type(exc).__name__}: {exc}"}, 400)
-            return
-        self._reply_json({"ok": True})
-
-
-def _loads(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
+def _error(http: Handler, code: str, message: str, request_id: str) -> None:
+    http.reply_json({"Response": {"Error": {"Code": code, "Message": message},
+                                  "RequestId": request_id}})
 
 
 # --- command line --------------------------------------------------------------------
@@ -945,22 +815,12 @@ def _parse_template(text: str) -> tuple[str, int]:
     return template_id, int(count)
 
 
-def _write_port_file(path: str, port: int) -> None:
-    # Write then rename, so a reader polling for the file never sees it half written.
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="ascii") as handle:
-        handle.write(f"{port}\n")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sandbox.sms",
         description="A local Tencent Cloud SMS (SendSms) server for tests and benchmarks.",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--port-file", help="write the bound port here once listening")
+    add_listen_arguments(parser)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per send")
     parser.add_argument("--callback-url", help="POST delivery reports here")
     parser.add_argument("--callback-delay", type=float, default=0.05)
@@ -972,15 +832,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sign-name", action="append",
                         help=f"may repeat; default {DEFAULT_SIGN_NAME}")
     args = parser.parse_args(argv)
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
+    stop = stop_on_signals()
     sandbox = SmsSandbox(
         args.secret_id, args.secret_key, args.sdk_app_id,
         templates=dict(args.template) if args.template else dict(DEFAULT_TEMPLATES),
@@ -988,15 +840,7 @@ def main(argv: list[str] | None = None) -> int:
         latency=args.latency, callback_url=args.callback_url,
         callback_delay=args.callback_delay, host=args.host, port=args.port,
     ).start()
-    try:
-        if args.port_file:
-            _write_port_file(args.port_file, sandbox.port)
-        print(f"sms sandbox listening on {sandbox.url}", flush=True)
-        while not stop.wait(0.5):
-            pass
-    finally:
-        sandbox.stop()
-    return 0
+    return serve_from_command_line(sandbox, stop, args.port_file)
 
 
 if __name__ == "__main__":

@@ -21,18 +21,21 @@ import argparse
 import hashlib
 import hmac
 import json
-import os
-import signal
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from sandbox.serving import TrackingServer
+from sandbox.serving import (
+    Emulator,
+    Handler,
+    add_listen_arguments,
+    serve_from_command_line,
+    stop_on_signals,
+)
 
 __all__ = ["Delivery", "WebhookSandbox", "main"]
 
@@ -74,8 +77,12 @@ def expected_signature(secret: str, timestamp: str, body: bytes) -> str:
                                 hashlib.sha256).hexdigest()
 
 
-class WebhookSandbox:
+class WebhookSandbox(Emulator):
     """A webhook receiver look-alike. Use as a context manager or start()/stop()."""
+
+    server_version = "herald-webhook-sandbox"
+    label = "webhook sandbox"
+    body_max = BODY_MAX
 
     def __init__(self, secret: str, *, latency: float = 0.0, window: float = WINDOW,
                  reply_id: bool = True, clock: Callable[[], float] = time.time,
@@ -85,48 +92,13 @@ class WebhookSandbox:
         self.window = float(window)
         self.reply_id = reply_id
         self.clock = clock
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         # re-entrant: wait()'s condition reads the records under the same lock
         self._lock = threading.RLock()
         self._got = threading.Condition(self._lock)
         self._rules: dict[str, list[_Rule]] = {}
         self._records = _Records()
         self._next_id = 1
-        self._release = threading.Event()
-        self._server: _Server | None = None
-
-    # --- lifecycle -------------------------------------------------------------------
-
-    def start(self) -> WebhookSandbox:
-        if self._server is not None:
-            raise RuntimeError("webhook sandbox already started")
-        self._release.clear()
-        server = _Server((self.host, self.port), _Handler)
-        server.sandbox = self
-        self._server = server
-        self.port = server.server_address[1]
-        server.serve_in_background(f"webhook-sandbox:{self.port}")
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._release.set()
-        server.stop_serving()
-
-    def __enter__(self) -> WebhookSandbox:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("webhook sandbox not started")
-        return f"http://{self.host}:{self.port}"
 
     # --- control ---------------------------------------------------------------------
 
@@ -182,6 +154,58 @@ class WebhookSandbox:
         with self._got:
             return self._got.wait_for(lambda: condition(self), timeout)
 
+    # --- the HTTP side (plumbing: sandbox/serving.py) ------------------------------------
+
+    def handle(self, http: Handler, method: str, path: str, query: str, body: bytes
+               ) -> None:
+        if path.startswith("/_sandbox/"):
+            http.control(method, path[len("/_sandbox/"):], body, {"stats": self.stats},
+                         self._actions())
+        elif method == "POST":
+            self._serve_post(http, body)
+        else:
+            http.reply_json({"error": "no such page"}, 404)
+
+    def _serve_post(self, http: Handler, body: bytes) -> None:
+        why = self._verify(http.headers, body)
+        if why is not None:
+            self._reject(why, http.path)
+            http.reply_json({"error": why}, 401)
+            return
+        try:
+            message = json.loads(body)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict) or "id" not in message:
+            self._reject("body is not a JSON object with an id", http.path)
+            http.reply_json({"error": "body is not a JSON object with an id"}, 400)
+            return
+        rule = self._take_rule(str(message["id"]))
+        delay = self.latency + (rule.delay if rule is not None else 0.0)
+        if delay > 0:
+            self._release.wait(delay)
+        status = rule.status if rule is not None and rule.status is not None else 200
+        reply = self._record(Delivery(
+            http.path, http.headers["X-Herald-Timestamp"], http.headers["X-Herald-Signature"],
+            body, message, status, time.monotonic()))
+        if 200 <= status < 300:
+            http.reply_json({"id": reply} if self.reply_id else {"ok": True}, status)
+        else:
+            http.reply_json({"error": f"told to answer {status}"}, status)
+
+    def _actions(self) -> dict[str, Callable[[dict[str, Any]], object]]:
+        return {
+            "config": self._configure,
+            "answer": lambda args: self.answer(args["id"], int(args["status"]),
+                                               times=int(args.get("times", 1))),
+            "slow": lambda args: self.slow(args["id"], float(args["seconds"]),
+                                           times=int(args.get("times", 1))),
+            "reset": lambda args: self.reset(),
+        }
+
+    def _configure(self, args: dict[str, Any]) -> None:
+        self.latency = float(args.get("latency", self.latency))
+
     # --- judging (called by the handler) ------------------------------------------------
 
     def _verify(self, headers: Any, body: bytes) -> str | None:
@@ -225,137 +249,22 @@ class WebhookSandbox:
             self._got.notify_all()
 
 
-class _Server(TrackingServer):
-    sandbox: WebhookSandbox
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "herald-webhook-sandbox"
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # silent: the benchmark sends thousands a second
-
-    def _reply(self, status: int, obj: Any) -> None:
-        body = json.dumps(obj, separators=(",", ":")).encode("utf-8")
-        head = (f"HTTP/1.1 {status} {'OK' if status == 200 else 'Answer'}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n")
-        if self.close_connection:
-            head += "Connection: close\r\n"
-        self.wfile.write(head.encode("latin-1") + b"\r\n" + body)
-
-    def _body(self) -> bytes | None:
-        try:
-            size = int(self.headers.get("Content-Length") or "0")
-        except ValueError:
-            return None
-        if not 0 <= size <= BODY_MAX:
-            return None
-        return self.rfile.read(size)
-
-    def do_GET(self) -> None:
-        sandbox = self.server.sandbox
-        if self.path == "/_sandbox/stats":
-            self._reply(200, sandbox.stats())
-        else:
-            self._reply(404, {"error": "no such page"})
-
-    def do_POST(self) -> None:
-        sandbox = self.server.sandbox
-        body = self._body()
-        if body is None:
-            self.close_connection = True
-            self._reply(400, {"error": "bad Content-Length"})
-            return
-        if self.path.startswith("/_sandbox/"):
-            self._control(sandbox, self.path[len("/_sandbox/"):], body)
-            return
-        why = sandbox._verify(self.headers, body)
-        if why is not None:
-            sandbox._reject(why, self.path)
-            self._reply(401, {"error": why})
-            return
-        try:
-            message = json.loads(body)
-        except ValueError:
-            message = None
-        if not isinstance(message, dict) or "id" not in message:
-            sandbox._reject("body is not a JSON object with an id", self.path)
-            self._reply(400, {"error": "body is not a JSON object with an id"})
-            return
-        rule = sandbox._take_rule(str(message["id"]))
-        delay = sandbox.latency + (rule.delay if rule is not None else 0.0)
-        if delay > 0:
-            sandbox._release.wait(delay)
-        status = rule.status if rule is not None and rule.status is not None else 200
-        reply = sandbox._record(Delivery(
-            self.path, self.headers["X-Herald-Timestamp"], self.headers["X-Herald-Signature"],
-            body, message, status, time.monotonic()))
-        if 200 <= status < 300:
-            self._reply(status, {"id": reply} if sandbox.reply_id else {"ok": True})
-        else:
-            self._reply(status, {"error": f"told to answer {status}"})
-
-    def _control(self, sandbox: WebhookSandbox, name: str, body: bytes) -> None:
-        try:
-            args = json.loads(body) if body else {}
-            if not isinstance(args, dict):
-                raise TypeError("body must be a JSON object")
-            if name == "config":
-                sandbox.latency = float(args.get("latency", sandbox.latency))
-            elif name == "answer":
-                sandbox.answer(args["id"], int(args["status"]), times=int(args.get("times", 1)))
-            elif name == "slow":
-                sandbox.slow(args["id"], float(args["seconds"]),
-                             times=int(args.get("times", 1)))
-            elif name == "reset":
-                sandbox.reset()
-            else:
-                self._reply(404, {"error": f"no such control POST {name}"})
-                return
-        except (KeyError, TypeError, ValueError) as exc:
-            self._reply(400, {"error": f"{type(exc).__name__}: {exc}"})
-            return
-        self._reply(200, {"ok": True})
-
-
 # --- command line --------------------------------------------------------------------
-
-
-def _write_port_file(path: str, port: int) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="ascii") as handle:
-        handle.write(f"{port}\n")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox.webhook",
                                      description="A local webhook receiver for Herald.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    add_listen_arguments(parser)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
     parser.add_argument("--secret-file", required=True, help="a file holding the secret")
-    parser.add_argument("--port-file", help="write the bound port here once listening")
     args = parser.parse_args(argv)
     with open(args.secret_file, encoding="utf-8") as handle:
         secret = handle.read().strip()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = stop_on_signals()
     sandbox = WebhookSandbox(secret, latency=args.latency, host=args.host,
                              port=args.port).start()
-    try:
-        if args.port_file:
-            _write_port_file(args.port_file, sandbox.port)
-        print(f"webhook sandbox listening on {sandbox.url}", flush=True)
-        while not stop.wait(0.5):
-            pass
-    finally:
-        sandbox.stop()
-    return 0
+    return serve_from_command_line(sandbox, stop, args.port_file)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from db.dialects import dialect
+from sandbox.push_bodies import build_message, wrap_plain
 from tests.support import (
     APPID,
     ROOT,
@@ -44,7 +45,7 @@ from tests.support import (
     fresh_db,
     wait_for,
 )
-from web.push_events import PushItem, PushMessage, build_message, wrap_plain
+from web.push_events import PushItem, PushMessage
 
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "alerts.yml"

@@ -1,5 +1,6 @@
 """web/push_events.py: the doc's payloads, every List shape, round trips through the
-builders and the safe-mode wrapper, the dedup key, and every refusal."""
+builders and the safe-mode wrapper (sandbox/push_bodies.py), the dedup key, and every
+refusal."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from sandbox.push_bodies import build_message, wrap_encrypted, wrap_plain
 from web.push_events import (
     CHANGE,
     POPUP,
@@ -16,13 +18,10 @@ from web.push_events import (
     PushFormatError,
     PushItem,
     PushMessage,
-    build_message,
     dedup_key,
     detect_format,
     outer,
     parse_message,
-    wrap_encrypted,
-    wrap_plain,
 )
 from web.wxcrypto import PushCipher, check_signature
 

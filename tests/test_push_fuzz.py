@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sandbox.push_bodies import wrap_encrypted, wrap_plain
 from tests.conftest import _url_of, make_config
 from tests.support import APPID, SECRET
 from web import server
 from web.push import make_app
-from web.push_events import wrap_encrypted, wrap_plain
 from web.wxcrypto import PushCipher, signature
 
 KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"

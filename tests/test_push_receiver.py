@@ -16,11 +16,12 @@ import requests
 import clock
 from db.models import MsgEvent, MsgList, PushEvent, SubscribeGrant
 from jobs import dispatch, events
+from sandbox.push_bodies import build_message, wrap_encrypted, wrap_plain
 from tests.conftest import insert_sql, make_config
 from tests.support import APPID, SECRET
 from web import server
 from web.push import make_app
-from web.push_events import PushItem, PushMessage, build_message, wrap_encrypted, wrap_plain
+from web.push_events import PushItem, PushMessage
 from web.wxcrypto import PushCipher, signature
 
 DOC_TOKEN, DOC_KEY, DOC_APPID = "AAAAA", "A" * 43, "wxba5fad812f8e6fb9"

@@ -20,18 +20,12 @@ import requests
 from db.dialects import dialect
 from db.models import MsgList, PushEvent, PushNonce, SubscribeGrant
 from jobs import events
+from sandbox.push_bodies import build_message, wrap_encrypted, wrap_plain
 from tests.conftest import _url_of, insert_sql, make_config
 from tests.support import APPID, SECRET
 from web import server
 from web.push import make_app
-from web.push_events import (
-    TEMPLATE_JOB,
-    PushItem,
-    PushMessage,
-    build_message,
-    wrap_encrypted,
-    wrap_plain,
-)
+from web.push_events import TEMPLATE_JOB, PushItem, PushMessage
 from web.wxcrypto import PushCipher, signature
 
 KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"

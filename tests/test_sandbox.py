@@ -446,6 +446,18 @@ def test_fault_timeout(http, sandbox, token):
     assert errcode_of(send(http, sandbox, token, message())) == 0
 
 
+def test_fault_lost_answer_delivers_then_never_answers(http, sandbox, token):
+    sandbox.inject("lost_answer")
+    with pytest.raises(requests.ReadTimeout):
+        send(http, sandbox, token, message(), timeout=0.5)
+    # judged and delivered like any send: what makes the client's retry a duplicate
+    [accepted] = sandbox.accepted
+    assert accepted["touser"] == "o-user-1" and int(accepted["msgid"]) == FIRST_MSGID
+    assert [(a.errcode, a.fault) for a in sandbox.attempts] == [(0, None)]
+    assert errcode_of(send(http, sandbox, token, message())) == 0
+    assert sandbox.stats()["duplicates"] == 1
+
+
 def test_fault_reset(http, sandbox, token):
     sandbox.inject("reset")
     with pytest.raises(requests.ConnectionError) as caught:

@@ -1,5 +1,6 @@
-"""WeChat message pushes: parse a (decrypted or plaintext) body into normalised events,
-and build bodies the way WeChat sends them (for the sandbox and the tests). Pure: no I/O.
+"""WeChat message pushes: parse a (decrypted or plaintext) body into normalised events.
+Pure: no I/O. (Building bodies the way WeChat sends them, for the sandbox and the tests,
+is sandbox/push_bodies.py's.)
 
 Facts are in shared notes/events.md. The shapes normalised here:
 
@@ -24,12 +25,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 from xml.etree.ElementTree import Element, ParseError
-from xml.sax.saxutils import escape
 
 import defusedxml.ElementTree as safe_xml
 from defusedxml import DefusedXmlException
 
-from web.wxcrypto import PushCipher, signature
+from strict_json import DuplicateKey, no_constants, unique_keys
 
 Format = Literal["xml", "json"]
 
@@ -180,28 +180,13 @@ def _xml_value(element: Element) -> str | dict[str, Any]:
     return fields
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # With two FromUserName keys, two parsers could each pick a different one: refuse.
-    fields = dict(pairs)
-    if len(fields) != len(pairs):
-        raise _DuplicateKey
-    return fields
-
-
-def _no_constant(name: str) -> NoReturn:
-    raise ValueError  # NaN / Infinity are not JSON
-
-
 def _json_fields(text: str) -> dict[str, Any]:
     value: Any = None
     reason = ""
     try:
-        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
-    except _DuplicateKey:
+        # With two FromUserName keys, two parsers could each pick a different one: refuse.
+        value = json.loads(text, object_pairs_hook=unique_keys, parse_constant=no_constants)
+    except DuplicateKey:  # its key is the body's: the reason does not name it
         reason = "duplicate key in JSON"
     except RecursionError:  # json's C scanner stops at the interpreter's recursion limit
         reason = f"JSON nested deeper than {MAX_DEPTH} levels"
@@ -340,153 +325,3 @@ def dedup_key(msg: PushMessage) -> str:
     canonical = json.dumps([msg.from_user, msg.create_time, msg.msg_type, msg.event,
                             identities], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-# --- building (sandbox, tests) -----------------------------------------------------------
-
-def _cdata(value: str) -> str:
-    return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
-
-
-def _xml_element(tag: str, value: str | int | None, *, cdata: bool = True) -> str:
-    if value is None:
-        return ""
-    inner = _cdata(value) if cdata and isinstance(value, str) else escape(str(value))
-    return f"<{tag}>{inner}</{tag}>"
-
-
-def _number_or_text(value: str | int | None, numbers: bool) -> str | int | None:
-    if value is None:
-        return None
-    if numbers and re.fullmatch(r"-?\d+", str(value)):
-        return int(value)
-    return str(value)
-
-
-def _entry_fields(event: str, item: PushItem, numbers: bool) -> list[tuple[str, Any]]:
-    if event == SENT:
-        return [("TemplateId", item.template_id),
-                ("MsgID", _number_or_text(item.msgid, numbers)),
-                ("ErrorCode", _number_or_text(item.error_code, numbers)),
-                ("ErrorStatus", item.error_status)]
-    return [("TemplateId", item.template_id),
-            ("SubscribeStatusString", item.status),
-            ("PopupScene", _number_or_text(item.popup_scene, numbers))]
-
-
-def _job_item(msg: PushMessage) -> PushItem:
-    if len(msg.items) != 1:
-        raise ValueError("TEMPLATESENDJOBFINISH carries exactly one item")
-    return msg.items[0]
-
-
-def build_message(msg: PushMessage, fmt: Format, *, list_shape: str = "auto",
-                  numbers: bool = False, create_time_text: bool = False) -> bytes:
-    """The plaintext body WeChat would push for ``msg``.
-
-    JSON options mirror what WeChat is seen to send: ``list_shape`` "auto" (a bare object
-    for one item, an array for several, as documented), "object" or "array";
-    ``numbers`` sends MsgID, ErrorCode and PopupScene as JSON numbers instead of the
-    documented strings; ``create_time_text`` sends CreateTime as a string (doc examples)
-    instead of a number (real payloads). XML has one shape.
-    """
-    if list_shape not in ("auto", "object", "array"):
-        raise ValueError("list_shape is auto, object or array")
-    if fmt == "xml":
-        return _build_xml(msg).encode("utf-8")
-    if fmt != "json":
-        raise ValueError("fmt is xml or json")
-    fields: dict[str, Any] = {
-        "ToUserName": msg.to_user, "FromUserName": msg.from_user,
-        "CreateTime": str(msg.create_time) if create_time_text else msg.create_time,
-        "MsgType": msg.msg_type,
-    }
-    if msg.event:
-        fields["Event"] = msg.event
-    if msg.event in CONTAINERS:
-        entries = [{k: v for k, v in _entry_fields(msg.event, item, numbers) if v is not None}
-                   for item in msg.items]
-        one = len(entries) == 1
-        if list_shape == "object" and not one:
-            raise ValueError("a List object holds exactly one item")
-        fields["List"] = entries[0] if one and list_shape != "array" else entries
-    elif msg.event == TEMPLATE_JOB:
-        item = _job_item(msg)
-        fields["MsgID"] = _number_or_text(item.msgid, numbers)
-        fields["Status"] = item.error_status
-    return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def _build_xml(msg: PushMessage) -> str:
-    parts = ["<xml>", _xml_element("ToUserName", msg.to_user),
-             _xml_element("FromUserName", msg.from_user),
-             _xml_element("CreateTime", msg.create_time),
-             _xml_element("MsgType", msg.msg_type),
-             _xml_element("Event", msg.event or None)]
-    if msg.event in CONTAINERS:
-        parts.append(f"<{CONTAINERS[msg.event]}>")
-        for item in msg.items:
-            parts.append("<List>")
-            # ids and words in CDATA, numbers bare, as in the doc's examples
-            parts.extend(_xml_element(tag, value, cdata=tag not in (
-                "MsgID", "ErrorCode", "PopupScene"))
-                for tag, value in _entry_fields(msg.event, item, numbers=False))
-            parts.append("</List>")
-        parts.append(f"</{CONTAINERS[msg.event]}>")
-    elif msg.event == TEMPLATE_JOB:
-        item = _job_item(msg)
-        parts.append(_xml_element("MsgID", item.msgid, cdata=False))
-        parts.append(_xml_element("Status", item.error_status))
-    parts.append("</xml>")
-    return "".join(parts)
-
-
-def _query(token: str, body: bytes, timestamp: str | int, nonce: str | int
-           ) -> dict[str, str]:
-    ts, nc = str(timestamp), str(nonce)
-    query = {"signature": signature(token, ts, nc), "timestamp": ts, "nonce": nc}
-    openid = outer(body).get("FromUserName")
-    if isinstance(openid, str) and openid:
-        query["openid"] = openid  # WeChat adds it; receivers must not rely on it
-    return query
-
-
-def wrap_plain(token: str, body: bytes, timestamp: str | int, nonce: str | int
-               ) -> tuple[dict[str, str], bytes]:
-    """Query parameters and body of a plaintext-mode push."""
-    return _query(token, body, timestamp, nonce), bytes(body)
-
-
-def wrap_encrypted(cipher: PushCipher, token: str, body: bytes, fmt: Format,
-                   timestamp: str | int, nonce: str | int, *, compatible: bool = False,
-                   random16: bytes | None = None) -> tuple[dict[str, str], bytes]:
-    """Query parameters and body of a safe-mode push of ``body`` (a plaintext body, as
-    build_message makes), or of a compatible-mode one (plaintext fields plus Encrypt)."""
-    if fmt not in ("xml", "json"):
-        raise ValueError("fmt is xml or json")
-    query = _query(token, body, timestamp, nonce)
-    encrypted = cipher.encrypt(bytes(body), random16=random16)
-    query["encrypt_type"] = "aes"
-    query["msg_signature"] = signature(token, query["timestamp"], query["nonce"], encrypted)
-    if compatible:
-        return query, _with_encrypt(bytes(body), fmt, encrypted)
-    to_user = outer(body).get("ToUserName")
-    to_user = to_user if isinstance(to_user, str) else ""
-    if fmt == "json":
-        wrapper = json.dumps({"ToUserName": to_user, "Encrypt": encrypted},
-                             separators=(",", ":"))
-        return query, wrapper.encode("utf-8")
-    return query, ("<xml>" + _xml_element("ToUserName", to_user)
-                   + _xml_element("Encrypt", encrypted) + "</xml>").encode("utf-8")
-
-
-def _with_encrypt(body: bytes, fmt: Format, encrypted: str) -> bytes:
-    if fmt == "json":
-        fields = json.loads(body)
-        fields["Encrypt"] = encrypted
-        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    end = body.rstrip(_BLANK)
-    if not end.endswith(b"</xml>"):
-        raise ValueError("an XML push ends with </xml>")
-    return end[:-len(b"</xml>")] + _xml_element("Encrypt", encrypted).encode() + b"</xml>"
-
