@@ -135,11 +135,10 @@ def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: set[str]) -> Answer
     have waited in the pool's queue: what changed meanwhile is looked at first."""
     if job.lost:
         raise NotSent("no longer ours")
-    if rt.stopping.is_set():
-        raise NotSent("stopping")  # handed back with the other unsent rows
     if job.token is not None and job.token in stale_tokens:
         raise NotSent("token went stale")  # the loop takes the fresh one and sends it
-    slot = rt.limiters.acquire(job.app)
+    # the wait for the rate limit ends at once when the daemon is asked to stop
+    slot = rt.limiters.acquire(job.app, rt.stopping)
     try:
         now = clock.now()
         held = holds.get((job.request.template.channel, job.app))
@@ -154,6 +153,10 @@ def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: set[str]) -> Answer
             if not mark_started(rt.db, job.row.id, job.row.attempts,
                                 daemon_id=rt.daemon_id, now=now):
                 raise NotSent("no longer ours")
+        # after every wait (rate limit, database) and right before the request: a stop
+        # asked meanwhile starts no send (the row is handed back with the unsent ones)
+        if rt.stopping.is_set():
+            raise NotSent("stopping")
         sender = rt.senders[job.request.template.channel]
         job.started = time.monotonic()
         # the rate limit counts from here, when the request really goes (ratelimit.py)
