@@ -29,12 +29,22 @@ from db.dialects import DIALECTS, Dialect, dialect
 
 log = logging.getLogger("herald.schema")
 
-VERSION = 2
-DESCRIPTIONS = {
+VERSION = 3
+# What each version brought, as herald_schema.description records it. Version 3 is a
+# list: each change of the release appends its phrase.
+DESCRIPTIONS: dict[int, str | list[str]] = {
     1: "msg_list and access_token",
     2: "receipts, grants, history, push inbox, heartbeats; fallback and sms columns; "
        "SQLite timestamp normalisation",
+    3: [
+        "quota holds shared by every daemon (quota_hold)",
+    ],
 }
+
+
+def description(version: int) -> str:
+    text = DESCRIPTIONS[version]
+    return text if isinstance(text, str) else "; ".join(text)
 # Columns version 2 added to msg_list, with each dialect's type.
 V2_COLUMNS: dict[str, dict[str, str]] = {
     "phone": {"sqlite": "VARCHAR(32)", "postgres": "VARCHAR(32)", "mysql": "VARCHAR(32) NULL"},
@@ -240,7 +250,7 @@ def init_schema(db: Database) -> list[int]:
         applied = [VERSION] if before is None else list(range(before + 1, VERSION + 1))
         for version in applied:
             db.execute_sql(d.insert_ignore("herald_schema", ("version", "description"),
-                                           "version"), (version, DESCRIPTIONS[version]))
+                                           "version"), (version, description(version)))
         if applied and before is not None:
             log.info("schema upgraded from version %d to %d", before, VERSION)
         return applied

@@ -41,6 +41,7 @@ from typing import TypeVar
 
 import clock
 from channels.base import Answer, Kind
+from db import holds as holds_db
 from db.claim import EXPIRED, claim_batch, expire_overdue, mark_started, renew_leases
 from db.decode import BadRow, Row
 from db.dialects import dialect
@@ -71,6 +72,10 @@ LEASE_MARGIN = 2.0  # seconds a lease must outlast http.timeout for a send to st
 QUEUE_AHEAD = 0.25  # sends queued in the pool beyond its workers, as a share of them
 NO_GRANT = "no grant"
 HOLD_RECHECK = timedelta(hours=1)  # a held row is looked at again at least this often
+# While a run claims rows, the quota holds every daemon shares (quota_hold) are read
+# at most this often: a hold another daemon stored, or a lift, is seen within seconds,
+# and a run that claims nothing reads nothing.
+HOLDS_EVERY = 2.0
 
 
 @dataclass
@@ -100,8 +105,26 @@ class Job:
     lost: bool = False  # its lease went to another daemon while it was queued: not sent
 
 
-# (channel, app) -> until when and why its rows wait (quota spent, no token)
-Holds = dict[tuple[str, str], tuple[datetime, str]]
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Why an app's rows on one channel wait, and until when."""
+
+    until: datetime
+    why: str
+    since: datetime  # when it was seen: a lift recorded at or after this ends it
+    quota: bool = True  # a spent quota (shared in quota_hold); False: no access token
+
+
+# (channel, app) -> its hold
+Holds = dict[tuple[str, str], Held]
+
+
+def _hold_app(holds: Holds, key: tuple[str, str], held: Held) -> None:
+    """Hold the app, unless a longer quota hold is in force (a 45011 must not shorten a
+    45009)."""
+    current = holds.get(key)
+    if current is None or not current.quota or current.until <= held.until:
+        holds[key] = held
 
 
 @dataclass
@@ -117,6 +140,13 @@ class _State:
     # (channel, app) -> until when and why its rows wait (quota spent, no token): an SMS
     # rate limit must not hold the app's WeChat rows, nor a subscribe quota its SMS
     app_hold: Holds = field(default_factory=dict)
+    # quota holds this run saw and has not stored in quota_hold yet (db/holds.py)
+    unpublished: Holds = field(default_factory=dict)
+    holds_read: float = float("-inf")  # monotonic time quota_hold was last read
+    quota_deferred: int = 0  # rows deferred by a quota hold, among the unwritten results
+    # rows were deferred by a quota hold since quota_hold was last read: read it again
+    # (if the hold was lifted meanwhile, they are put back due)
+    recheck: bool = False
     # tokens a send found expired: sends queued with one go back for a fresh token
     stale_tokens: set[str] = field(default_factory=set)
     first_unflushed: float = 0.0  # monotonic time the oldest unwritten result arrived
@@ -142,7 +172,7 @@ def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: set[str]) -> Answer
     try:
         now = clock.now()
         held = holds.get((job.request.template.channel, job.app))
-        if held and held[0] > now:
+        if held and held.until > now:
             raise NotSent("app held")  # quota spent meanwhile: the loop holds it in wait
         if (job.lease_until - now).total_seconds() < rt.config.http.timeout + LEASE_MARGIN:
             raise NotSent("lease too short to start the send")
@@ -165,12 +195,13 @@ def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: set[str]) -> Answer
         slot.cancel()  # never sent: its place in the rate limit goes back
         raise
     answer = sender.send(job.request.built, job.token)
-    quota = quota_wait(answer.kind, clock.now(), rt.config.retry)
+    at = clock.now()
+    quota = quota_wait(answer.kind, at, rt.config.retry)
     if quota is not None:
         # the sends queued behind this one must not spend requests on a quota that is
         # gone: they see this at once, before the loop records the answer
-        holds[(job.request.template.channel, job.app)] = (quota[0],
-                                                          f"{quota[1]}: {answer.reason}")
+        _hold_app(holds, (job.request.template.channel, job.app),
+                  Held(quota[0], f"{quota[1]}: {answer.reason}", at))
     elif answer.kind is Kind.TOKEN and job.token:
         stale_tokens.add(job.token)  # likewise: queued sends do not try it again
     return answer
@@ -229,7 +260,11 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
                     # round and a GIL hand-off) up to BACKLOG_STEPS batches at a time
                     limit = min(limit * 2, max_limit)
                 stats.claimed += len(rows)
+                if rows and time.monotonic() - st.holds_read >= HOLDS_EVERY:
+                    _read_holds(rt, st, now())  # before any of them is sent
                 _prepare_all(rt, st, rows, now())
+            elif st.recheck and time.monotonic() - st.holds_read >= HOLDS_EVERY:
+                _read_holds(rt, st, now())
             submitted = _submit(rt, st, pool, slots, now())
             if not st.in_flight and not st.ready and not st.parked:
                 if not more or stopping:
@@ -258,6 +293,8 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
         if st.ready or st.parked:
             _release_unstarted(st)
         _flush(rt, st, stats, now())
+        if st.recheck:
+            _read_holds(rt, st, now())
 
 
 def _claim(rt: Runtime, now: datetime, lease: float, limit: int) -> list[Row | BadRow]:
@@ -492,12 +529,65 @@ def _add(st: _State, outcome: Outcome, template: str) -> None:
     st.outcomes.append((outcome, template))
 
 
+# ----------------------------------------------------------------- quota holds
+
+
+def _read_holds(rt: Runtime, st: _State, now: datetime) -> None:
+    """Take in the quota holds every daemon shares (quota_hold): those others stored,
+    and the lifts. One small read (a row per app and channel); not per row."""
+    st.holds_read = time.monotonic()
+    try:
+        _publish_holds(rt, st, now)
+        shared = holds_db.read(rt.db)
+        st.recheck = False
+        for h in shared:
+            key = (h.channel, h.app)
+            mine = st.app_hold.get(key)
+            if h.active(now):
+                _hold_app(st.app_hold, key, Held(h.until, h.reason or "quota hold",
+                                                 h.set_at or now))
+            elif (h.lifted_at is not None and mine is not None and mine.quota
+                  and mine.since <= h.lifted_at):
+                _lifted(rt, st, h, now)
+    except Exception as exc:  # noqa: BLE001 - without it this daemon still holds its own
+        log.warning("quota holds could not be read (%s); holding only the apps this "
+                    "daemon saw spent", redact(str(exc))[:160])
+
+
+def _lifted(rt: Runtime, st: _State, h: holds_db.Hold, now: datetime) -> None:
+    """A hold this daemon held was lifted (`herald holds --lift`): its sends go again,
+    and the rows it deferred after the lift (not knowing of it) are put back due."""
+    del st.app_hold[(h.channel, h.app)]
+    channel = [n for t in rt.templates.current.templates.values() if t.channel == h.channel
+               for n in (t.name, t.template_id) if n]
+    back = holds_db.release(rt.db, h, who=rt.daemon_id, now=now, templates=channel)
+    log.info("quota hold of app %s on %s lifted by %s%s", h.app, h.channel, h.lifted_by,
+             f"; {back} rows it had deferred are due again" if back else "")
+
+
+def _publish_holds(rt: Runtime, st: _State, now: datetime) -> None:
+    """Store the quota holds this run saw, so every daemon and every later run holds
+    the app too. Kept for the next try if the database is away."""
+    if not st.unpublished:
+        return
+    new = [holds_db.New(app, channel, h.until, h.why)
+           for (channel, app), h in st.unpublished.items()]
+    holds_db.publish(rt.db, new, who=rt.daemon_id, now=now)
+    st.unpublished.clear()
+    for h in new:
+        log.warning("app %s: %s quota spent; its sends on %s are held until %s (every "
+                    "daemon; `herald holds --lift %s` ends it)", h.app, h.channel, h.channel,
+                    f"{h.until:%Y-%m-%d %H:%M:%S} UTC", h.app)
+
+
 # ----------------------------------------------------------------- sending
 
 
-def _hold(st: _State, job: Job, hold: tuple[datetime, str]) -> None:
+def _hold(st: _State, job: Job, hold: Held) -> None:
     """Back to wait without sending, the attempt refunded (quota or token trouble)."""
-    until, why = hold
+    until, why = hold.until, hold.why
+    if hold.quota:
+        st.quota_deferred += 1
     _add(st, Outcome(row_id=job.row.id, claim_attempts=job.row.attempts, status="wait",
                      send_at=until, error=why, refund_attempt=True,
                      event=Event("hold", channel=job.request.template.channel, detail=why)),
@@ -518,15 +608,16 @@ def _submit(rt: Runtime, st: _State, pool: ThreadPoolExecutor, slots: int,
         hold_key = (job.request.template.channel, job.app)
         held = st.app_hold.get(hold_key)
         token_app = job.request.built.token_app
-        if not (held and held[0] > now) and token_app:
+        if not (held and held.until > now) and token_app:
             try:
                 # the token is taken at submit time (a cache lookup), so rows already
                 # waiting pick up a refreshed token instead of failing with the old one
                 job.token = rt.tokens.get(token_app, now)
             except TokenUnavailable as exc:
-                held = st.app_hold[hold_key] = (now + timedelta(seconds=TOKEN_WAIT),
-                                               f"no access token: {exc.reason}")
-        if held and held[0] > now:
+                held = st.app_hold[hold_key] = Held(now + timedelta(seconds=TOKEN_WAIT),
+                                                    f"no access token: {exc.reason}", now,
+                                                    quota=False)
+        if held and held.until > now:
             _hold(st, job, held)  # quota spent or no token: back to wait, attempt refunded
             _unpark(st, job.request.recipient)
             continue
@@ -601,9 +692,12 @@ def _finished(rt: Runtime, st: _State, job: Job, fut: Future, now: datetime,
                                  detail=detail),
                      grant=_grant_use(job, answer))
     if answer.kind in (Kind.QUOTA_DAY, Kind.QUOTA_MINUTE):
-        # the app's quota is spent: hold its other rows instead of burning requests
-        st.app_hold[(tpl.channel, job.app)] = (outcome.send_at or now,
-                                               outcome.error or answer.reason)
+        # the app's quota is spent: hold its other rows instead of burning requests, and
+        # tell every other daemon (stored at the next write, db/holds.py)
+        held = Held(outcome.send_at or now, outcome.error or answer.reason, now)
+        _hold_app(st.app_hold, (tpl.channel, job.app), held)
+        st.unpublished[(tpl.channel, job.app)] = held
+        st.quota_deferred += 1
     if outcome.status == "fail":
         outcome = _with_hop(rt, outcome, job.row, tpl, answer.errcode, answer.code)
         log.warning("row %s (template %s) failed: %s", job.row.id, tpl.name, outcome.error,
@@ -719,6 +813,11 @@ def _release_unstarted(st: _State) -> None:
 def _flush(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
     if not st.outcomes:
         return
+    if st.unpublished:
+        try:
+            _publish_holds(rt, st, now)
+        except Exception as exc:  # noqa: BLE001 - the results go first; tried again later
+            log.warning("quota holds not stored (%s); trying again", redact(str(exc))[:160])
     batch = st.outcomes
     outcomes = [o for o, _ in batch]
     # a busy or briefly unreachable database must not lose results: try a few times
@@ -733,6 +832,8 @@ def _flush(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
                         redact(str(exc))[:200])
             time.sleep(0.5 * (attempt + 1))
     st.outcomes = []
+    if st.quota_deferred:
+        st.recheck, st.quota_deferred = True, 0
     for o, template in batch:
         if o.status == "success":
             stats.sent += 1

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from db.connection import ddl_text
+from db.schema import VERSION
 from tests.support import ROOT, SECRET, DaemonProcess, clean_env, wait_for, write_config
 
 
@@ -143,6 +144,6 @@ def test_run_creates_the_schema_on_first_start(tmp_path):
         assert daemon.stop(timeout=20) == 0, daemon.tail()
     finally:
         daemon.close()
-    assert "created the schema (version 2)" in daemon.text()
+    assert f"created the schema (version {VERSION})" in daemon.text()
     res = cli("--config", str(path), "status", "--json")
     assert json.loads(res.stdout)["counts"]["wait"] == 0

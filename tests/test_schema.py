@@ -31,7 +31,8 @@ from tests.conftest import ROOT, database_url, insert_sql
 # the columns an INSERT must give (msg_list: the only two an application must give)
 REQUIRED = {"msg_list": {"template", "openid"}, "access_token": set(), "push_event": {"kind"},
             "subscribe_grant": {"app", "openid", "template_id"}, "msg_event": {"msg_id", "kind"},
-            "herald_daemon": {"role", "host", "pid", "version"}, "herald_schema": set()}
+            "herald_daemon": {"role", "host", "pid", "version"}, "herald_schema": set(),
+            "quota_hold": {"app", "channel", "set_by"}}
 
 
 def columns(db: Database, table: str) -> dict:

@@ -11,6 +11,7 @@ import yaml
 
 from db.connection import connect
 from db.models import MsgList
+from db.schema import VERSION
 from jobs import dispatch
 from sandbox.wechat import Sandbox
 from templates import load_templates
@@ -63,7 +64,7 @@ def test_check_connect_on_a_good_postgres_database(tmp_path, capsys, sandbox):
     assert herald(capsys, "init-db", "--config", cfg).code == 0
     ran = herald(capsys, "check", "--connect", "--config", cfg)
     assert ran.code == 0, ran.text
-    assert f"database  ok: {url}, schema version 2 (current)" in ran.out
+    assert f"database  ok: {url}, schema version {VERSION} (current)" in ran.out
     assert re.search(r"app default  ok: stable_token answered a token valid for "
                      r"(2 h|1 h 59 min)\n", ran.out)
     assert "app old      ok: fetched from /cgi-bin/token and stored, valid for 1 h 59 min" \

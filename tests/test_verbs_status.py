@@ -242,15 +242,17 @@ def test_a_database_of_the_previous_release_is_shown_and_named(tmp_path, capsys)
     cfg = str(write_config(tmp_path))
     ran = herald(capsys, "status", "--config", cfg)
     assert ran.code == 0, ran.text
-    assert "note: schema version 1, this release needs 2 (run init-db" in ran.out
+    from db.schema import VERSION
+
+    assert f"note: schema version 1, this release needs {VERSION} (run init-db" in ran.out
     assert "\nwait 1 1 due" in squeeze(ran.out)
     shown = herald(capsys, "show", "1", "--config", cfg)
     assert shown.code == 0 and "note: no history: " in shown.out
     assert herald(capsys, "list", "--config", cfg).code == 0
     refused = herald(capsys, "cancel", "1", "--config", cfg)
-    assert refused.code == 1 and "schema version 1, this release needs 2" in refused.err
+    assert refused.code == 1 and f"schema version 1, this release needs {VERSION}" in refused.err
     assert herald(capsys, "init-db", "--config", cfg).out.endswith(
-        "(upgraded from schema version 1 to 2)\n")
+        f"(upgraded from schema version 1 to {VERSION})\n")
     assert herald(capsys, "cancel", "1", "--config", cfg).code == 0
 
 

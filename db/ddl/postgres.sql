@@ -1,5 +1,5 @@
 -- Herald reference schema, PostgreSQL 12+ (FOR UPDATE SKIP LOCKED; the claim uses WITH ... AS MATERIALIZED).
--- Schema version 2.
+-- Schema version 3.
 -- Applications insert rows with plain SQL; every column but template and openid
 -- has a server-side default. Timestamps are timestamptz: an instant, whatever the
 -- session time zone of the client that writes or reads it.
@@ -142,3 +142,21 @@ CREATE TABLE IF NOT EXISTS herald_schema (
     applied_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
     description TEXT
 );
+
+-- ---- schema version 3: quota holds (jobs/dispatch.py, db/holds.py) ----
+-- WeChat said an app's quota on a channel is spent (45009: for the day, 45011: for the
+-- minute): every daemon on this database holds that app's sends on that channel until
+-- held_until, and later dispatch runs too. One row per app and channel, the latest
+-- hold; `herald holds --lift` ends one early and says who did (lifted_by, lifted_at).
+CREATE TABLE IF NOT EXISTS quota_hold (
+    app         VARCHAR(32) NOT NULL,               -- configured app name
+    channel     VARCHAR(16) NOT NULL,               -- subscribe | uniform | oa_template | sms | webhook
+    held_until  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    reason      TEXT,                               -- the answer that set it
+    set_by      VARCHAR(128) NOT NULL,              -- the daemon that saw the answer
+    set_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    lifted_by   VARCHAR(128),                       -- who ended it early (cli:<user>)
+    lifted_at   TIMESTAMPTZ,
+    PRIMARY KEY (app, channel)
+);
+-- ---- end of quota holds ----

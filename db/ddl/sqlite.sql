@@ -1,4 +1,4 @@
--- Herald reference schema, SQLite 3.35+ (RETURNING). Schema version 2.
+-- Herald reference schema, SQLite 3.35+ (RETURNING). Schema version 3.
 -- Applications insert rows with plain SQL; every column but template and openid
 -- has a server-side default. Timestamps are UTC text in CURRENT_TIMESTAMP's form
 -- (YYYY-MM-DD HH:MM:SS, fractions allowed) so rows written by any program compare
@@ -256,3 +256,21 @@ WHEN typeof(NEW.priority) != 'integer'
 BEGIN
     SELECT RAISE(ABORT, 'msg_list.priority must be an integer');
 END;
+
+-- ---- schema version 3: quota holds (jobs/dispatch.py, db/holds.py) ----
+-- WeChat said an app's quota on a channel is spent (45009: for the day, 45011: for the
+-- minute): every daemon on this database holds that app's sends on that channel until
+-- held_until, and later dispatch runs too. One row per app and channel, the latest
+-- hold; `herald holds --lift` ends one early and says who did (lifted_by, lifted_at).
+CREATE TABLE IF NOT EXISTS quota_hold (
+    app         VARCHAR(32) NOT NULL,               -- configured app name
+    channel     VARCHAR(16) NOT NULL,               -- subscribe | uniform | oa_template | sms | webhook
+    held_until  DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    reason      TEXT,                               -- the answer that set it
+    set_by      VARCHAR(128) NOT NULL,              -- the daemon that saw the answer
+    set_at      DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    lifted_by   VARCHAR(128),                       -- who ended it early (cli:<user>)
+    lifted_at   DATETIME,
+    PRIMARY KEY (app, channel)
+);
+-- ---- end of quota holds ----
