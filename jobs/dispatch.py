@@ -69,6 +69,7 @@ FLUSH_SIZE = 500
 BACKLOG_STEPS = 8  # while claims come back full, grow them up to 8 x batch_size
 PROGRESS_EVERY = 10.0  # seconds between progress lines while a long drain lasts
 LEASE_MARGIN = 2.0  # seconds a lease must outlast http.timeout for a send to start
+RENEW_RETRY = 1.0  # seconds between renewals while the database refuses them
 QUEUE_AHEAD = 0.25  # sends queued in the pool beyond its workers, as a share of them
 NO_GRANT = "no grant"
 HOLD_RECHECK = timedelta(hours=1)  # a held row is looked at again at least this often
@@ -144,6 +145,8 @@ class _State:
     unpublished: Holds = field(default_factory=dict)
     holds_read: float = float("-inf")  # monotonic time quota_hold was last read
     quota_deferred: int = 0  # rows deferred by a quota hold, among the unwritten results
+    renew_after: float = 0.0  # monotonic: no lease renewal before (the last one failed)
+    renew_failing: bool = False
     # rows were deferred by a quota hold since quota_hold was last read: read it again
     # (if the hold was lifted meanwhile, they are put back due)
     recheck: bool = False
@@ -341,6 +344,8 @@ def _keep_leases(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
     need = timedelta(seconds=max(lease / 2, rt.config.http.timeout + LEASE_MARGIN * 2))
     if st.earliest_lease is None or st.earliest_lease - now > need:
         return
+    if time.monotonic() < st.renew_after:
+        return  # the last try failed a moment ago
     held = _held(st)
     if not held:
         st.earliest_lease = None
@@ -350,24 +355,34 @@ def _keep_leases(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
         ours = renew_leases(rt.db, [j.row.id for j in held], daemon_id=rt.daemon_id,
                             lease_until=until)
     except Exception as exc:  # noqa: BLE001 - the sends check their lease themselves
-        gone = {j.row.id for j in held if j.lease_until <= now}
-        log.warning("renewing the leases of %d held rows failed (%s); rows whose lease runs "
-                    "out are not sent (%d already did: left for stale_retry)", len(held),
-                    redact(str(exc))[:160], len(gone))
+        st.renew_after = time.monotonic() + RENEW_RETRY
+        # rows waiting here whose lease has passed are stale_retry's now; one in the
+        # pool is refused by its own lease check, comes back and goes the same way
+        gone = {j.row.id for j in st.ready if j.lease_until <= now} | {
+            j.row.id for q in st.parked.values() for j in q if j.lease_until <= now}
         if gone:
             _drop(st, lambda j: j.row.id in gone)
             stats.dropped += len(gone)
+        # said once while the database stays away, then only what changes
+        if not st.renew_failing or gone:
+            log.warning("renewing the leases of %d held rows failed (%s); rows whose lease "
+                        "runs out are not sent (%d dropped now, left for stale_retry)",
+                        len(held), redact(str(exc))[:160], len(gone))
+        st.renew_failing = True
         return
+    st.renew_failing = False
     lost = 0
     for job in held:
         if job.row.id in ours:
             job.lease_until = until
         else:
-            job.lost = True  # one queued in the pool is not sent when its turn comes
             lost += 1
     st.earliest_lease = until
     if lost:
-        _drop(st, lambda j: j.row.id not in ours)
+        for job in st.in_flight.values():
+            if job.row.id not in ours:
+                job.lost = True  # queued in the pool: not sent when its turn comes
+        _drop(st, lambda j: j.row.id not in ours)  # the others are forgotten here
         stats.dropped += lost
         log.warning("%d held rows are no longer ours (their lease ran out while the database "
                     "was away and another recovery took them); they are not sent by this "
@@ -394,11 +409,10 @@ def _prepare_all(rt: Runtime, st: _State, rows: list[Row | BadRow], now: datetim
         try:
             job = _prepare(rt, st, row, now)
         except Exception as exc:  # noqa: BLE001 - one row's surprise is that row's alone
-            log.exception("row %s (template %s): could not be prepared", row.id,
-                          getattr(row, "template", None))
+            why = f"internal error preparing the row: {type(exc).__name__}: {exc}"
+            _log_failed(row.id, getattr(row, "template", None), why, internal=True)
             _add(st, Outcome(row_id=row.id, claim_attempts=row.attempts, status="fail",
-                             error=f"internal error preparing the row: {type(exc).__name__}: "
-                                   f"{exc}", event=Event("reject", detail="internal error")),
+                             error=why, event=Event("reject", detail="internal error")),
                  getattr(row, "template", None) or "?")
             continue
         if job is not None:
@@ -410,8 +424,7 @@ def _prepare_all(rt: Runtime, st: _State, rows: list[Row | BadRow], now: datetim
 def _prepare(rt: Runtime, st: _State, row: Row | BadRow, now: datetime) -> Job | None:
     """Render a claimed row into a Job; a row that cannot be sent is decided here."""
     if isinstance(row, BadRow):
-        log.warning("row %s fails: unreadable column %s", row.id, row.reason,
-                    extra={"row_id": row.id, "template": row.template})
+        _log_failed(row.id, row.template, f"unreadable row: {row.reason}")
         _add(st, Outcome(row_id=row.id, claim_attempts=row.attempts, status="fail",
                          error=f"unreadable row: {row.reason}",
                          event=Event("reject", detail=f"unreadable {row.column}")),
@@ -419,8 +432,7 @@ def _prepare(rt: Runtime, st: _State, row: Row | BadRow, now: datetime) -> Job |
         return None
     if row.expire_at is not None and row.expire_at <= now:
         # expire_overdue() ran at the start of the run; this row's time ran out since
-        log.warning("row %s (template %s) fails: %s", row.id, row.template, EXPIRED,
-                    extra={"row_id": row.id, "template": row.template})
+        _log_failed(row.id, row.template, EXPIRED)
         _add(st, Outcome(row_id=row.id, claim_attempts=row.attempts, status="fail", error=EXPIRED,
                          event=Event("reject", detail="expired")), row.template)
         return None
@@ -434,8 +446,6 @@ def _prepare(rt: Runtime, st: _State, row: Row | BadRow, now: datetime) -> Job |
                 raise
             req = _render(rt, row)
     except RenderError as exc:
-        log.warning("row %s (template %r) fails: %s", row.id, row.template, exc.reason,
-                    extra={"row_id": row.id, "template": row.template})
         _fail_unsent(rt, st, row, _template_of(rt, row), exc.reason)
         return None
     app = req.app or "default"
@@ -451,6 +461,18 @@ def _prepare(rt: Runtime, st: _State, row: Row | BadRow, now: datetime) -> Job |
     if st.earliest_lease is None or lease_until < st.earliest_lease:
         st.earliest_lease = lease_until
     return Job(row=row, request=req, app=app, lease_until=lease_until)
+
+
+def _log_failed(row_id: int, template: str | None, reason: str, *, sent: bool = False,
+                errcode: int | None = None, internal: bool = False) -> None:
+    """The one line a failed row gets. The template as the row names it, quoted (it is
+    the application's text: a newline in it must not start a line of its own)."""
+    extra: dict[str, object] = {"row_id": row_id, "template": template}
+    if errcode is not None:
+        extra["errcode"] = errcode
+    (log.error if internal else log.warning)(
+        "row %s (template %r) failed%s: %s", row_id, template,
+        "" if sent else " before sending", reason, extra=extra, exc_info=internal)
 
 
 def _template_of(rt: Runtime, row: Row) -> Template | None:
@@ -483,8 +505,7 @@ def _app_problem(rt: Runtime, app: str, tpl: Template) -> str | None:
 def _fail_unsent(rt: Runtime, st: _State, row: Row, tpl: Template | None, reason: str,
                  reason_code: str | None = None) -> None:
     """The row ends fail without a send (it may fall back to its next channel)."""
-    log.warning("row %s (template %s) fails before sending: %s", row.id, row.template, reason,
-                extra={"row_id": row.id, "template": row.template})
+    _log_failed(row.id, row.template, reason)
     outcome = Outcome(row_id=row.id, claim_attempts=row.attempts, status="fail", error=reason,
                       event=Event("reject", channel=tpl.channel if tpl else None,
                                   detail=reason))
@@ -700,9 +721,8 @@ def _finished(rt: Runtime, st: _State, job: Job, fut: Future, now: datetime,
         st.quota_deferred += 1
     if outcome.status == "fail":
         outcome = _with_hop(rt, outcome, job.row, tpl, answer.errcode, answer.code)
-        log.warning("row %s (template %s) failed: %s", job.row.id, tpl.name, outcome.error,
-                    extra={"row_id": job.row.id, "errcode": answer.errcode,
-                           "template": tpl.name})
+        _log_failed(job.row.id, job.row.template, outcome.error or answer.reason, sent=True,
+                    errcode=answer.errcode)
     elif outcome.status == "wait":
         log.debug("row %s (template %s) will retry at %s: %s", job.row.id, tpl.name,
                   outcome.send_at, outcome.error, extra={"row_id": job.row.id})

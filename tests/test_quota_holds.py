@@ -302,8 +302,9 @@ def test_two_daemons_one_sees_45009_the_other_sends_nothing_until_lifted(
         lift = herald_child("holds", "--lift", "default", "--config", str(config("cli")))
         assert lift.code == 0, lift.text
         assert "6 waiting rows it had deferred are due now" in lift.out
-        assert wait_for(lambda: len(sandbox.accepted) == 6, 20), (a.tail(), b.tail())
-        assert all(row(i).status == "success" for i in first + later)
+        assert wait_for(lambda: all(row(i).status == "success" for i in first + later),
+                        20), (a.tail(), b.tail())
+        assert len(sandbox.accepted) == 6
         assert _held_series(url) == []
         assert a.stop() == 0 and b.stop() == 0
     finally:
