@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -102,6 +103,7 @@ class Job:
     lease_until: datetime
     token: str | None = None
     token_retried: bool = False
+    seq: int = 0  # the order it was handed to the pool in (stale tokens, below)
     started: float = 0.0
     lost: bool = False  # its lease went to another daemon while it was queued: not sent
 
@@ -151,7 +153,11 @@ class _State:
     # (if the hold was lifted meanwhile, they are put back due)
     recheck: bool = False
     # tokens a send found expired: sends queued with one go back for a fresh token
-    stale_tokens: set[str] = field(default_factory=set)
+    # token -> the first `seq` that may send with it again: sends handed over before
+    # (queued in the pool) skip it; after the loop took in the answer, tokens.get
+    # handing out the same token again means it is fine (math.inf: none may yet)
+    stale_tokens: dict[str, float] = field(default_factory=dict)
+    submitted: int = 0  # sends handed to the pool so far (each job's seq)
     first_unflushed: float = 0.0  # monotonic time the oldest unwritten result arrived
     # the soonest lease of any row held (a lower bound: finished rows are not taken out,
     # which at worst renews a little early); None when nothing is held
@@ -163,12 +169,12 @@ class NotSent(Exception):
     """Raised on a send thread when the send must not start (lease lost or too short)."""
 
 
-def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: set[str]) -> Answer:
+def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: dict[str, float]) -> Answer:
     """Runs on a pool thread: wait for the app's rate limit, then one call. The job may
     have waited in the pool's queue: what changed meanwhile is looked at first."""
     if job.lost:
         raise NotSent("no longer ours")
-    if job.token is not None and job.token in stale_tokens:
+    if job.token is not None and job.seq < stale_tokens.get(job.token, -1):
         raise NotSent("token went stale")  # the loop takes the fresh one and sends it
     # the wait for the rate limit ends at once when the daemon is asked to stop
     slot = rt.limiters.acquire(job.app, rt.stopping)
@@ -206,7 +212,7 @@ def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: set[str]) -> Answer
         _hold_app(holds, (job.request.template.channel, job.app),
                   Held(quota[0], f"{quota[1]}: {answer.reason}", at))
     elif answer.kind is Kind.TOKEN and job.token:
-        stale_tokens.add(job.token)  # likewise: queued sends do not try it again
+        stale_tokens[job.token] = math.inf  # likewise: queued sends do not try it again
     return answer
 
 
@@ -647,6 +653,8 @@ def _submit(rt: Runtime, st: _State, pool: ThreadPoolExecutor, slots: int,
             st.parked.setdefault(recipient, deque()).append(job)
             continue
         st.busy.add(recipient)
+        st.submitted += 1
+        job.seq = st.submitted
         fut = pool.submit(_send, rt, job, st.app_hold, st.stale_tokens)
         st.in_flight[fut] = job
         fut.add_done_callback(st.done.put)
@@ -689,9 +697,10 @@ def _finished(rt: Runtime, st: _State, job: Job, fut: Future, now: datetime,
         log.exception("row %s (template %s): send raised", job.row.id, tpl.name)
         answer = Answer(Kind.TRANSIENT, None, f"internal error while sending: {exc!r}"[:200])
     if answer.kind is Kind.TOKEN and job.token:
-        # sends queued with this token no longer skip it: what tokens.get hands out from
-        # here on is sent, even the same token again (a stable token that was fine)
-        st.stale_tokens.discard(job.token)
+        # sends handed over from here on may use this token (tokens.get handing out the
+        # same token again means it was fine); those already queued with it still skip
+        # it, whenever their thread gets to look (the loop may take this answer in first)
+        st.stale_tokens[job.token] = st.submitted + 1
     took = time.monotonic() - job.started if job.started else 0.0
     if job.started:
         rt.metrics.send_duration(took)

@@ -20,6 +20,31 @@ from tests.support import wait_for
 GOOD = '["Tea", 3, "shipped", "ok"]'
 
 
+def run(rt) -> dispatch.Stats:
+    """One dispatch run, on a thread: a run that never ends (a hold that keeps sending
+    the same rows back in line) fails the test instead of hanging it."""
+    import threading
+
+    out: list[dispatch.Stats | BaseException] = []
+
+    def body() -> None:
+        try:
+            out.append(dispatch.run(rt))
+        except BaseException as exc:  # noqa: BLE001 - raised again on the test's thread
+            out.append(exc)
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    t.join(60)
+    if t.is_alive():
+        rt.stopping.set()
+        t.join(30)
+        raise AssertionError("the dispatch run did not end")
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out[0]
+
+
 def _rows(db, n: int, prefix: str) -> list[int]:
     return [insert_sql(db, template="order_status", openid=f"{prefix}{i}", params=GOOD)
             for i in range(n)]
@@ -33,7 +58,7 @@ def test_a_45009_on_one_daemon_holds_the_app_on_the_other_until_lifted(
     first = _rows(any_db, 3, "a")
     sandbox.inject(45009)
     before = clock.now()
-    dispatch.run(a)
+    run(a)
     until = a.config.retry.daily_quota_reset.next_after(before)
     assert len(sandbox.received) == 1  # the other two were held, not sent into the quota
     [h] = holds.active(any_db, clock.now())
@@ -42,9 +67,9 @@ def test_a_45009_on_one_daemon_holds_the_app_on_the_other_until_lifted(
     assert h.reason and h.reason.startswith("deferred to the next quota day")
 
     later = _rows(any_db, 3, "b")
-    stats = dispatch.run(b)  # another daemon, which never saw the 45009
+    stats = run(b)  # another daemon, which never saw the 45009
     assert stats.claimed == 3 and stats.sent == 0
-    dispatch.run(a)  # and a later run of the first
+    run(a)  # and a later run of the first
     assert len(sandbox.received) == 1
     for rid in first + later:
         r = row(rid)
@@ -57,7 +82,7 @@ def test_a_45009_on_one_daemon_holds_the_app_on_the_other_until_lifted(
     assert holds.active(any_db, clock.now()) == []
     [gone] = holds.read(any_db)
     assert gone.lifted_by == "cli:op" and gone.lifted_at is not None
-    stats = dispatch.run(b)
+    stats = run(b)
     assert stats.sent == 6 and len(sandbox.accepted) == 6
     assert all(row(i).status == "success" for i in first + later)
     notes = [e.detail for e in MsgEvent.select().where(MsgEvent.msg_id == later[0])]
@@ -71,7 +96,7 @@ def test_a_45011_holds_until_the_next_minute_and_then_the_rows_go(any_db, sandbo
     ids = _rows(any_db, 2, "a")
     sandbox.inject(45011)
     before = clock.now()
-    dispatch.run(a)
+    run(a)
     [h] = holds.active(any_db, clock.now())
     assert h.until in (next_minute(before), next_minute(clock.now()))
     assert h.reason and h.reason.startswith("deferred to the next minute")
@@ -83,10 +108,10 @@ def test_a_45011_holds_until_the_next_minute_and_then_the_rows_go(any_db, sandbo
                                      "deferred to the next minute: 45011")],
                   who=a.daemon_id, now=clock.now())
     more = _rows(any_db, 2, "b")
-    assert dispatch.run(b).sent == 0
+    assert run(b).sent == 0
     assert all(row(i).send_at == end for i in more)
     assert wait_for(lambda: clock.now() > end + timedelta(seconds=0.1), 5)
-    assert dispatch.run(b).sent == 4
+    assert run(b).sent == 4
     assert len(sandbox.accepted) == 4
 
 
@@ -97,7 +122,7 @@ def test_a_hold_on_one_channel_does_not_hold_the_apps_other_templates(
                                      "deferred to the next quota day: 45009")],
                   who="other-daemon", now=clock.now())
     ids = _rows(any_db, 2, "a")  # subscribe rows
-    assert dispatch.run(rt).sent == 2
+    assert run(rt).sent == 2
     assert all(row(i).status == "success" for i in ids)
 
 
@@ -138,13 +163,13 @@ def test_a_daemon_that_deferred_rows_after_a_lift_it_did_not_know_of_puts_them_b
 
     dispatch._prepare_all = prepare_then_lift
     try:
-        stats = dispatch.run(rt)
+        stats = run(rt)
     finally:
         dispatch._prepare_all = real_prepare
     assert lifted and lifted[0].released == 0  # they were claimed: nothing to release
     assert stats.sent == 0  # deferred by the hold this run still knew
     assert all(row(i).status == "wait" and row(i).send_at <= clock.now() for i in ids)
-    assert dispatch.run(rt).sent == 2
+    assert run(rt).sent == 2
 
 
 @pytest.mark.parametrize("channel", [None, "subscribe"])
@@ -182,7 +207,7 @@ def test_a_hold_row_another_program_broke_holds_nothing(db, sandbox, runtime_fac
                    "X'FF00', 'x')")
     assert holds.read(db) == []
     rid = _rows(db, 1, "a")[0]
-    assert dispatch.run(rt).sent == 1 and row(rid).status == "success"
+    assert run(rt).sent == 1 and row(rid).status == "success"
     assert MsgList.select().count() == 1
 
 
@@ -311,3 +336,20 @@ def test_two_daemons_one_sees_45009_the_other_sends_nothing_until_lifted(
         a.close()
         b.close()
     assert "quota spent; its sends on subscribe are held until" in a.text()
+
+
+def test_in_memory_a_minute_hold_does_not_shorten_a_day_hold():
+    """A 45011 answer to a send that was on the wire when the 45009 came back must not
+    cut the app's hold down to the next minute."""
+    now = clock.now()
+    key = ("subscribe", "default")
+    held: dispatch.Holds = {key: dispatch.Held(now + timedelta(seconds=60), "no access token",
+                                               now, quota=False)}
+    day = dispatch.Held(now + timedelta(hours=5), "deferred to the next quota day", now)
+    minute = dispatch.Held(now + timedelta(seconds=30), "deferred to the next minute", now)
+    dispatch._hold_app(held, key, day)  # a quota hold replaces a token hold
+    dispatch._hold_app(held, key, minute)
+    assert held[key] is day
+    later = dispatch.Held(now + timedelta(hours=6), "deferred to the next quota day", now)
+    dispatch._hold_app(held, key, later)
+    assert held[key] is later

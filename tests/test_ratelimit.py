@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -41,14 +42,27 @@ class FakeWait:
         return False
 
 
+def finishes(fn: Callable[[], object], seconds: float = 10.0) -> None:
+    """Run fn on a daemon thread: a limiter that waits on the fake clock forever fails
+    the test instead of hanging the run."""
+    t = threading.Thread(target=fn, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), "the limiter never handed the slot out"
+
+
 def test_turns_are_spread_evenly_not_a_burst_at_the_start():
     clock = Clock()
     lim = WindowLimiter(4, clock=clock, wait=FakeWait(clock))
-    times = []
-    for _ in range(9):
-        slot = lim.acquire()
-        slot.start()
-        times.append(slot.at)
+    times: list[float] = []
+
+    def nine() -> None:
+        for _ in range(9):
+            slot = lim.acquire()
+            slot.start()
+            times.append(slot.at or 0.0)
+
+    finishes(nine)
     assert times == [1000.0 + k * 0.25 for k in range(9)]
     assert worst(times, 1.0) == 4
 
@@ -58,8 +72,7 @@ def test_turns_keep_to_the_schedule_when_threads_wake_late():
     the schedule, not from when the late one went."""
     clock = Clock()
     lim = WindowLimiter(10, clock=clock, wait=FakeWait(clock, late=0.02))
-    for _ in range(101):
-        lim.acquire().start()
+    finishes(lambda: [lim.acquire().start() for _ in range(101)])
     assert clock.t == pytest.approx(1010.02)  # not 1000 + 100 * 0.12
 
 
@@ -71,7 +84,7 @@ def test_after_a_pause_the_next_send_goes_at_once_and_then_one_per_turn():
     clock.t += 60  # idle
     lim.acquire().start()
     assert wait.waits == []
-    lim.acquire().start()
+    finishes(lambda: lim.acquire().start())
     assert wait.waits == [0.5]  # no burst built up while idle
 
 
@@ -85,7 +98,7 @@ def test_the_window_holds_when_one_send_is_late_and_the_next_on_time():
     b = lim.acquire()  # turn at 1000.5
     b.start()
     got: list[float] = []
-    t = threading.Thread(target=lambda: got.append(lim.acquire().at or 0.0))
+    t = threading.Thread(target=lambda: got.append(lim.acquire().at or 0.0), daemon=True)
     t.start()  # its turn (1001.0) comes, but a and b started within the last second
     t.join(0.3)
     assert t.is_alive() and not got
@@ -119,7 +132,7 @@ def test_a_stop_ends_the_wait_for_a_turn_at_once():
         assert slot is NO_LIMIT  # counts for nothing: the caller does not send
         slot.start()
 
-    t = threading.Thread(target=second)
+    t = threading.Thread(target=second, daemon=True)
     t.start()
     time.sleep(0.2)
     assert not ended
@@ -137,7 +150,7 @@ def test_a_stop_ends_the_wait_for_the_window_too():
     lim.acquire()  # pending, never started
     stop = threading.Event()
     got: list[Slot] = []
-    t = threading.Thread(target=lambda: got.append(lim.acquire(stop)))
+    t = threading.Thread(target=lambda: got.append(lim.acquire(stop)), daemon=True)
     t.start()
     t.join(0.6)
     assert t.is_alive()
@@ -165,7 +178,8 @@ def test_a_pending_slot_counts_as_starting_now():
     lim = WindowLimiter(1)
     first = lim.acquire()
     got: list[float] = []
-    t = threading.Thread(target=lambda: got.append(lim.acquire().start() or time.monotonic()))
+    t = threading.Thread(target=lambda: got.append(lim.acquire().start() or time.monotonic()),
+                         daemon=True)
     t.start()
     started_late = time.monotonic() + 0.2
     while time.monotonic() < started_late:  # the first send is slow to start
@@ -203,7 +217,7 @@ def test_threads_that_start_late_and_out_of_order_never_exceed_n():
             with lock:
                 starts.append(slot.at)
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
