@@ -20,8 +20,17 @@ was lost (the database was away longer than the lease, and stale_retry handed it
 is dropped, never sent. Under `on_stale: fail` each send first records that it
 started, so that a crash fails only rows that may have reached WeChat.
 
+A spent quota (45009 for the day, 45011 for the minute) holds the app's sends on
+that channel for every daemon and every later run: it is stored in quota_hold
+(db/holds.py) when the answer is recorded, and the table is read after a claim that
+returned rows, at most every HOLDS_EVERY seconds (never per row); rows of a held app
+go back to wait until the hold ends, their attempt refunded. `herald holds --lift`
+ends one early.
+
 On stop (SIGTERM) it claims nothing more, hands back rows it claimed but did not
-start, lets in-flight sends finish and records them.
+start (attempt refunded), lets in-flight sends finish and records them. A send
+waiting for its rate-limit turn stops waiting at once, and the stop is checked last,
+right before the request: no send starts after the stop is asked.
 """
 
 from __future__ import annotations
@@ -726,7 +735,7 @@ def _finished(rt: Runtime, st: _State, job: Job, fut: Future, now: datetime,
         # tell every other daemon (stored at the next write, db/holds.py)
         held = Held(outcome.send_at or now, outcome.error or answer.reason, now)
         _hold_app(st.app_hold, (tpl.channel, job.app), held)
-        st.unpublished[(tpl.channel, job.app)] = held
+        _hold_app(st.unpublished, (tpl.channel, job.app), held)
         st.quota_deferred += 1
     if outcome.status == "fail":
         outcome = _with_hop(rt, outcome, job.row, tpl, answer.errcode, answer.code)

@@ -353,3 +353,32 @@ def test_in_memory_a_minute_hold_does_not_shorten_a_day_hold():
     later = dispatch.Held(now + timedelta(hours=6), "deferred to the next quota day", now)
     dispatch._hold_app(held, key, later)
     assert held[key] is later
+
+
+def test_a_45011_answered_after_a_45009_in_one_write_stores_the_day_hold(
+        any_db, sandbox, runtime_factory, monkeypatch):
+    """Two sends on the wire: the first answers 45009, the second 45011 a moment later,
+    both written together: the stored hold is the day's, not the minute's."""
+    monkeypatch.setattr(dispatch, "FLUSH_AFTER", 30.0)  # one write when both are back
+    rt = runtime_factory(any_db, sandbox, dispatch={"workers": 2})
+    ids = _rows(any_db, 2, "o")
+    sandbox.inject(45009, openid="o0")
+    sandbox.inject(45011, openid="o1")
+    sandbox.hold("o0")
+    sandbox.hold("o1")
+    before = clock.now()
+    import threading
+
+    t = threading.Thread(target=lambda: run(rt), daemon=True)
+    t.start()
+    try:
+        assert wait_for(lambda: len(sandbox.received) == 2, 10)  # both on the wire
+        sandbox.release("o0")
+        assert wait_for(lambda: any(a.errcode == 45009 for a in sandbox.attempts), 10)
+        time.sleep(0.2)  # the loop takes in the 45009 first
+    finally:
+        sandbox.release()
+    t.join(60)
+    [h] = holds.active(any_db, clock.now())
+    assert h.until == rt.config.retry.daily_quota_reset.next_after(before)
+    assert all(row(i).status == "wait" for i in ids)
