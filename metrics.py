@@ -42,6 +42,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 import clock
+from db import holds
 from db.heartbeat import seen
 from db.models import STATUSES
 from db.queue import (
@@ -183,6 +184,9 @@ class QueueCollector(Collector):
     send_at <= now); 0 when nothing is due. Scheduled rows are not backlog.
     herald_database_up: 1 when the queries worked; 0 (and no queue series) when the
     database could not be read, so a scrape still returns the other metrics.
+    herald_quota_holds{app,channel}: 1 for each quota hold in force (db/holds.py: WeChat
+    said the app's quota on that channel is spent, and every daemon holds those sends);
+    no series when there is none.
     """
 
     def __init__(self, db: Database, *, now: Callable[[], datetime] = clock.now,
@@ -194,7 +198,13 @@ class QueueCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         # given, so registering does not run collect() (and query the database)
-        return [*self._families(), *self.truth.describe()]
+        return [*self._families(), self._holds_family(), *self.truth.describe()]
+
+    @staticmethod
+    def _holds_family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("herald_quota_holds", "1 per app and channel whose sends "
+                                 "every daemon holds: WeChat said the quota is spent",
+                                 labels=["app", "channel"])
 
     def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         return (
@@ -209,7 +219,7 @@ class QueueCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         rows, oldest, up = self._families()
         try:
-            counts, age, truth = self._read()
+            counts, age, held, truth = self._read()
         except Exception as exc:  # noqa: BLE001 - a scrape must not fail with the database
             log.warning("metrics: cannot read the queue: %s", redact(str(exc)))
             up.add_metric([], 0)
@@ -219,15 +229,23 @@ class QueueCollector(Collector):
             rows.add_metric([status], counts.get(status, 0))
         oldest.add_metric([], age)
         up.add_metric([], 1)
-        yield from (rows, oldest, up)
+        holds_family = self._holds_family()
+        for app, channel in held:
+            holds_family.add_metric([app, channel], 1)
+        yield from (rows, oldest, up, holds_family)
         yield from truth
 
-    def _read(self) -> tuple[dict[str, int], float, list[Metric]]:
+    def _read(self) -> tuple[dict[str, int], float, list[tuple[str, str]], list[Metric]]:
         # a caller's thread with its own open connection (a job, a test) is reused and
         # left open; a scrape thread opens, queries and closes
         with _connection(self.db):
             counts, age = self._query()
-            return counts, age, list(self.truth.collect())
+            try:
+                held = [(h.app, h.channel) for h in holds.active(self.db, self.now())]
+            except Exception as exc:  # noqa: BLE001 - the other series still go out
+                log.warning("metrics: cannot read the quota holds: %s", redact(str(exc)))
+                held = []
+            return counts, age, held, list(self.truth.collect())
 
     def _query(self) -> tuple[dict[str, int], float]:
         now = self.now()

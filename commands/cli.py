@@ -37,10 +37,17 @@ def _verb(sub: argparse._SubParsersAction, name: str, fn: Handler, help: str,
     return p
 
 
+def channel_names() -> list[str]:
+    from channels import KINDS
+
+    return list(KINDS)
+
+
 def build(run: Mapping[str, Handler]) -> argparse.ArgumentParser:
     """The parser; `run` holds the handlers scheduler.py owns (run, serve, demo, ...)."""
     from commands.check import cmd_check, cmd_templates_pull
     from commands.database import cmd_init_db, cmd_schema
+    from commands.holds import cmd_holds
     from commands.render import cmd_render
     from commands.rows import cmd_cancel, cmd_enqueue, cmd_list, cmd_retry
     from commands.show import cmd_show
@@ -143,6 +150,18 @@ def build(run: Mapping[str, Handler]) -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="the same data as JSON, for scripts")
     s.add_argument("--failures", type=int, default=10, metavar="N",
                    help="how many recent failures to list (default 10)")
+
+    s = _verb(sub, "holds", cmd_holds, "the quota holds in force; --lift APP ends one early",
+              "List the quota holds every daemon honours: WeChat said an app's quota on a "
+              "channel is spent (45009: until the quota day resets, 45011: until the next "
+              "minute). --lift APP ends the app's holds now (recorded with who did it) and "
+              "makes the waiting rows they deferred due. Needs no app secrets.")
+    s.add_argument("--lift", metavar="APP", help="end this app's holds now")
+    s.add_argument("--channel", choices=sorted(channel_names()),
+                   help="with --lift: only the hold on this channel")
+    s.add_argument("--all", action="store_true",
+                   help="also the holds that ended or were lifted")
+    s.add_argument("--json", action="store_true", help="the holds as JSON")
 
     s = _verb(sub, "show", cmd_show, "one row: what happened to it, its columns and history",
               "Show one msg_list row: what happened to it in words, every column, its "

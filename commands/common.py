@@ -33,6 +33,19 @@ class VerbError(Exception):
         self.code = code
 
 
+def actor() -> str:
+    """Who runs this verb, for the records it leaves: cli:<the OS user>."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no name for this uid (a container): the uid
+        import os
+
+        user = f"uid {os.getuid()}"
+    return f"cli:{user}"
+
+
 def err(msg: str) -> None:
     print(redact(msg), file=sys.stderr)
 

@@ -19,9 +19,11 @@ from typing import Any
 from peewee import Database
 
 import clock
+from commands import holds as holds_verb
 from commands import human
 from commands.common import EXIT_OK, load, open_queue, out, safe_url
 from config import Config
+from db import holds
 from db.decode import text_or_shown, ts_or_none
 from db.errors import cause
 from db.heartbeat import seen
@@ -81,6 +83,10 @@ def gather(db: Database, cfg: Config, now: datetime, failures: int = 10) -> dict
     report["by_template"] = _by_template(opened, failed)
     report["daemons"] = section("daemons", lambda: _daemons(db, now)) or []
     report["tokens"] = section("tokens", lambda: _tokens(db, cfg, now)) or []
+    # (a database not upgraded yet has no quota_hold table: the schema note says so)
+    report["holds"] = [] if schema is not None and (schema.version or 0) < 3 else [
+        holds_verb.as_json(h, now)
+        for h in section("quota holds", lambda: holds.active(db, now)) or []]
     report["alerts"] = [
         {"app": app, "reason": str(reason), "daemon": d["daemon_id"]}
         for d in report["daemons"] if d["alive"]
@@ -194,6 +200,10 @@ def lines(report: dict[str, Any], now: datetime) -> list[str]:
         text += ["", _table_head(), *(_table_row(e) for e in report["by_template"])]
     text += ["", *_daemon_lines(report["daemons"], now)]
     text += _token_lines(report["tokens"], now)
+    if report.get("holds"):
+        text.append("quota holds (every daemon holds these sends; `holds --lift APP` ends "
+                    "one):")
+        text += [holds_verb.line(_hold_of(h), now) for h in report["holds"]]
     text += _truth_lines(report)
     if report["alerts"]:
         text.append("configuration alerts:")
@@ -265,6 +275,13 @@ def _daemon_lines(daemons: list[dict[str, Any]], now: datetime) -> list[str]:
                                              else "not yet"))
         text.append(f"{head}: {', '.join(parts)}")
     return text
+
+
+def _hold_of(h: dict[str, Any]) -> holds.Hold:
+    until = _parse(h["until"])
+    assert until is not None  # an active hold has one
+    return holds.Hold(h["app"], h["channel"], until, h["reason"], h["set_by"],
+                      _parse(h["set_at"]))
 
 
 def _token_lines(tokens: list[dict[str, Any]], now: datetime) -> list[str]:

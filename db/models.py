@@ -208,6 +208,22 @@ class PushNonce(BaseModel):
         primary_key = CompositeKey("app", "ts", "nonce")
 
 
+# ---- schema version 3: quota holds (db/holds.py) ----
+class QuotaHold(BaseModel):
+    app = CharField(max_length=32)
+    channel = CharField(max_length=16)
+    held_until = UTCDateTimeField()
+    reason = TextField(null=True)
+    set_by = CharField(max_length=128)
+    set_at = UTCDateTimeField()
+    lifted_by = CharField(max_length=128, null=True)
+    lifted_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        table_name = "quota_hold"
+        primary_key = CompositeKey("app", "channel")
+
+
 TABLES = (MsgList, AccessToken, PushEvent, SubscribeGrant, MsgEvent, HeraldDaemon,
-          SchemaVersion, PushNonce)
+          SchemaVersion, PushNonce, QuotaHold)
 TABLE_NAMES = tuple(m._meta.table_name for m in TABLES)

@@ -283,6 +283,10 @@ def _columns(shape: Shape) -> list[tuple[str, str]]:
         cols += [("claimed_by", "NULL"), ("send_at", "v.send_at")]
     if refund:
         cols.append(("attempts", "t.attempts - 1"))
+        if status == "wait":
+            # an attempt that did not count, e.g. a row handed back on stop after
+            # on_stale: fail marked it started: it reads as never started
+            cols.append(("started_at", "NULL"))
     return cols
 
 

@@ -30,17 +30,22 @@ from db.dialects import DIALECTS, Dialect, dialect
 log = logging.getLogger("herald.schema")
 
 VERSION = 3
+# What each version brought, as herald_schema.description records it. Version 3 is a
+# list: each change of the release appends its phrase.
 DESCRIPTIONS: dict[int, str | list[str]] = {
     1: "msg_list and access_token",
     2: "receipts, grants, history, push inbox, heartbeats; fallback and sms columns; "
        "SQLite timestamp normalisation",
-    # version 3: phrases, one per change; joined with "; " when recorded
     3: [
         "token refresh claims (access_token.claimed_by, claim_until)",
         "push inbox rechecks by time (push_event.next_check_at), plaintext push nonces "
         "(push_nonce)",
+        "quota holds shared by every daemon (quota_hold)",
     ],
 }
+
+
+
 # Columns version 2 added to msg_list, with each dialect's type.
 V2_COLUMNS: dict[str, dict[str, str]] = {
     "phone": {"sqlite": "VARCHAR(32)", "postgres": "VARCHAR(32)", "mysql": "VARCHAR(32) NULL"},

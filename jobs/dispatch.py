@@ -20,8 +20,17 @@ was lost (the database was away longer than the lease, and stale_retry handed it
 is dropped, never sent. Under `on_stale: fail` each send first records that it
 started, so that a crash fails only rows that may have reached WeChat.
 
+A spent quota (45009 for the day, 45011 for the minute) holds the app's sends on
+that channel for every daemon and every later run: it is stored in quota_hold
+(db/holds.py) when the answer is recorded, and the table is read after a claim that
+returned rows, at most every HOLDS_EVERY seconds (never per row); rows of a held app
+go back to wait until the hold ends, their attempt refunded. `herald holds --lift`
+ends one early.
+
 On stop (SIGTERM) it claims nothing more, hands back rows it claimed but did not
-start, lets in-flight sends finish and records them.
+start (attempt refunded), lets in-flight sends finish and records them. A send
+waiting for its rate-limit turn stops waiting at once, and the stop is checked last,
+right before the request: no send starts after the stop is asked.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -41,6 +51,7 @@ from typing import TypeVar
 
 import clock
 from channels.base import Answer, Kind
+from db import holds as holds_db
 from db.claim import EXPIRED, claim_batch, expire_overdue, mark_started, renew_leases
 from db.decode import BadRow, Row
 from db.dialects import dialect
@@ -68,9 +79,14 @@ FLUSH_SIZE = 500
 BACKLOG_STEPS = 8  # while claims come back full, grow them up to 8 x batch_size
 PROGRESS_EVERY = 10.0  # seconds between progress lines while a long drain lasts
 LEASE_MARGIN = 2.0  # seconds a lease must outlast http.timeout for a send to start
+RENEW_RETRY = 1.0  # seconds between renewals while the database refuses them
 QUEUE_AHEAD = 0.25  # sends queued in the pool beyond its workers, as a share of them
 NO_GRANT = "no grant"
 HOLD_RECHECK = timedelta(hours=1)  # a held row is looked at again at least this often
+# While a run claims rows, the quota holds every daemon shares (quota_hold) are read
+# at most this often: a hold another daemon stored, or a lift, is seen within seconds,
+# and a run that claims nothing reads nothing.
+HOLDS_EVERY = 2.0
 
 
 @dataclass
@@ -96,12 +112,31 @@ class Job:
     lease_until: datetime
     token: str | None = None
     token_retried: bool = False
+    seq: int = 0  # the order it was handed to the pool in (stale tokens, below)
     started: float = 0.0
     lost: bool = False  # its lease went to another daemon while it was queued: not sent
 
 
-# (channel, app) -> until when and why its rows wait (quota spent, no token)
-Holds = dict[tuple[str, str], tuple[datetime, str]]
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Why an app's rows on one channel wait, and until when."""
+
+    until: datetime
+    why: str
+    since: datetime  # when it was seen: a lift recorded at or after this ends it
+    quota: bool = True  # a spent quota (shared in quota_hold); False: no access token
+
+
+# (channel, app) -> its hold
+Holds = dict[tuple[str, str], Held]
+
+
+def _hold_app(holds: Holds, key: tuple[str, str], held: Held) -> None:
+    """Hold the app, unless a longer quota hold is in force (a 45011 must not shorten a
+    45009)."""
+    current = holds.get(key)
+    if current is None or not current.quota or current.until <= held.until:
+        holds[key] = held
 
 
 @dataclass
@@ -117,8 +152,21 @@ class _State:
     # (channel, app) -> until when and why its rows wait (quota spent, no token): an SMS
     # rate limit must not hold the app's WeChat rows, nor a subscribe quota its SMS
     app_hold: Holds = field(default_factory=dict)
+    # quota holds this run saw and has not stored in quota_hold yet (db/holds.py)
+    unpublished: Holds = field(default_factory=dict)
+    holds_read: float = float("-inf")  # monotonic time quota_hold was last read
+    quota_deferred: int = 0  # rows deferred by a quota hold, among the unwritten results
+    renew_after: float = 0.0  # monotonic: no lease renewal before (the last one failed)
+    renew_failing: bool = False
+    # rows were deferred by a quota hold since quota_hold was last read: read it again
+    # (if the hold was lifted meanwhile, they are put back due)
+    recheck: bool = False
     # tokens a send found expired: sends queued with one go back for a fresh token
-    stale_tokens: set[str] = field(default_factory=set)
+    # token -> the first `seq` that may send with it again: sends handed over before
+    # (queued in the pool) skip it; after the loop took in the answer, tokens.get
+    # handing out the same token again means it is fine (math.inf: none may yet)
+    stale_tokens: dict[str, float] = field(default_factory=dict)
+    submitted: int = 0  # sends handed to the pool so far (each job's seq)
     first_unflushed: float = 0.0  # monotonic time the oldest unwritten result arrived
     # the soonest lease of any row held (a lower bound: finished rows are not taken out,
     # which at worst renews a little early); None when nothing is held
@@ -130,20 +178,19 @@ class NotSent(Exception):
     """Raised on a send thread when the send must not start (lease lost or too short)."""
 
 
-def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: set[str]) -> Answer:
+def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: dict[str, float]) -> Answer:
     """Runs on a pool thread: wait for the app's rate limit, then one call. The job may
     have waited in the pool's queue: what changed meanwhile is looked at first."""
     if job.lost:
         raise NotSent("no longer ours")
-    if rt.stopping.is_set():
-        raise NotSent("stopping")  # handed back with the other unsent rows
-    if job.token is not None and job.token in stale_tokens:
+    if job.token is not None and job.seq < stale_tokens.get(job.token, -1):
         raise NotSent("token went stale")  # the loop takes the fresh one and sends it
-    slot = rt.limiters.acquire(job.app)
+    # the wait for the rate limit ends at once when the daemon is asked to stop
+    slot = rt.limiters.acquire(job.app, rt.stopping)
     try:
         now = clock.now()
         held = holds.get((job.request.template.channel, job.app))
-        if held and held[0] > now:
+        if held and held.until > now:
             raise NotSent("app held")  # quota spent meanwhile: the loop holds it in wait
         if (job.lease_until - now).total_seconds() < rt.config.http.timeout + LEASE_MARGIN:
             raise NotSent("lease too short to start the send")
@@ -154,6 +201,10 @@ def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: set[str]) -> Answer
             if not mark_started(rt.db, job.row.id, job.row.attempts,
                                 daemon_id=rt.daemon_id, now=now):
                 raise NotSent("no longer ours")
+        # after every wait (rate limit, database) and right before the request: a stop
+        # asked meanwhile starts no send (the row is handed back with the unsent ones)
+        if rt.stopping.is_set():
+            raise NotSent("stopping")
         sender = rt.senders[job.request.template.channel]
         job.started = time.monotonic()
         # the rate limit counts from here, when the request really goes (ratelimit.py)
@@ -162,14 +213,15 @@ def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: set[str]) -> Answer
         slot.cancel()  # never sent: its place in the rate limit goes back
         raise
     answer = sender.send(job.request.built, job.token)
-    quota = quota_wait(answer.kind, clock.now(), rt.config.retry)
+    at = clock.now()
+    quota = quota_wait(answer.kind, at, rt.config.retry)
     if quota is not None:
         # the sends queued behind this one must not spend requests on a quota that is
         # gone: they see this at once, before the loop records the answer
-        holds[(job.request.template.channel, job.app)] = (quota[0],
-                                                          f"{quota[1]}: {answer.reason}")
+        _hold_app(holds, (job.request.template.channel, job.app),
+                  Held(quota[0], f"{quota[1]}: {answer.reason}", at))
     elif answer.kind is Kind.TOKEN and job.token:
-        stale_tokens.add(job.token)  # likewise: queued sends do not try it again
+        stale_tokens[job.token] = math.inf  # likewise: queued sends do not try it again
     return answer
 
 
@@ -226,7 +278,11 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
                     # round and a GIL hand-off) up to BACKLOG_STEPS batches at a time
                     limit = min(limit * 2, max_limit)
                 stats.claimed += len(rows)
+                if rows and time.monotonic() - st.holds_read >= HOLDS_EVERY:
+                    _read_holds(rt, st, now())  # before any of them is sent
                 _prepare_all(rt, st, rows, now())
+            elif st.recheck and time.monotonic() - st.holds_read >= HOLDS_EVERY:
+                _read_holds(rt, st, now())
             submitted = _submit(rt, st, pool, slots, now())
             if not st.in_flight and not st.ready and not st.parked:
                 if not more or stopping:
@@ -255,6 +311,8 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
         if st.ready or st.parked:
             _release_unstarted(st)
         _flush(rt, st, stats, now())
+        if st.recheck:
+            _read_holds(rt, st, now())
 
 
 def _claim(rt: Runtime, now: datetime, lease: float, limit: int) -> list[Row | BadRow]:
@@ -301,6 +359,8 @@ def _keep_leases(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
     need = timedelta(seconds=max(lease / 2, rt.config.http.timeout + LEASE_MARGIN * 2))
     if st.earliest_lease is None or st.earliest_lease - now > need:
         return
+    if time.monotonic() < st.renew_after:
+        return  # the last try failed a moment ago
     held = _held(st)
     if not held:
         st.earliest_lease = None
@@ -310,24 +370,34 @@ def _keep_leases(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
         ours = renew_leases(rt.db, [j.row.id for j in held], daemon_id=rt.daemon_id,
                             lease_until=until)
     except Exception as exc:  # noqa: BLE001 - the sends check their lease themselves
-        gone = {j.row.id for j in held if j.lease_until <= now}
-        log.warning("renewing the leases of %d held rows failed (%s); rows whose lease runs "
-                    "out are not sent (%d already did: left for stale_retry)", len(held),
-                    redact(str(exc))[:160], len(gone))
+        st.renew_after = time.monotonic() + RENEW_RETRY
+        # rows waiting here whose lease has passed are stale_retry's now; one in the
+        # pool is refused by its own lease check, comes back and goes the same way
+        gone = {j.row.id for j in st.ready if j.lease_until <= now} | {
+            j.row.id for q in st.parked.values() for j in q if j.lease_until <= now}
         if gone:
             _drop(st, lambda j: j.row.id in gone)
             stats.dropped += len(gone)
+        # said once while the database stays away, then only what changes
+        if not st.renew_failing or gone:
+            log.warning("renewing the leases of %d held rows failed (%s); rows whose lease "
+                        "runs out are not sent (%d dropped now, left for stale_retry)",
+                        len(held), redact(str(exc))[:160], len(gone))
+        st.renew_failing = True
         return
+    st.renew_failing = False
     lost = 0
     for job in held:
         if job.row.id in ours:
             job.lease_until = until
         else:
-            job.lost = True  # one queued in the pool is not sent when its turn comes
             lost += 1
     st.earliest_lease = until
     if lost:
-        _drop(st, lambda j: j.row.id not in ours)
+        for job in st.in_flight.values():
+            if job.row.id not in ours:
+                job.lost = True  # queued in the pool: not sent when its turn comes
+        _drop(st, lambda j: j.row.id not in ours)  # the others are forgotten here
         stats.dropped += lost
         log.warning("%d held rows are no longer ours (their lease ran out while the database "
                     "was away and another recovery took them); they are not sent by this "
@@ -354,11 +424,10 @@ def _prepare_all(rt: Runtime, st: _State, rows: list[Row | BadRow], now: datetim
         try:
             job = _prepare(rt, st, row, now)
         except Exception as exc:  # noqa: BLE001 - one row's surprise is that row's alone
-            log.exception("row %s (template %s): could not be prepared", row.id,
-                          getattr(row, "template", None))
+            why = f"internal error preparing the row: {type(exc).__name__}: {exc}"
+            _log_failed(row.id, getattr(row, "template", None), why, internal=True)
             _add(st, Outcome(row_id=row.id, claim_attempts=row.attempts, status="fail",
-                             error=f"internal error preparing the row: {type(exc).__name__}: "
-                                   f"{exc}", event=Event("reject", detail="internal error")),
+                             error=why, event=Event("reject", detail="internal error")),
                  getattr(row, "template", None) or "?")
             continue
         if job is not None:
@@ -370,8 +439,7 @@ def _prepare_all(rt: Runtime, st: _State, rows: list[Row | BadRow], now: datetim
 def _prepare(rt: Runtime, st: _State, row: Row | BadRow, now: datetime) -> Job | None:
     """Render a claimed row into a Job; a row that cannot be sent is decided here."""
     if isinstance(row, BadRow):
-        log.warning("row %s fails: unreadable column %s", row.id, row.reason,
-                    extra={"row_id": row.id, "template": row.template})
+        _log_failed(row.id, row.template, f"unreadable row: {row.reason}")
         _add(st, Outcome(row_id=row.id, claim_attempts=row.attempts, status="fail",
                          error=f"unreadable row: {row.reason}",
                          event=Event("reject", detail=f"unreadable {row.column}")),
@@ -379,8 +447,7 @@ def _prepare(rt: Runtime, st: _State, row: Row | BadRow, now: datetime) -> Job |
         return None
     if row.expire_at is not None and row.expire_at <= now:
         # expire_overdue() ran at the start of the run; this row's time ran out since
-        log.warning("row %s (template %s) fails: %s", row.id, row.template, EXPIRED,
-                    extra={"row_id": row.id, "template": row.template})
+        _log_failed(row.id, row.template, EXPIRED)
         _add(st, Outcome(row_id=row.id, claim_attempts=row.attempts, status="fail", error=EXPIRED,
                          event=Event("reject", detail="expired")), row.template)
         return None
@@ -394,8 +461,6 @@ def _prepare(rt: Runtime, st: _State, row: Row | BadRow, now: datetime) -> Job |
                 raise
             req = _render(rt, row)
     except RenderError as exc:
-        log.warning("row %s (template %r) fails: %s", row.id, row.template, exc.reason,
-                    extra={"row_id": row.id, "template": row.template})
         _fail_unsent(rt, st, row, _template_of(rt, row), exc.reason)
         return None
     app = req.app or "default"
@@ -411,6 +476,18 @@ def _prepare(rt: Runtime, st: _State, row: Row | BadRow, now: datetime) -> Job |
     if st.earliest_lease is None or lease_until < st.earliest_lease:
         st.earliest_lease = lease_until
     return Job(row=row, request=req, app=app, lease_until=lease_until)
+
+
+def _log_failed(row_id: int, template: str | None, reason: str, *, sent: bool = False,
+                errcode: int | None = None, internal: bool = False) -> None:
+    """The one line a failed row gets. The template as the row names it, quoted (it is
+    the application's text: a newline in it must not start a line of its own)."""
+    extra: dict[str, object] = {"row_id": row_id, "template": template}
+    if errcode is not None:
+        extra["errcode"] = errcode
+    (log.error if internal else log.warning)(
+        "row %s (template %r) failed%s: %s", row_id, template,
+        "" if sent else " before sending", reason, extra=extra, exc_info=internal)
 
 
 def _template_of(rt: Runtime, row: Row) -> Template | None:
@@ -443,8 +520,7 @@ def _app_problem(rt: Runtime, app: str, tpl: Template) -> str | None:
 def _fail_unsent(rt: Runtime, st: _State, row: Row, tpl: Template | None, reason: str,
                  reason_code: str | None = None) -> None:
     """The row ends fail without a send (it may fall back to its next channel)."""
-    log.warning("row %s (template %s) fails before sending: %s", row.id, row.template, reason,
-                extra={"row_id": row.id, "template": row.template})
+    _log_failed(row.id, row.template, reason)
     outcome = Outcome(row_id=row.id, claim_attempts=row.attempts, status="fail", error=reason,
                       event=Event("reject", channel=tpl.channel if tpl else None,
                                   detail=reason))
@@ -489,12 +565,65 @@ def _add(st: _State, outcome: Outcome, template: str) -> None:
     st.outcomes.append((outcome, template))
 
 
+# ----------------------------------------------------------------- quota holds
+
+
+def _read_holds(rt: Runtime, st: _State, now: datetime) -> None:
+    """Take in the quota holds every daemon shares (quota_hold): those others stored,
+    and the lifts. One small read (a row per app and channel); not per row."""
+    st.holds_read = time.monotonic()
+    try:
+        _publish_holds(rt, st, now)
+        shared = holds_db.read(rt.db)
+        st.recheck = False
+        for h in shared:
+            key = (h.channel, h.app)
+            mine = st.app_hold.get(key)
+            if h.active(now):
+                _hold_app(st.app_hold, key, Held(h.until, h.reason or "quota hold",
+                                                 h.set_at or now))
+            elif (h.lifted_at is not None and mine is not None and mine.quota
+                  and mine.since <= h.lifted_at):
+                _lifted(rt, st, h, now)
+    except Exception as exc:  # noqa: BLE001 - without it this daemon still holds its own
+        log.warning("quota holds could not be read (%s); holding only the apps this "
+                    "daemon saw spent", redact(str(exc))[:160])
+
+
+def _lifted(rt: Runtime, st: _State, h: holds_db.Hold, now: datetime) -> None:
+    """A hold this daemon held was lifted (`herald holds --lift`): its sends go again,
+    and the rows it deferred after the lift (not knowing of it) are put back due."""
+    del st.app_hold[(h.channel, h.app)]
+    channel = [n for t in rt.templates.current.templates.values() if t.channel == h.channel
+               for n in (t.name, t.template_id) if n]
+    back = holds_db.release(rt.db, h, who=rt.daemon_id, now=now, templates=channel)
+    log.info("quota hold of app %s on %s lifted by %s%s", h.app, h.channel, h.lifted_by,
+             f"; {back} rows it had deferred are due again" if back else "")
+
+
+def _publish_holds(rt: Runtime, st: _State, now: datetime) -> None:
+    """Store the quota holds this run saw, so every daemon and every later run holds
+    the app too. Kept for the next try if the database is away."""
+    if not st.unpublished:
+        return
+    new = [holds_db.New(app, channel, h.until, h.why)
+           for (channel, app), h in st.unpublished.items()]
+    holds_db.publish(rt.db, new, who=rt.daemon_id, now=now)
+    st.unpublished.clear()
+    for h in new:
+        log.warning("app %s: %s quota spent; its sends on %s are held until %s (every "
+                    "daemon; `herald holds --lift %s` ends it)", h.app, h.channel, h.channel,
+                    f"{h.until:%Y-%m-%d %H:%M:%S} UTC", h.app)
+
+
 # ----------------------------------------------------------------- sending
 
 
-def _hold(st: _State, job: Job, hold: tuple[datetime, str]) -> None:
+def _hold(st: _State, job: Job, hold: Held) -> None:
     """Back to wait without sending, the attempt refunded (quota or token trouble)."""
-    until, why = hold
+    until, why = hold.until, hold.why
+    if hold.quota:
+        st.quota_deferred += 1
     _add(st, Outcome(row_id=job.row.id, claim_attempts=job.row.attempts, status="wait",
                      send_at=until, error=why, refund_attempt=True,
                      event=Event("hold", channel=job.request.template.channel, detail=why)),
@@ -515,15 +644,16 @@ def _submit(rt: Runtime, st: _State, pool: ThreadPoolExecutor, slots: int,
         hold_key = (job.request.template.channel, job.app)
         held = st.app_hold.get(hold_key)
         token_app = job.request.built.token_app
-        if not (held and held[0] > now) and token_app:
+        if not (held and held.until > now) and token_app:
             try:
                 # the token is taken at submit time (a cache lookup), so rows already
                 # waiting pick up a refreshed token instead of failing with the old one
                 job.token = rt.tokens.get(token_app, now)
             except TokenUnavailable as exc:
-                held = st.app_hold[hold_key] = (now + timedelta(seconds=TOKEN_WAIT),
-                                               f"no access token: {exc.reason}")
-        if held and held[0] > now:
+                held = st.app_hold[hold_key] = Held(now + timedelta(seconds=TOKEN_WAIT),
+                                                    f"no access token: {exc.reason}", now,
+                                                    quota=False)
+        if held and held.until > now:
             _hold(st, job, held)  # quota spent or no token: back to wait, attempt refunded
             _unpark(st, job.request.recipient)
             continue
@@ -532,6 +662,8 @@ def _submit(rt: Runtime, st: _State, pool: ThreadPoolExecutor, slots: int,
             st.parked.setdefault(recipient, deque()).append(job)
             continue
         st.busy.add(recipient)
+        st.submitted += 1
+        job.seq = st.submitted
         fut = pool.submit(_send, rt, job, st.app_hold, st.stale_tokens)
         st.in_flight[fut] = job
         fut.add_done_callback(st.done.put)
@@ -574,9 +706,10 @@ def _finished(rt: Runtime, st: _State, job: Job, fut: Future, now: datetime,
         log.exception("row %s (template %s): send raised", job.row.id, tpl.name)
         answer = Answer(Kind.TRANSIENT, None, f"internal error while sending: {exc!r}"[:200])
     if answer.kind is Kind.TOKEN and job.token:
-        # sends queued with this token no longer skip it: what tokens.get hands out from
-        # here on is sent, even the same token again (a stable token that was fine)
-        st.stale_tokens.discard(job.token)
+        # sends handed over from here on may use this token (tokens.get handing out the
+        # same token again means it was fine); those already queued with it still skip
+        # it, whenever their thread gets to look (the loop may take this answer in first)
+        st.stale_tokens[job.token] = st.submitted + 1
     took = time.monotonic() - job.started if job.started else 0.0
     if job.started:
         rt.metrics.send_duration(took)
@@ -598,14 +731,16 @@ def _finished(rt: Runtime, st: _State, job: Job, fut: Future, now: datetime,
                                  detail=detail),
                      grant=_grant_use(job, answer))
     if answer.kind in (Kind.QUOTA_DAY, Kind.QUOTA_MINUTE):
-        # the app's quota is spent: hold its other rows instead of burning requests
-        st.app_hold[(tpl.channel, job.app)] = (outcome.send_at or now,
-                                               outcome.error or answer.reason)
+        # the app's quota is spent: hold its other rows instead of burning requests, and
+        # tell every other daemon (stored at the next write, db/holds.py)
+        held = Held(outcome.send_at or now, outcome.error or answer.reason, now)
+        _hold_app(st.app_hold, (tpl.channel, job.app), held)
+        _hold_app(st.unpublished, (tpl.channel, job.app), held)
+        st.quota_deferred += 1
     if outcome.status == "fail":
         outcome = _with_hop(rt, outcome, job.row, tpl, answer.errcode, answer.code)
-        log.warning("row %s (template %s) failed: %s", job.row.id, tpl.name, outcome.error,
-                    extra={"row_id": job.row.id, "errcode": answer.errcode,
-                           "template": tpl.name})
+        _log_failed(job.row.id, job.row.template, outcome.error or answer.reason, sent=True,
+                    errcode=answer.errcode)
     elif outcome.status == "wait":
         log.debug("row %s (template %s) will retry at %s: %s", job.row.id, tpl.name,
                   outcome.send_at, outcome.error, extra={"row_id": job.row.id})
@@ -716,6 +851,11 @@ def _release_unstarted(st: _State) -> None:
 def _flush(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
     if not st.outcomes:
         return
+    if st.unpublished:
+        try:
+            _publish_holds(rt, st, now)
+        except Exception as exc:  # noqa: BLE001 - the results go first; tried again later
+            log.warning("quota holds not stored (%s); trying again", redact(str(exc))[:160])
     batch = st.outcomes
     outcomes = [o for o, _ in batch]
     # a busy or briefly unreachable database must not lose results: try a few times
@@ -730,6 +870,8 @@ def _flush(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
                         redact(str(exc))[:200])
             time.sleep(0.5 * (attempt + 1))
     st.outcomes = []
+    if st.quota_deferred:
+        st.recheck, st.quota_deferred = True, 0
     for o, template in batch:
         if o.status == "success":
             stats.sent += 1

@@ -301,3 +301,24 @@ def test_reload_failures_count_refused_edits(tmp_path) -> None:
     assert holder.reload() is False
     samples = parse(__import__("prometheus_client").generate_latest(metrics.registry).decode())
     assert value(samples, "herald_template_reload_failures_total") == 1
+
+
+def test_quota_holds_one_series_per_hold_in_force_and_none_after(any_db, serve) -> None:
+    from db import holds
+
+    scrape = serve(Metrics(db=any_db))
+    assert "herald_quota_holds" not in scrape()  # absent when none
+    now = datetime.now(UTC)
+    holds.publish(any_db, [
+        holds.New("default", "subscribe", now + timedelta(hours=3), "45009"),
+        holds.New("shop", "sms", now + timedelta(seconds=50), "45011"),
+        holds.New("old", "subscribe", now - timedelta(seconds=1), "45011"),  # ended
+    ], who="d", now=now)
+    samples = scrape()
+    assert sorted((lab["app"], lab["channel"], v) for lab, v in
+                  samples["herald_quota_holds"]) == [("default", "subscribe", 1.0),
+                                                     ("shop", "sms", 1.0)]
+    holds.lift(any_db, "shop", None, who="cli:op", now=datetime.now(UTC))
+    samples = scrape()
+    assert [lab for lab, _ in samples["herald_quota_holds"]] == [
+        {"app": "default", "channel": "subscribe"}]

@@ -123,3 +123,26 @@ def test_an_app_secret_in_an_error_never_reaches_the_column(any_db):
     with any_db.connection_context():
         error = MsgList.get_by_id(rid).error
     assert "s3cr3t-app-secret-value" not in error and "<redacted>" in error
+
+
+def test_a_row_handed_back_after_its_start_mark_reads_as_never_started(any_db):
+    """on_stale: fail marks a send started before it goes; a stop that comes after the
+    mark hands the row back unsent: it must not look started (stale_retry and people
+    read started_at)."""
+    from db.claim import mark_started
+
+    rid, other = (insert_sql(any_db, template="order_status", openid=f"o{i}")
+                  for i in range(2))
+    t = clock.now()
+    claimed = claim_batch(any_db, daemon_id="me", now=t, lease=60, limit=2)
+    for r in claimed:
+        assert mark_started(any_db, r.id, r.attempts, daemon_id="me", now=t)
+    later = t + timedelta(minutes=1)
+    a = {r.id: r.attempts for r in claimed}
+    assert record(any_db, [
+        Outcome(rid, a[rid], "wait", send_at=later, refund_attempt=True),  # handed back
+        Outcome(other, a[other], "wait", -1, "will retry", send_at=later),  # it was sent
+    ], daemon_id="me", now=t) == 2
+    back, retried = MsgList.get_by_id(rid), MsgList.get_by_id(other)
+    assert (back.status, back.attempts, back.started_at) == ("wait", 0, None)
+    assert (retried.attempts, retried.started_at) == (1, t)

@@ -33,7 +33,8 @@ REQUIRED = {"msg_list": {"template", "openid"}, "access_token": set(), "push_eve
             "subscribe_grant": {"app", "openid", "template_id"}, "msg_event": {"msg_id", "kind"},
             "herald_daemon": {"role", "host", "pid", "version"}, "herald_schema": set(),
             # version 3, the push inbox: written by the receiver only
-            "push_nonce": {"app", "ts", "nonce", "body_hash"}}
+            "push_nonce": {"app", "ts", "nonce", "body_hash"},
+            "quota_hold": {"app", "channel", "set_by"}}
 
 
 def columns(db: Database, table: str) -> dict:

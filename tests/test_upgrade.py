@@ -154,3 +154,44 @@ def test_a_newer_schema_is_refused(tmp_path):
 
     with pytest.raises(SchemaError, match="newer than this release"):
         ensure_current(db)
+
+
+V2 = ROOT / "tests" / "fixtures" / "schema_v2"
+
+
+def make_v2(db) -> None:
+    """A database as the previous release left it: its DDL (kept exactly in
+    tests/fixtures/schema_v2) and its herald_schema rows."""
+    with db.connection_context():
+        for stmt in split_statements((V2 / f"{dialect_of(db)}.sql").read_text()):
+            db.execute_sql(stmt)
+        for version in (1, 2):
+            db.execute_sql(f"INSERT INTO herald_schema (version, description) VALUES "
+                           f"({version}, 'v{version}')")
+
+
+def test_upgrade_from_v2_adds_the_quota_holds_and_keeps_rows(any_db_url, sandbox,
+                                                             runtime_factory):
+    from db import holds
+
+    db = connect(any_db_url)
+    make_v2(db)
+    assert state(db).version == 2
+    rid = insert_sql(db, template="order_status", openid="o1", params=GOOD)
+    assert init_schema(db) == [3] and state(db).up_to_date
+    now = datetime.now(UTC)
+    with db.connection_context():
+        assert holds.read(db) == []
+        holds.publish(db, [holds.New("default", "subscribe", now + timedelta(hours=1),
+                                     "deferred to the next quota day: 45009")],
+                      who="test", now=now)
+        assert [(h.app, h.channel) for h in holds.active(db, now)] == [("default", "subscribe")]
+        description = db.execute_sql(
+            "SELECT description FROM herald_schema WHERE version = 3").fetchone()[0]
+    assert "quota_hold" in description
+    rt = runtime_factory(db, sandbox, db_url=any_db_url)
+    with db.connection_context():
+        dispatch.run(rt)
+        held = MsgList.get_by_id(rid)
+    # the hold the upgrade's new table holds is honoured at once
+    assert held.status == "wait" and sandbox.received == []

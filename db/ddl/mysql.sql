@@ -157,3 +157,21 @@ CREATE TABLE IF NOT EXISTS push_nonce (
     KEY push_nonce_ts (ts)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 -- End of version 3, the push inbox ---------------------------------------------------
+
+-- ---- schema version 3: quota holds (jobs/dispatch.py, db/holds.py) ----
+-- WeChat said an app's quota on a channel is spent (45009: for the day, 45011: for the
+-- minute): every daemon on this database holds that app's sends on that channel until
+-- held_until, and later dispatch runs too. One row per app and channel, the latest
+-- hold; `herald holds --lift` ends one early and says who did (lifted_by, lifted_at).
+CREATE TABLE IF NOT EXISTS quota_hold (
+    app         VARCHAR(32) NOT NULL,               -- configured app name
+    channel     VARCHAR(16) NOT NULL,               -- subscribe | uniform | oa_template | sms | webhook
+    held_until  TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    reason      TEXT NULL,                          -- the answer that set it
+    set_by      VARCHAR(128) NOT NULL,              -- the daemon that saw the answer
+    set_at      TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    lifted_by   VARCHAR(128) NULL,                  -- who ended it early (cli:<user>)
+    lifted_at   TIMESTAMP(6) NULL DEFAULT NULL,
+    PRIMARY KEY (app, channel)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+-- ---- end of quota holds ----

@@ -23,11 +23,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from peewee import Database
 
+from db import holds
+from db.holds import Hold
 from db.models import STATUSES
 from logs import redact
 from web.console import sql
@@ -63,6 +65,7 @@ class Snapshot:
     oldest_due: datetime | Bad | None
     due: int
     missing_after: float = 0.0
+    holds: list[Hold] = field(default_factory=list)  # quota holds in force (db/holds.py)
 
     @property
     def total(self) -> int:
@@ -134,7 +137,8 @@ def take(db: Database, now: datetime, *, missing_after: float) -> Snapshot:
     return Snapshot(at=now, took=time.monotonic() - started, totals=totals, grid=grid,
                     grid_capped=len(found) > GRID_ROWS, failures=failures,
                     chart_start=start, per_minute=per_minute, receipts=receipts,
-                    oldest_due=oldest_due, due=count(due), missing_after=missing_after)
+                    oldest_due=oldest_due, due=count(due), missing_after=missing_after,
+                    holds=holds.active(db, now))
 
 
 class SnapshotCache:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import clock
 import keywords
+from db import holds
 from templates import Template, TemplateError, load_templates, render_row
 from web.console import inputs, ledger, messages
 from web.console.chart import sends_svg
@@ -155,8 +156,9 @@ class Pages:
         with self.c.db.connection_context():
             found = ledger.daemons(self.c.db, now)
             tokens = ledger.token_states(self.c.db)
+            held = holds.active(self.c.db, now)
         return self._page(req, "daemons.html", title="Daemons / 进程", daemons=found,
-                          tokens=tokens, now=now)
+                          tokens=tokens, now=now, holds=held)
 
 
 def _statuses() -> tuple[str, ...]:
