@@ -32,6 +32,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from config.secret import Secret
+
+if TYPE_CHECKING:
+    from config import Config
+    from templates import TemplateSet
 
 # A field whose name ends in access_token or secret (client_secret, appsecret, ...)
 _NAME = r"[A-Za-z0-9_]*(?:access_token|secret)"
@@ -139,35 +146,31 @@ def add_secret(value: str | None) -> None:
 
 
 def _reveal(value: object) -> str | None:
-    reveal = getattr(value, "reveal", None)
-    text = reveal() if callable(reveal) else value
+    text = value.reveal() if isinstance(value, Secret) else value
     return text if isinstance(text, str) else None
 
 
-def config_secrets(cfg: object) -> list[str]:
-    """Every credential a loaded Config holds (a duck-typed walk: this module imports
-    no config): app secrets, push Tokens and AES keys, the SMS SecretId, SecretKey and
-    callback token, console password hashes. A deferred one (None) is skipped."""
+def config_secrets(cfg: Config) -> list[str]:
+    """Every credential a loaded Config holds: app secrets, push Tokens and AES keys, the
+    SMS SecretId, SecretKey and callback token, console password hashes. A deferred one
+    (None, in a config loaded with strict_secrets=False) is skipped."""
     found: list[str | None] = []
-    for app in getattr(cfg, "apps", {}).values():
+    for app in cfg.apps.values():
         found.append(_reveal(app.secret))
-        push = getattr(app, "push", None)
-        if push is not None:
-            found += [_reveal(push.token), _reveal(push.aes_key)]
-    sms = getattr(cfg, "sms", None)
-    if sms is not None:
-        found += [_reveal(getattr(sms, k, None))
-                  for k in ("secret_id", "secret_key", "callback_token")]
-    console = getattr(cfg, "console", None)
-    for user in getattr(console, "users", {}).values():
+        if app.push is not None:
+            found += [_reveal(app.push.token), _reveal(app.push.aes_key)]
+    if cfg.sms is not None:
+        found += [_reveal(cfg.sms.secret_id), _reveal(cfg.sms.secret_key),
+                  _reveal(cfg.sms.callback_token)]
+    for user in cfg.console.users.values():
         found.append(_reveal(user.password_hash))
     return [v for v in found if v]
 
 
-def template_secrets(tset: object) -> list[str]:
+def template_secrets(tset: TemplateSet) -> list[str]:
     """The secrets a set of templates holds (a webhook's signing secret)."""
     found: list[str] = []
-    for tpl in getattr(tset, "templates", {}).values():
+    for tpl in tset.templates.values():
         for key, value in tpl.settings.items():
             text = _reveal(value)
             if text and ("secret" in key or "token" in key):

@@ -13,7 +13,7 @@ is one of:
   built from). One such key refuses the whole reload: the keys are named at WARNING and
   every running setting stays.
 
-A key neither table names needs a restart: a key added later is never silently
+A changed key no pattern matches needs a restart: a key added later is never silently
 ignored. The templates are loaded with the new configuration and the in-use guard
 (TemplateHolder.prepare): a file that would drop a template waiting rows name refuses
 the reload, whether it changed in place or `templates:` points elsewhere. A file that no
@@ -34,6 +34,7 @@ import channels
 from channels.base import ChannelKind
 from channels.wechat_api import WeChatClient
 from config import Config, ConfigError, load_config
+from config.schema import SCHEMA
 from logs import config_secrets, redact, set_secrets, setup_logging, template_secrets
 from ratelimit import RateLimiters
 from runtime import Runtime, token_margin
@@ -45,58 +46,10 @@ log = logging.getLogger("herald.reload")
 # Not settings: where the file is, what loading it found.
 NOT_KEYS = ("path", "warnings", "unresolved")
 
-# `run`: (pattern, what happens); the first match wins; no match: restart.
-RUN_KEYS: tuple[tuple[str, str], ...] = (
-    ("database", "restart"),  # the open connections and the schema check
-    ("metrics.*", "restart"),  # the listening endpoint
-    # the collector counts missing receipts with the value it was built with
-    ("receipts.missing_after", "restart"),
-    ("templates", "live"),
-    ("api_base", "live"),
-    ("http.timeout", "live"),
-    ("dispatch.*", "live"),
-    ("retry.*", "live"),
-    ("retention.*", "live"),
-    ("jobs.*.every", "live"),
-    ("log.*", "live"),
-    ("grants.*", "live"),
-    ("sms", "live"),
-    ("sms.callback_token", "unused"),
-    ("sms.*", "live"),
-    ("apps.*.secret", "live"),
-    ("apps.*.push", "unused"),
-    ("apps.*.push.*", "unused"),
-    # which account an app name means, how its token is kept, and the set of apps:
-    # the shared token row, per-app locks and holds are built on them
-    ("apps.*", "restart"),
-    ("web.*", "unused"),
-    ("console.*", "unused"),
-)
-
-# `serve`: the push receiver, the SMS callbacks, the console and the events applier
-# keep what they were started with; only the templates and logging change live.
-SERVE_KEYS: tuple[tuple[str, str], ...] = (
-    ("templates", "live"),
-    ("log.*", "live"),
-    ("database", "restart"),
-    ("web.*", "restart"),
-    ("console.*", "restart"),
-    ("grants.*", "restart"),
-    ("receipts.*", "restart"),
-    ("jobs.events.every", "restart"),
-    ("jobs.*.every", "unused"),
-    ("sms", "restart"),
-    ("sms.callback_token", "restart"),
-    ("sms.*", "unused"),
-    ("apps.*.secret", "unused"),
-    ("apps.*", "restart"),
-    ("api_base", "unused"),
-    ("http.*", "unused"),
-    ("dispatch.*", "unused"),
-    ("retry.*", "unused"),
-    ("retention.*", "unused"),
-    ("metrics.*", "unused"),
-)
+# (pattern, what happens) for each process, first match wins, no match: restart. Each key
+# says what SIGHUP does with it where it is declared (config/model.py, `reload=`).
+RUN_KEYS: tuple[tuple[str, str], ...] = SCHEMA.sighup_table("run")
+SERVE_KEYS: tuple[tuple[str, str], ...] = SCHEMA.sighup_table("serve")
 
 # changes that need the senders (and the HTTP client they share) built again
 SENDER_KEYS = ("api_base", "http.timeout", "dispatch.workers", "sms", "sms.*")

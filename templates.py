@@ -37,6 +37,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 import channels
 from channels.base import BuildError, Built, ChannelKind
+from config import Config
 from strict_json import DuplicateKey as _DuplicateKey
 from strict_json import no_constants as _no_constants
 from strict_json import unique_keys as _unique_keys
@@ -495,7 +496,7 @@ class LoadContext:
     """What template checks may consult beyond the file: the config (apps, sms) and
     where relative paths and ${VAR}s resolve."""
 
-    config: Any = None
+    config: Config | None = None  # None: checks that need the config are skipped
     base_dir: Path = Path(".")
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)
 

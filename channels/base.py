@@ -19,11 +19,27 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from channels.wechat_api import WeChatClient
     from config import Config
+
+
+class CheckContext(Protocol):
+    """What a template check may consult beyond the file (templates.LoadContext is one):
+    the loaded config, when the templates are loaded for one (None: checks that need it
+    are skipped), and where relative paths and ${VAR}s resolve."""
+
+    @property
+    def config(self) -> Config | None: ...
+
+    @property
+    def base_dir(self) -> Path: ...
+
+    @property
+    def env(self) -> Mapping[str, str]: ...
 
 
 class Kind(StrEnum):
@@ -114,10 +130,9 @@ class ChannelKind:
 
     @classmethod
     def check(cls, spec: Mapping[str, Any], *, name: str, data: Sequence[tuple[str, str]],
-              ctx: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+              ctx: CheckContext) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         """This channel's settings of one template (its own keys, resolved), and the
-        problems found as (dotted key, message). `data` is (key, expression) pairs;
-        ctx a templates.LoadContext (config, base_dir, env)."""
+        problems found as (dotted key, message). `data` is (key, expression) pairs."""
         return {k: spec[k] for k in cls.keys if k in spec}, []
 
     @classmethod

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from channels.base import CheckContext
 
 URL_MAX = 1024
 APPID_RE = re.compile(r"wx[0-9A-Za-z]{16}")
@@ -59,22 +62,18 @@ def wechat_data(data: Mapping[str, str] | list[str]) -> dict[str, dict[str, str]
     return {key: {"value": text} for key, text in data.items()}
 
 
-def app_kind(ctx: Any, name: str) -> tuple[str | None, str | None]:
+def app_kind(ctx: CheckContext, name: str) -> tuple[str | None, str | None]:
     """(kind, appid) of a configured app, or (None, None) when the config is not known
     here or has no such app."""
-    config = getattr(ctx, "config", None)
-    apps = getattr(config, "apps", None)
-    if not apps or name not in apps:
+    if ctx.config is None or name not in ctx.config.apps:
         return None, None
-    app = apps[name]
-    return getattr(app, "kind", "miniprogram"), getattr(app, "appid", None)
+    app = ctx.config.apps[name]
+    return app.kind, app.appid
 
 
-def configured_apps(ctx: Any) -> list[str] | None:
+def configured_apps(ctx: CheckContext) -> list[str] | None:
     """Names of the configured apps, or None when the config is not known here."""
-    config = getattr(ctx, "config", None)
-    apps = getattr(config, "apps", None)
-    return list(apps) if apps is not None else None
+    return list(ctx.config.apps) if ctx.config is not None else None
 
 
 __all__ = ["APPID_RE", "app_kind", "check_appid", "check_data_keys", "check_url",

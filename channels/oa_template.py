@@ -16,7 +16,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from channels.base import Answer, BuildError, Built, ChannelKind, Kind, RowLike, TemplateLike
+from channels.base import (
+    Answer,
+    BuildError,
+    Built,
+    ChannelKind,
+    CheckContext,
+    Kind,
+    RowLike,
+    TemplateLike,
+)
 from channels.common import app_kind, check_data_keys, check_url, wechat_data
 from channels.subscribe import check_page
 from channels.wechat_api import WeChatClient
@@ -59,11 +68,11 @@ class OaTemplate(ChannelKind):
     @classmethod
     def create(cls, config: Config, wechat: WeChatClient) -> OaTemplate:
         return cls(wechat, {n: a.appid for n, a in config.apps.items()
-                            if getattr(a, "kind", "miniprogram") == "miniprogram"})
+                            if a.kind == "miniprogram"})
 
     @classmethod
     def check(cls, spec: Mapping[str, Any], *, name: str, data: Sequence[tuple[str, str]],
-              ctx: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+              ctx: CheckContext) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         settings, problems = super().check(spec, name=name, data=data, ctx=ctx)
         app = spec.get("app")
         if not isinstance(app, str) or not app:

@@ -14,7 +14,16 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from channels.base import Answer, BuildError, Built, ChannelKind, Kind, RowLike, TemplateLike
+from channels.base import (
+    Answer,
+    BuildError,
+    Built,
+    ChannelKind,
+    CheckContext,
+    Kind,
+    RowLike,
+    TemplateLike,
+)
 from channels.tencent_sms import PARAM_MAX_CHARS, SmsClient, check_params, validate_phone
 from channels.wechat_api import WeChatClient
 
@@ -52,7 +61,7 @@ class Sms(ChannelKind):
 
     @classmethod
     def check(cls, spec: Mapping[str, Any], *, name: str, data: Sequence[tuple[str, str]],
-              ctx: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+              ctx: CheckContext) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         settings, problems = super().check(spec, name=name, data=data, ctx=ctx)
         tid = spec.get("template_id")
         if isinstance(tid, int | str) and not isinstance(tid, bool) and not str(tid).strip(
@@ -72,8 +81,7 @@ class Sms(ChannelKind):
                                                 f"{PARAM_MAX_CHARS})"))
             limit = PARAM_MAX_CHARS
         settings["param_max_chars"] = limit
-        config = getattr(ctx, "config", None)
-        if config is not None and getattr(config, "sms", None) is None:
+        if ctx.config is not None and ctx.config.sms is None:
             problems.append(("channel", NOT_CONFIGURED))
         for key, expr in data:
             if "{" not in expr:  # a constant: check it now, not when the first row fails

@@ -13,7 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from channels.base import Answer, BuildError, Built, ChannelKind, RowLike, TemplateLike
+from channels.base import (
+    Answer,
+    BuildError,
+    Built,
+    ChannelKind,
+    CheckContext,
+    RowLike,
+    TemplateLike,
+)
 from channels.wechat_api import SEND_PATH, WeChatClient
 from keywords import KeywordError, check_value, keyword_type
 
@@ -46,7 +54,7 @@ class Subscribe(ChannelKind):
 
     @classmethod
     def check(cls, spec: Mapping[str, Any], *, name: str, data: Sequence[tuple[str, str]],
-              ctx: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+              ctx: CheckContext) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         settings, problems = super().check(spec, name=name, data=data, ctx=ctx)
         if (bad := check_page(spec.get("page"))) is not None:
             problems.append(("page", bad))

@@ -17,7 +17,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from channels.base import Answer, BuildError, Built, ChannelKind, Kind, RowLike, TemplateLike
+from channels.base import (
+    Answer,
+    BuildError,
+    Built,
+    ChannelKind,
+    CheckContext,
+    Kind,
+    RowLike,
+    TemplateLike,
+)
 from channels.common import (
     app_kind,
     check_appid,
@@ -59,7 +68,7 @@ ERRCODES_UNIFORM: dict[int, Meaning] = {
 }
 
 
-def mini_program_appids(ctx: Any) -> dict[str, str]:
+def mini_program_appids(ctx: CheckContext) -> dict[str, str]:
     """name -> appid of the configured mini programs ({} when the config is unknown)."""
     out: dict[str, str] = {}
     for name in configured_apps(ctx) or []:
@@ -80,11 +89,11 @@ class Uniform(ChannelKind):
     @classmethod
     def create(cls, config: Config, wechat: WeChatClient) -> Uniform:
         return cls(wechat, {n: a.appid for n, a in config.apps.items()
-                            if getattr(a, "kind", "miniprogram") == "miniprogram"})
+                            if a.kind == "miniprogram"})
 
     @classmethod
     def check(cls, spec: Mapping[str, Any], *, name: str, data: Sequence[tuple[str, str]],
-              ctx: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+              ctx: CheckContext) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         settings, problems = super().check(spec, name=name, data=data, ctx=ctx)
         if "oa_appid" not in spec:
             problems.append(("oa_appid", "required: the appid of the official account bound "

@@ -22,14 +22,13 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.utils import get_environ_proxies
 
-from channels.base import Answer, Built, ChannelKind, Kind, RowLike, TemplateLike
+from channels.base import Answer, Built, ChannelKind, CheckContext, Kind, RowLike, TemplateLike
 from channels.common import check_url
 from channels.http import make_session, root_cause
 from channels.wechat_api import WeChatClient
@@ -56,15 +55,15 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def _deferring(ctx: Any) -> bool:
+def _deferring(ctx: CheckContext) -> bool:
     """Whether this load defers credentials: a config loaded with strict_secrets=False
     that left some unresolved (`serve` holds no send credentials), so an unavailable
     webhook secret is no error here either; a sender built from it refuses to send."""
-    unresolved = getattr(getattr(ctx, "config", None), "unresolved", None)
-    return bool(unresolved)
+    return ctx.config is not None and bool(ctx.config.unresolved)
 
 
-def _resolve_secret(spec: Mapping[str, Any], ctx: Any) -> tuple[str | None, list[tuple[str, str]]]:
+def _resolve_secret(spec: Mapping[str, Any], ctx: CheckContext
+                    ) -> tuple[str | None, list[tuple[str, str]]]:
     """The template's secret (from secret, ${VAR} expanded, or from secret_file), or the
     problems; no message ever quotes the secret."""
     has_text, has_file = "secret" in spec, "secret_file" in spec
@@ -72,7 +71,7 @@ def _resolve_secret(spec: Mapping[str, Any], ctx: Any) -> tuple[str | None, list
         return None, [("secret", "give exactly one of secret (may use ${VAR}) or secret_file "
                                  "(a file holding it, looked up in $CREDENTIALS_DIRECTORY "
                                  "first)")]
-    env = getattr(ctx, "env", None) or {}
+    env = ctx.env
     if has_text:
         raw = spec["secret"]
         if not isinstance(raw, str):
@@ -85,9 +84,9 @@ def _resolve_secret(spec: Mapping[str, Any], ctx: Any) -> tuple[str | None, list
             return None, [("secret", u.message) for u in unresolved]
         key, text = "secret", str(value).strip()
     else:
-        base = Path(getattr(ctx, "base_dir", None) or ".")
         try:
-            text, _ = read_secret_file(spec["secret_file"], Context(base_dir=base, env=env))
+            text, _ = read_secret_file(spec["secret_file"], Context(base_dir=ctx.base_dir,
+                                                                    env=env))
         except Invalid as exc:
             if _deferring(ctx):
                 return None, []
@@ -124,7 +123,7 @@ class Webhook(ChannelKind):
 
     @classmethod
     def check(cls, spec: Mapping[str, Any], *, name: str, data: Sequence[tuple[str, str]],
-              ctx: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+              ctx: CheckContext) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         settings, problems = super().check(spec, name=name, data=data, ctx=ctx)
         if "url" not in spec:
             problems.append(("url", "required: where to POST, e.g. https://app.example/hook"))

@@ -10,10 +10,13 @@ String values may use ${VAR} and ${VAR:-default} (default when VAR is unset or e
 as in the shell); write $${ for a literal ${. Secrets are wrapped in Secret, whose str()
 and repr() never show the value, and error messages print <secret> instead of it.
 
-Modules: schema.py is the table of every key (start there); spec.py the declarations it
-is written in; values.py the value checks; walk.py applies the table to a file, with
+Modules: model.py declares every key once, as a field of the dataclass it loads into
+(start there); spec.py is the language of those declarations and values.py the value
+checks they use; schema.py makes the tree of them; walk.py applies it to a file, with
 interpolate.py (${VAR}) and credentials.py (secret files); rules.py the checks across
-keys and the warnings; model.py what comes out; load.py the entry points.
+keys and the warnings; load.py the entry points; secret.py and errors.py what the rest
+of Herald catches and wraps. sample.py and reference.py write config.yaml and
+docs/configuration.md from the declarations (`python -m config.generate`).
 """
 
 from .load import config_from_dict, load_config

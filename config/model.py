@@ -1,98 +1,84 @@
-"""What a loaded configuration is: Secret, the two errors, and the frozen dataclasses.
+"""Every key of config.yaml, declared once: a field of the frozen dataclass it loads into.
 
-Attribute names are what the rest of Herald reads (cfg.dispatch.lease, cfg.app(name)...);
-the schema in schema.py declares one key for each field and builds these from it.
+A field's type is what Herald reads (cfg.dispatch.lease is a float); its Annotated
+metadata declares the key: the check (its limits), the default as written in YAML, the
+help, and what SIGHUP does with a change in `run` and in `serve` (spec.Sighup; a key
+says it or takes its section's). Fields without such metadata are not keys (an entry's
+name, a listener's host and port, where the file was). schema.py reads these classes;
+validation, defaults, unknown keys and did-you-mean, reload's tables, config.yaml and
+docs/configuration.md all come from them (`python -m config.generate` writes the last
+two; tests hold them equal).
+
+Adding a key: one field here, then `python -m config.generate`.
+
+    key(check, default, help)        a value; default as written in YAML, or REQUIRED
+    secret(check, default, help)     a credential: never shown, deferrable
+    section(help)                    on a field typed with another of these classes
+    names(help, pattern, ...)        on a Mapping[str, <class>]: names the user picks
+    jobs(help, every, *Job(...))     the scheduled jobs, each with its own default
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the Annotated metadata is built when the class
+# is, so schema.py reads it without evaluating strings.
 
-import hmac
-import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import MappingProxyType
+from typing import Annotated, Final
+
+from .errors import ConfigError, UnknownAppError
+from .secret import Secret, mask_url
+from .spec import (
+    BOTH_LIVE,
+    REQUIRED,
+    RESTART,
+    RUN_LIVE,
+    SERVE_RESTART,
+    Defer,
+    Job,
+    Sighup,
+    jobs,
+    key,
+    names,
+    secret,
+    section,
+)
+from .values import (
+    AesKey,
+    Bool,
+    DatabaseUrl,
+    Digits,
+    Duration,
+    FilePath,
+    HttpUrl,
+    Integer,
+    Listen,
+    Number,
+    Pattern,
+    QuotaReset,
+    QuotaResetTime,
+    SecretText,
+    one_of,
+    parse_address,
+)
+
+DATABASE_ENV: Final = "HERALD_DATABASE"
+# Limits no real operator meets; they exist to catch typos (1e12, a lost unit) at start-up.
+DAY: Final = 86400.0
+JOB_EVERY: Final = Duration(low=0.1, high=DAY)
+BACKOFF: Final = Duration(high=7 * DAY)
+RETENTION: Final = Duration(high=36500 * DAY, forever=True)  # 100 years
+PUSH_TOKEN: Final = Pattern(re.compile(r"[A-Za-z0-9]{3,32}"), "push Token",
+                            "3 to 32 letters or digits, as set in the console")
 
 
-class Secret:
-    """Wraps a secret string. str() and repr() give '<secret>' so it can never leak into
-    logs or exception messages. .reveal() returns the value. Equality compares values.
-    Hashable."""
-
-    __slots__ = ("_value",)
-    _value: str
-
-    def __init__(self, value: str) -> None:
-        if not isinstance(value, str):
-            raise TypeError(f"Secret wraps a str, not {type(value).__name__}")
-        # object.__setattr__ because our own __setattr__ refuses all writes.
-        object.__setattr__(self, "_value", value)
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __str__(self) -> str:
-        return "<secret>"
-
-    def __repr__(self) -> str:
-        return "<secret>"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Secret):
-            return NotImplemented
-        # Constant-time: comparing secrets must not leak how many leading bytes match.
-        return hmac.compare_digest(self._value.encode("utf-8"), other._value.encode("utf-8"))
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("Secret is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError("Secret is immutable")
-
-
-class ConfigError(Exception):
-    """Everything wrong with a configuration, one "<key>: <what is wrong>" line each."""
-
-    problems: list[str]
-    path: str | None
-
-    def __init__(self, problems: str | Sequence[str], path: str | os.PathLike[str] | None = None
-                 ) -> None:
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        self.path = None if path is None else os.fspath(path)
-        # Both go to Exception.args so the error survives pickling (multiprocessing).
-        super().__init__(self.problems, self.path)
-
-    def __str__(self) -> str:
-        where = f" in {self.path}" if self.path else ""
-        return f"invalid configuration{where}:\n  - " + "\n  - ".join(self.problems)
-
-
-class UnknownAppError(KeyError):
-    """Raised by Config.app(); a KeyError whose str() is the plain message.
-
-    (KeyError's own str() wraps the message in quotes, which reads badly in logs.)
-    """
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-def mask_url(text: str) -> str:
-    """The URL with any password replaced by ***, for messages and repr()."""
-    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)", text)
-    if match is None or "@" not in match.group(2):
-        return text
-    userinfo, host = match.group(2).rsplit("@", 1)
-    if ":" not in userinfo:
-        return text
-    user = userinfo.split(":", 1)[0]
-    return f"{match.group(1)}{user}:***@{host}{text[match.end():]}"
+def _spread_listen(settings: object, listen: str | None) -> None:
+    """host (without IPv6 brackets) and port from `listen`, which Listen has checked."""
+    address = parse_address(listen) if listen is not None else None
+    object.__setattr__(settings, "host", address.host if address else None)
+    object.__setattr__(settings, "port", address.port if address else None)
 
 
 # In a Config loaded with strict_secrets=False, a credential whose problem was deferred
@@ -105,176 +91,282 @@ def mask_url(text: str) -> str:
 class PushConfig:
     """WeChat message push (消息推送) for one app, as set in its console."""
 
-    token: Secret
-    aes_key: Secret | None  # EncodingAESKey; None = plaintext mode only
+    token: Annotated[Secret, secret(
+        SecretText("the push Token", PUSH_TOKEN), REQUIRED,
+        "the push Token from the console (3 to 32 letters or digits); or token_file",
+        file=True, example="${WECHAT_PUSH_TOKEN}", file_example="push_token")]
+    aes_key: Annotated[Secret | None, secret(
+        SecretText("the EncodingAESKey", AesKey()), None,
+        "the EncodingAESKey (43 characters) for compatible and safe mode; or "
+        "aes_key_file; null: plaintext mode only", file=True, file_example="push_aes_key")]
 
 
-# Defaults on fields added after the first release keep AppConfig(...) calls written for
-# the five-field version working; tests/test_config.py checks they match the schema's.
 @dataclass(frozen=True, slots=True)
 class AppConfig:
     name: str
-    appid: str
-    secret: Secret | None
-    token_source: str  # stable | legacy | external
-    token_file: Path | None  # external only; None = the shared access_token table row
-    kind: str = "miniprogram"  # miniprogram | official_account
-    push: PushConfig | None = None
+    appid: Annotated[str, key(
+        Pattern(re.compile(r"[A-Za-z0-9_-]{1,64}"), "appid", "1 to 64 letters, digits, _ or -"),
+        REQUIRED, "the Mini Program's appid, e.g. wx0123456789abcdef", defer=Defer.UNSET_ENV,
+        example="${WECHAT_APPID}")]
+    secret: Annotated[Secret | None, secret(
+        SecretText("the app secret"), None,
+        "the AppSecret (not for token_source external); or secret_file: a file holding it, "
+        "looked up in $CREDENTIALS_DIRECTORY first", file=True, reload=RUN_LIVE,
+        example="${WECHAT_SECRET}", file_example="wechat_secret")]
+    token_source: Annotated[str, key(
+        one_of(stable="POST /cgi-bin/stable_token, safe to share", legacy="GET /cgi-bin/token",
+               external="another service keeps the token"),
+        "stable", "where the app's access token comes from")]
+    token_file: Annotated[Path | None, key(
+        FilePath(), None,
+        "external only: a file holding the token; null reads the shared access_token table")]
+    kind: Annotated[str, key(
+        one_of(miniprogram="a Mini Program",
+               official_account="an account whose own token sends oa_template rows"),
+        "miniprogram", "what the app is")]
+    push: Annotated[PushConfig | None, section(
+        "WeChat message push (消息推送) for `serve`, as set in the app's console; "
+        "null: no push receiver", reload=SERVE_RESTART)]
 
 
 @dataclass(frozen=True, slots=True)
 class JobConfig:
-    every: float  # seconds
+    every: float  # seconds; declared, with each job's default, by jobs() on Config.jobs
 
 
 @dataclass(frozen=True, slots=True)
 class DispatchConfig:
-    batch_size: int
-    workers: int
-    lease: float  # seconds
-    on_stale: str  # retry | fail
-    rate_limit: float | None  # messages per second per app; None = unlimited
+    batch_size: Annotated[int, key(Integer(1, 10000), 100, "rows claimed per run")]
+    workers: Annotated[int, key(Integer(1, 256), 16, "concurrent sends")]
+    # Shorter leases would expire while a batch is still being sent; rules.py also wants
+    # 3 × http.timeout.
+    lease: Annotated[float, key(
+        Duration(low=10.0, high=DAY), "5m",
+        "how long a claimed row stays ours, at least 3 × http.timeout")]
+    on_stale: Annotated[str, key(
+        one_of(retry="at-least-once", fail="at-most-once"), "retry",
+        "a row whose lease ran out while sending")]
+    rate_limit: Annotated[float | None, key(
+        Number(0, 10000, low_open=True, nullable=True, unit="messages per second per app"),
+        None, "at most this many sends start per second per app (null: unlimited)")]
 
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    base: float  # seconds
-    factor: float
-    max: float  # seconds
-    jitter: float  # 0..1
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaReset:
-    """When WeChat's daily quota resets: a wall-clock time at a fixed UTC offset."""
-
-    hour: int
-    minute: int
-    utc_offset_minutes: int
-
-    def next_after(self, dt: datetime) -> datetime:
-        """The first reset instant strictly after the aware datetime `dt`, as aware UTC."""
-        if dt.tzinfo is None or dt.utcoffset() is None:
-            raise ValueError("QuotaReset.next_after needs an aware datetime")
-        # A fixed offset has no DST, so "the same time tomorrow" is exactly 24 hours on.
-        zone = timezone(timedelta(minutes=self.utc_offset_minutes))
-        local = dt.astimezone(zone)
-        reset = local.replace(hour=self.hour, minute=self.minute, second=0, microsecond=0)
-        if reset <= local:
-            reset += timedelta(days=1)
-        return reset.astimezone(UTC)
-
-    def __str__(self) -> str:
-        sign = "-" if self.utc_offset_minutes < 0 else "+"
-        hours, minutes = divmod(abs(self.utc_offset_minutes), 60)
-        return f"{self.hour:02d}:{self.minute:02d}{sign}{hours:02d}:{minutes:02d}"
+    base: Annotated[float, key(BACKOFF, "30s", "wait after the first failure")]
+    # factor ** attempts must stay a float: 10 ** 100 does, 1e10 ** 100 overflows.
+    factor: Annotated[float, key(Number(1, 10), 2, "multiplier per further failure")]
+    max: Annotated[float, key(BACKOFF, "1h", "longest wait, at least base")]
+    jitter: Annotated[float, key(Number(0, 1), 0.2, "random spread as a fraction of the wait")]
 
 
 @dataclass(frozen=True, slots=True)
 class RetryConfig:
-    max_attempts: int
-    backoff: Backoff
-    daily_quota_reset: QuotaReset
+    max_attempts: Annotated[int, key(Integer(1, 100), 5, "sends per message before it fails")]
+    backoff: Annotated[Backoff, section(
+        "the wait after the n-th failure: min(max, base × factor^(n-1)) ± jitter")]
+    daily_quota_reset: Annotated[QuotaReset, key(
+        QuotaResetTime(), "00:00+08:00",
+        "when WeChat's daily quota (errcode 45009) resets")]
 
 
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
-    timeout: float  # seconds
+    timeout: Annotated[float, key(Duration(low=0.1, high=300.0), "10s", "per WeChat API request")]
 
 
 @dataclass(frozen=True, slots=True)
 class Retention:
     """Seconds each kind of finished row is kept; None = forever."""
 
-    success: float | None
-    fail: float | None
-    cancelled: float | None
-    events: float | None = 30 * 86400.0  # push_event inbox rows
+    success: Annotated[float | None, key(RETENTION, "30d", "sent rows")]
+    fail: Annotated[float | None, key(RETENTION, "90d", "failed rows")]
+    cancelled: Annotated[float | None, key(RETENTION, "30d", "cancelled rows")]
+    events: Annotated[float | None, key(RETENTION, "30d", "push_event inbox rows")]
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
-    listen: str | None  # as written, e.g. "127.0.0.1:9464"; None = metrics disabled
-    host: str | None  # without IPv6 brackets
-    port: int | None
+    listen: Annotated[str | None, key(
+        Listen("127.0.0.1:9464", "metrics"), "127.0.0.1:9464",
+        "host:port of the Prometheus endpoint; null disables it")]
+    host: str | None = field(init=False)  # from listen
+    port: int | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        _spread_listen(self, self.listen)
 
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
-    format: str  # text | json
-    level: str  # DEBUG | INFO | WARNING | ERROR
-    sql: bool = False  # peewee's SQL statements logged
+    format: Annotated[str, key(
+        one_of(text="one line of text", json="one JSON object a line"), "text",
+        "how a log line looks")]
+    level: Annotated[str, key(
+        one_of("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "INFO",
+        "the lowest level logged")]
+    sql: Annotated[bool, key(Bool(), False, "true logs every SQL statement peewee runs (noisy)")]
 
 
 @dataclass(frozen=True, slots=True)
 class WebConfig:
     """Where `serve` listens for WeChat pushes and SMS status callbacks."""
 
-    listen: str | None  # None = disabled
-    host: str | None
-    port: int | None
-    push_max_age: float = 300.0  # seconds a POST push's timestamp may be off from now
+    listen: Annotated[str | None, key(
+        Listen("127.0.0.1:8080", "the push receiver"), "127.0.0.1:8080",
+        "host:port for WeChat pushes and SMS callbacks, behind a TLS reverse proxy; "
+        "null disables it")]
+    host: str | None = field(init=False)  # from listen
+    port: int | None = field(init=False)
+    push_max_age: Annotated[float, key(
+        Duration(low=10.0, high=DAY), "5m",
+        "a POST push whose timestamp is further than this from now, either way, is "
+        "refused (a replay)")]
+
+    def __post_init__(self) -> None:
+        _spread_listen(self, self.listen)
 
 
 @dataclass(frozen=True, slots=True)
 class ConsoleUser:
     name: str
-    password_hash: Secret  # "scrypt$..."; a verifier, still kept out of logs
-    role: str  # viewer | operator
+    password_hash: Annotated[Secret, key(
+        SecretText("a password hash", Pattern(re.compile(r"scrypt\$\S+"), "password hash",
+                                             "the scrypt$... line that `herald "
+                                             "console-password` prints")),
+        REQUIRED, "what `herald console-password` prints (scrypt$...)", hidden=True)]
+    role: Annotated[str, key(
+        one_of(viewer="reads", operator="also re-drives and cancels"), "viewer",
+        "what the user may do")]
 
 
 @dataclass(frozen=True, slots=True)
 class ConsoleConfig:
-    listen: str | None  # None = disabled
-    host: str | None
-    port: int | None
-    users: Mapping[str, ConsoleUser]  # MappingProxyType, in file order
-    session_ttl: float  # seconds
-    cookie_secure: bool
+    listen: Annotated[str | None, key(
+        Listen("127.0.0.1:9465", "the console"), "127.0.0.1:9465",
+        "host:port of the console; null disables it")]
+    host: str | None = field(init=False)  # from listen
+    port: int | None = field(init=False)
+    users: Annotated[Mapping[str, ConsoleUser], names(
+        "who may log in to the console", r"[a-z][a-z0-9_.-]{0,31}", "user name",
+        "a lowercase letter, then up to 31 lowercase letters, digits, _, . or -",
+        "one console user",
+        example={"ann": {"password_hash": "scrypt$...", "role": "operator"},
+                 "bob": {"password_hash": "scrypt$...", "role": "viewer"}})]
+    session_ttl: Annotated[float, key(
+        Duration(low=60.0, high=30 * DAY), "12h", "a login lasts this long")]
+    cookie_secure: Annotated[bool, key(
+        Bool(), False, "true sends the session cookie over HTTPS only: set it behind HTTPS")]
+
+    def __post_init__(self) -> None:
+        _spread_listen(self, self.listen)
 
 
 @dataclass(frozen=True, slots=True)
 class GrantsConfig:
-    on_missing: str  # send | hold | fail
+    on_missing: Annotated[str, key(
+        one_of(send="the ledger only observes", hold="wait for a grant or expire_at",
+               fail="error no grant"), "send",
+        "a row whose user has no grant for its template")]
 
 
 @dataclass(frozen=True, slots=True)
 class ReceiptsConfig:
-    missing_after: float  # seconds
+    missing_after: Annotated[float, key(
+        Duration(low=60.0, high=30 * DAY), "30m",
+        "a success with no delivery receipt after this long counts as missing")]
 
 
 @dataclass(frozen=True, slots=True)
 class SmsConfig:
     """Tencent Cloud SMS (API 3.0)."""
 
-    secret_id: Secret
-    secret_key: Secret
-    sdk_app_id: str  # digits, e.g. "1400006666"
-    sign_name: str
-    region: str
-    endpoint: str  # without trailing slash
-    callback_token: Secret | None  # last path segment of the status callback URL
+    secret_id: Annotated[Secret, secret(
+        SecretText("the SecretId", Pattern(re.compile(r"[A-Za-z0-9]{1,128}"), "SecretId",
+                                           "letters and digits, e.g. AKID...")),
+        REQUIRED, "the API key's SecretId (Tencent Cloud CAM console)",
+        example="${TENCENTCLOUD_SECRET_ID}")]
+    secret_key: Annotated[Secret, secret(
+        SecretText("the SecretKey"), REQUIRED, "the API key's SecretKey; or secret_key_file",
+        file=True, example="${TENCENTCLOUD_SECRET_KEY}", file_example="tencent_sms_key")]
+    sdk_app_id: Annotated[str, key(
+        Digits("SdkAppId", '"1400006666"'), REQUIRED,
+        'the SMS application\'s SdkAppId, e.g. "1400006666"', example="1400006666")]
+    sign_name: Annotated[str, key(
+        Pattern(re.compile(r"\S(?:[^\x00-\x1f\x7f]{0,30}\S)?"), "sign name",
+                "1 to 32 characters on one line, e.g. 某某商城"),
+        REQUIRED, "the approved signature (签名), e.g. 某某商城; a template may override it",
+        example="某某商城")]
+    region: Annotated[str, key(
+        Pattern(re.compile(r"[a-z]{2,4}(?:-[a-z0-9]{1,24}){1,3}"), "region",
+                "a Tencent Cloud region such as ap-guangzhou"),
+        "ap-guangzhou", "the API region")]
+    endpoint: Annotated[str, key(
+        HttpUrl("https://sms.tencentcloudapi.com"), "https://sms.tencentcloudapi.com",
+        "the SMS API root (the tests point it at the sandbox)")]
+    callback_token: Annotated[Secret | None, secret(
+        SecretText("the callback token",
+                   Pattern(re.compile(r"[A-Za-z0-9_-]{16,128}"), "callback token",
+                           "16 to 128 letters, digits, _ or -")),
+        None, "the secret last segment of the status callback URL "
+              "/tencent/sms/status/<callback_token>; null: no callbacks",
+        reload=SERVE_RESTART, example="${HERALD_SMS_CALLBACK}")]
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     path: Path | None
-    database: str
-    api_base: str
-    templates: Path
-    apps: Mapping[str, AppConfig]  # MappingProxyType, in file order
-    jobs: Mapping[str, JobConfig]  # MappingProxyType with every job name
-    dispatch: DispatchConfig
-    retry: RetryConfig
-    http: HttpConfig
-    retention: Retention
-    metrics: MetricsConfig
-    log: LogConfig
-    web: WebConfig
-    console: ConsoleConfig
-    grants: GrantsConfig
-    receipts: ReceiptsConfig
-    sms: SmsConfig | None
+    database: Annotated[str, key(
+        DatabaseUrl(), "sqlite:///herald.db",
+        "the queue: sqlite:///file.db, postgresql://user@host/db or mysql://user@host/db "
+        "(each may take +pool); HERALD_DATABASE overrides it",
+        env_override=DATABASE_ENV, reload=RESTART)]
+    api_base: Annotated[str, key(
+        HttpUrl("https://api.weixin.qq.com"), "https://api.weixin.qq.com",
+        "WeChat API root (the tests point it at the sandbox)", reload=RUN_LIVE)]
+    templates: Annotated[Path, key(
+        FilePath(), "templates.yaml", "the message templates file", reload=BOTH_LIVE)]
+    apps: Annotated[Mapping[str, AppConfig], names(
+        "one entry per app; queue rows whose app is NULL use the app named default",
+        r"[a-z][a-z0-9_]{0,31}", "app name",
+        "a lowercase letter, then up to 31 lowercase letters, digits or _",
+        "one app's credentials",
+        empty="no apps configured (give at least one, e.g. "
+              "apps: {default: {appid: ..., secret: ...}})",
+        default={"default": {"appid": "${WECHAT_APPID}", "secret": "${WECHAT_SECRET}"}},
+        default_note="there is no apps section, so the app 'default' takes its appid and "
+                     "secret from WECHAT_APPID and WECHAT_SECRET",
+        # which account an app name means, how its token is kept, and the set of apps:
+        # the shared token row, per-app locks and holds are built on them
+        reload=RESTART)]
+    jobs: Annotated[Mapping[str, JobConfig], jobs(
+        "how often each scheduled job runs", JOB_EVERY,
+        Job("dispatch", "60s", "claim and send due messages"),
+        Job("token_refresh", "5m", "renew access tokens before they expire"),
+        Job("stale_retry", "1m", "recover rows whose sending lease ran out"),
+        Job("purge", "1h", "delete finished rows older than their retention"),
+        Job("events", "5s", "apply pushed events and application-reported grants",
+            reload=Sighup("live", "restart")),
+        reload=RUN_LIVE)]
+    dispatch: Annotated[DispatchConfig, section(
+        "how due rows are claimed and sent", reload=RUN_LIVE)]
+    retry: Annotated[RetryConfig, section("what happens after a failed send", reload=RUN_LIVE)]
+    http: Annotated[HttpConfig, section("outgoing HTTP requests", reload=RUN_LIVE)]
+    retention: Annotated[Retention, section(
+        "how long finished rows are kept before purge deletes them", reload=RUN_LIVE)]
+    metrics: Annotated[MetricsConfig, section(
+        "the Prometheus endpoint", reload=Sighup("restart", "unused"))]
+    log: Annotated[LogConfig, section("logging", reload=BOTH_LIVE)]
+    web: Annotated[WebConfig, section("the HTTP side `serve` runs", reload=SERVE_RESTART)]
+    console: Annotated[ConsoleConfig, section(
+        "the operator console `serve` runs", reload=SERVE_RESTART)]
+    grants: Annotated[GrantsConfig, section(
+        "the subscription ledger (push events, app reports)", reload=Sighup("live", "restart"))]
+    # `run`'s collector counts missing receipts with the value it was built with
+    receipts: Annotated[ReceiptsConfig, section("delivery receipts", reload=RESTART)]
+    sms: Annotated[SmsConfig | None, section(
+        "Tencent Cloud SMS for the sms channel; null: no SMS", reload=RUN_LIVE,
+        toggle=Sighup("live", "restart"))]
     # Sound but risky settings (a port open to other hosts...): for `check` and start-up
     # logs to show; they never stop Herald.
     warnings: tuple[str, ...] = ()
@@ -309,3 +401,11 @@ class Config:
                 value = mask_url(value)
             parts.append(f"{item.name}={value!r}")
         return f"Config({', '.join(parts)})"
+
+
+__all__ = [
+    "AppConfig", "Backoff", "Config", "ConfigError", "ConsoleConfig", "ConsoleUser",
+    "DispatchConfig", "GrantsConfig", "HttpConfig", "JobConfig", "LogConfig", "MetricsConfig",
+    "PushConfig", "QuotaReset", "ReceiptsConfig", "Retention", "RetryConfig", "Secret",
+    "SmsConfig", "UnknownAppError", "WebConfig", "mask_url",
+]

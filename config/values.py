@@ -15,11 +15,12 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, ClassVar, Final, NamedTuple
 from urllib.parse import urlsplit
 
-from .model import QuotaReset, Secret, mask_url
+from .secret import Secret, mask_url
 
 
 class Invalid(ValueError):
@@ -75,10 +76,19 @@ def seconds_text(seconds: float) -> str:
 
 class Check:
     """Base of all checks. A key whose default is null accepts null without asking its
-    check; other checks see null and decide (Listen: null disables a server)."""
+    check; other checks see null and decide (Listen: null disables a server).
+
+    `kind` and limits() describe what the check allows, for config.yaml's comments and
+    docs/configuration.md; they say what parse() enforces, in words."""
+
+    kind: ClassVar[str] = "value"
 
     def parse(self, value: object, ctx: Context) -> Any:
         raise NotImplementedError
+
+    def limits(self) -> str:
+        """What the check allows beyond its kind, or "" (the help says it all)."""
+        return ""
 
     def mask(self, text: str) -> str:
         """`text` fit for a message (a URL loses its password)."""
@@ -158,6 +168,13 @@ class Duration(Check):
     low: float = 0.0
     forever: bool = False
 
+    kind: ClassVar[str] = "duration"
+
+    def limits(self) -> str:
+        span = (f"{seconds_text(self.low)} to {seconds_text(self.high)}" if self.low
+                else f"up to {seconds_text(self.high)}")
+        return f"{span}, or forever" if self.forever else span
+
     def parse(self, value: object, ctx: Context) -> float | None:
         if self.forever and isinstance(value, str) and value.strip() == "forever":
             return None
@@ -183,6 +200,11 @@ class Integer(Check):
     low: int
     high: int
 
+    kind: ClassVar[str] = "integer"
+
+    def limits(self) -> str:
+        return f"{self.low} to {self.high}"
+
     def parse(self, value: object, ctx: Context) -> int:
         number = _as_int(value)
         if number is None or not self.low <= number <= self.high:
@@ -199,6 +221,12 @@ class Number(Check):
     low_open: bool = False
     nullable: bool = False
     unit: str = ""
+
+    kind: ClassVar[str] = "number"
+
+    def limits(self) -> str:
+        return (f"above {self.low:g}, up to {self.high:g}" if self.low_open
+                else f"{self.low:g} to {self.high:g}")
 
     def parse(self, value: object, ctx: Context) -> float | None:
         if value is None and self.nullable:
@@ -223,6 +251,8 @@ class Number(Check):
 
 @dataclass(frozen=True, slots=True)
 class Bool(Check):
+    kind: ClassVar[str] = "true or false"
+
     def parse(self, value: object, ctx: Context) -> bool:
         if isinstance(value, bool):
             return value
@@ -233,10 +263,20 @@ class Bool(Check):
 
 @dataclass(frozen=True, slots=True)
 class Choice(Check):
-    """One of `allowed`; upper=True accepts any case and stores upper case."""
+    """One of `allowed`; upper=True accepts any case and stores upper case. `meanings`
+    (empty, or one per choice) say what each does; one_of() writes the pairs."""
 
     allowed: tuple[str, ...]
     upper: bool = False
+    meanings: tuple[str, ...] = ()
+
+    kind: ClassVar[str] = "one of"
+
+    def limits(self) -> str:
+        said = [f"{choice} ({meaning})" if meaning else choice
+                for choice, meaning in zip(self.allowed, self.meanings or [""] * len(self.allowed),
+                                           strict=True)]
+        return " | ".join(said) + (" (any case)" if self.upper else "")
 
     def parse(self, value: object, ctx: Context) -> str:
         if isinstance(value, str):
@@ -248,6 +288,16 @@ class Choice(Check):
         raise Invalid(f"is not allowed (allowed: {', '.join(self.allowed)}{extra})")
 
 
+def one_of(*plain: str, upper: bool = False, **explained: str) -> Choice:
+    """A Choice of `plain` choices, or of choices each with what it means:
+    one_of(retry="at-least-once", fail="at-most-once")."""
+    if plain and explained:
+        raise ValueError("one_of: every choice explained, or none")
+    if plain:
+        return Choice(plain, upper)
+    return Choice(tuple(explained), upper, tuple(explained.values()))
+
+
 @dataclass(frozen=True, slots=True)
 class Pattern(Check):
     """A string matching `regex` in full; `noun` and `allowed` explain it."""
@@ -255,6 +305,11 @@ class Pattern(Check):
     regex: re.Pattern[str]
     noun: str
     allowed: str
+
+    kind: ClassVar[str] = "text"
+
+    def limits(self) -> str:
+        return self.allowed
 
     def parse(self, value: object, ctx: Context) -> str:
         if not isinstance(value, str):
@@ -270,6 +325,11 @@ class Digits(Check):
 
     noun: str
     example: str
+
+    kind: ClassVar[str] = "text"
+
+    def limits(self) -> str:
+        return f"1 to 20 digits, quoted, e.g. {self.example}"
 
     def parse(self, value: object, ctx: Context) -> str:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
@@ -291,6 +351,11 @@ class SecretText(Check):
     noun: str
     rule: Check | None = None
 
+    kind: ClassVar[str] = "secret"
+
+    def limits(self) -> str:
+        return self.rule.limits() if self.rule is not None else ""
+
     def parse(self, value: object, ctx: Context) -> Secret:
         text = value.reveal() if isinstance(value, Secret) else value
         if not isinstance(text, str):
@@ -308,6 +373,11 @@ _AES_KEY: Final = re.compile(r"[A-Za-z0-9+/]{43}")
 @dataclass(frozen=True, slots=True)
 class AesKey(Check):
     """WeChat's EncodingAESKey: 43 base64 characters, the AES-256 key once "=" is added."""
+
+    kind: ClassVar[str] = "text"
+
+    def limits(self) -> str:
+        return "43 characters of A-Z, a-z, 0-9, + and /"
 
     def parse(self, value: object, ctx: Context) -> str:
         text = value if isinstance(value, str) else ""
@@ -331,6 +401,11 @@ class AesKey(Check):
 class FilePath(Check):
     """A file path (str or PathLike) resolved against the config file's folder."""
 
+    kind: ClassVar[str] = "file path"
+
+    def limits(self) -> str:
+        return "relative to the config file's folder"
+
     def parse(self, value: object, ctx: Context) -> Path:
         if isinstance(value, os.PathLike):
             value = os.fspath(value)
@@ -345,6 +420,11 @@ class HttpUrl(Check):
     append "/cgi-bin/..." to it."""
 
     example: str
+
+    kind: ClassVar[str] = "URL"
+
+    def limits(self) -> str:
+        return "http or https, without query"
 
     def parse(self, value: object, ctx: Context) -> str:
         if isinstance(value, str):
@@ -370,6 +450,8 @@ _DB_ALLOWED: Final = "allowed schemes: sqlite, postgres, postgresql, mysql, each
 @dataclass(frozen=True, slots=True)
 class DatabaseUrl(Check):
     """A database URL; a relative SQLite path is made absolute against the config folder."""
+
+    kind: ClassVar[str] = "database URL"
 
     def parse(self, value: object, ctx: Context) -> str:
         if not isinstance(value, str):
@@ -450,12 +532,18 @@ def parse_address(value: object) -> Address | None:
 
 @dataclass(frozen=True, slots=True)
 class Listen(Check):
-    """host:port to listen on, or null to switch the server off."""
+    """host:port to listen on (kept as written; the model reads host and port from it), or
+    null to switch the server off."""
 
     example: str  # e.g. "127.0.0.1:9464"
     what: str  # what null disables, e.g. "metrics"
 
-    def parse(self, value: object, ctx: Context) -> Address | None:
+    kind: ClassVar[str] = "host:port"
+
+    def limits(self) -> str:
+        return f"port 0 to 65535, [::1]:port for IPv6, or null (disables {self.what})"
+
+    def parse(self, value: object, ctx: Context) -> str | None:
         if value is None:
             return None
         address = parse_address(value)
@@ -463,7 +551,33 @@ class Listen(Check):
             port = self.example.rsplit(":", 1)[1]
             raise Invalid(f"is not allowed (host:port with port 0..65535, e.g. {self.example} "
                           f"or [::1]:{port}; null disables {self.what})")
-        return address
+        return address.text
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaReset:
+    """When WeChat's daily quota resets: a wall-clock time at a fixed UTC offset."""
+
+    hour: int
+    minute: int
+    utc_offset_minutes: int
+
+    def next_after(self, dt: datetime) -> datetime:
+        """The first reset instant strictly after the aware datetime `dt`, as aware UTC."""
+        if dt.tzinfo is None or dt.utcoffset() is None:
+            raise ValueError("QuotaReset.next_after needs an aware datetime")
+        # A fixed offset has no DST, so "the same time tomorrow" is exactly 24 hours on.
+        zone = timezone(timedelta(minutes=self.utc_offset_minutes))
+        local = dt.astimezone(zone)
+        reset = local.replace(hour=self.hour, minute=self.minute, second=0, microsecond=0)
+        if reset <= local:
+            reset += timedelta(days=1)
+        return reset.astimezone(UTC)
+
+    def __str__(self) -> str:
+        sign = "-" if self.utc_offset_minutes < 0 else "+"
+        hours, minutes = divmod(abs(self.utc_offset_minutes), 60)
+        return f"{self.hour:02d}:{self.minute:02d}{sign}{hours:02d}:{minutes:02d}"
 
 
 _QUOTA_RESET: Final = re.compile(r"([01]\d|2[0-3]):([0-5]\d)([+-])(\d\d):([0-5]\d)")
@@ -472,6 +586,11 @@ _QUOTA_RESET: Final = re.compile(r"([01]\d|2[0-3]):([0-5]\d)([+-])(\d\d):([0-5]\
 @dataclass(frozen=True, slots=True)
 class QuotaResetTime(Check):
     """HH:MM±HH:MM, a wall-clock time at a fixed UTC offset."""
+
+    kind: ClassVar[str] = "time"
+
+    def limits(self) -> str:
+        return "HH:MM±HH:MM, quoted"
 
     def parse(self, value: object, ctx: Context) -> QuotaReset:
         match = _QUOTA_RESET.fullmatch(value.strip()) if isinstance(value, str) else None
@@ -491,5 +610,6 @@ __all__ = [
     "Address", "AesKey", "Bool", "Check", "Choice", "Context", "DatabaseUrl", "Digits",
     "Duration", "EnvStr", "FilePath",
     "HttpUrl", "Integer", "Invalid", "Listen", "NOT_A_DURATION", "Number", "Pattern",
-    "QuotaResetTime", "SecretText", "duration_seconds", "parse_address", "seconds_text", "shown",
+    "QuotaReset", "QuotaResetTime", "SecretText", "duration_seconds", "one_of", "parse_address",
+    "seconds_text", "shown",
 ]

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from .credentials import read_secret_file
 from .interpolate import interpolate
-from .model import Secret
+from .secret import Secret
 from .spec import ENTRY, REQUIRED, Defer, Key, Names, Node, Schema, Section
 from .values import Context, Invalid, shown
 

@@ -533,7 +533,7 @@ def _check_grants(rt: Runtime, st: _State, jobs: list[Job], now: datetime) -> No
     """grants.on_missing hold|fail: a subscribe row whose user has no grant left for its
     template (balance 0, or rejected) is held in wait or failed; send (the default) only
     observes. Long-term templates need no grant per message."""
-    policy = getattr(getattr(rt.config, "grants", None), "on_missing", "send")
+    policy = rt.config.grants.on_missing
     keys = {(j.app, j.request.recipient, j.request.template.template_id or "")
             for j in jobs if _needs_grant(j.request.template)}
     blocked = grants_blocked(rt.db, keys) if keys and policy != "send" else {}

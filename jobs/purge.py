@@ -25,6 +25,7 @@ from typing import Any
 from peewee import Database
 
 import clock
+from config import Retention
 from db.heartbeat import forget_old
 from db.models import FINISHED, MsgEvent, MsgList, PushEvent
 
@@ -41,12 +42,14 @@ def run(rt: Any, *, now: Callable[[], datetime] = clock.now, batch: int = 1000
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     at = now()
-    retention = rt.config.retention
+    retention: Retention = rt.config.retention
     stopping: threading.Event | None = getattr(rt, "stopping", None)
     deleted: dict[str, int] = {}
     transactions = 0
+    keeps: dict[str, float | None] = {"success": retention.success, "fail": retention.fail,
+                                      "cancelled": retention.cancelled}
     for status in FINISHED:
-        keep: float | None = getattr(retention, status)
+        keep = keeps[status]
         if keep is None:  # retention.<status>: forever
             deleted[status] = 0
             continue
@@ -54,7 +57,7 @@ def run(rt: Any, *, now: Callable[[], datetime] = clock.now, batch: int = 1000
         count, txns = purge_status(rt.db, status, cutoff, batch=batch, stopping=stopping)
         deleted[status] = count
         transactions += txns
-    keep_events: float | None = getattr(retention, "events", None)
+    keep_events = retention.events
     if keep_events is not None:
         inbox = purge_events(rt.db, at - timedelta(seconds=keep_events), batch=batch,
                              stopping=stopping)

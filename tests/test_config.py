@@ -70,7 +70,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert list(config.apps) == ["default"]
     app = config.apps["default"]
     assert app == AppConfig(name="default", appid="wx0123456789abcdef",
-                            secret=Secret(SECRET_VALUE), token_source="stable", token_file=None)
+                            secret=Secret(SECRET_VALUE), token_source="stable", token_file=None,
+                            kind="miniprogram", push=None)
     assert isinstance(config.apps, MappingProxyType)
     assert isinstance(config.jobs, MappingProxyType)
     assert {name: job.every for name, job in config.jobs.items()} == {
@@ -163,7 +164,8 @@ log: {format: json, level: debug}
     assert config.retry.backoff == type(config.retry.backoff)(60.0, 1.0, 60.0, 0.0)
     assert config.retry.daily_quota_reset == QuotaReset(23, 30, -330)
     assert config.http.timeout == 2.5
-    assert config.retention == type(config.retention)(86400.0, 172800.0, 43200.0)
+    assert config.retention == type(config.retention)(86400.0, 172800.0, 43200.0,
+                                                      30 * 86400.0)  # events: the default
     assert (config.metrics.listen, config.metrics.host, config.metrics.port) == ("[::1]:0",
                                                                                  "::1", 0)
     assert (config.log.format, config.log.level) == ("json", "DEBUG")

@@ -40,7 +40,7 @@ class ProbingClient(WeChatClient):
 def manager(db, client, daemon_id: str, **kw) -> TokenManager:
     from config import AppConfig, Secret
 
-    app = AppConfig("default", APPID, Secret(SECRET), "stable", None)
+    app = AppConfig("default", APPID, Secret(SECRET), "stable", None, "miniprogram", None)
     return TokenManager(db, client, {"default": app}, daemon_id=daemon_id, **kw)
 
 

@@ -30,6 +30,10 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from config import ConsoleUser
 
 PREFIX = "scrypt"
 # n=2^14, r=8: 16 MiB and ~50 ms per check on one core, OWASP's minimum for scrypt;
@@ -310,16 +314,10 @@ class Account:
     password_hash: str
 
 
-def accounts(users: Mapping[str, object]) -> dict[str, Account]:
+def accounts(users: Mapping[str, ConsoleUser]) -> dict[str, Account]:
     """config.console.users -> name: Account (the hash revealed only here)."""
-    out = {}
-    for name, user in users.items():
-        secret = getattr(user, "password_hash", None)
-        reveal = getattr(secret, "reveal", None)
-        encoded = reveal() if callable(reveal) else str(secret or "")
-        out[name] = Account(name=name, role=str(getattr(user, "role", "viewer")),
-                            password_hash=encoded)
-    return out
+    return {name: Account(name=name, role=user.role, password_hash=user.password_hash.reveal())
+            for name, user in users.items()}
 
 
 def authenticate(table: Mapping[str, Account], user: str, password: str) -> Account | None:

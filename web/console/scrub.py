@@ -19,12 +19,17 @@ import logging
 import re
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from markupsafe import escape
 
+from config import Secret
 from web.console.inputs import url_escape
+
+if TYPE_CHECKING:
+    from config import Config
+    from templates import TemplateSet
 
 MIN_SCRUBBED = 6  # shorter configured secrets would mask ordinary words
 WINDOW = 16  # this many leading characters of a secret are masked as the secret
@@ -32,42 +37,36 @@ MASK = b"&lt;secret&gt;"  # as a page shows it; a Location gets "/" instead
 LOG_MASK = b"<redacted>"  # as logs.redact writes it
 
 
-def configured_secrets(cfg: Any, templates: Any) -> list[str]:
+def configured_secrets(cfg: Config, templates: TemplateSet) -> list[str]:
     """Every secret value the config and templates hold, as text."""
     found: list[str] = []
 
     def add(value: object) -> None:
-        reveal = getattr(value, "reveal", None)
-        text = reveal() if callable(reveal) else value
+        text = value.reveal() if isinstance(value, Secret) else value
         if isinstance(text, str) and len(text) >= MIN_SCRUBBED:
             found.append(text)
 
     _walk(cfg, add, depth=0)
-    password = urlsplit(str(getattr(cfg, "database", "") or "")).password
-    add(password)
-    users = getattr(getattr(cfg, "console", None), "users", None) or {}
-    for user in users.values():  # (each whole hash is a Secret, found by the walk)
-        secret = getattr(user, "password_hash", None)
-        reveal = getattr(secret, "reveal", None)
-        encoded = reveal() if callable(reveal) else None
-        if isinstance(encoded, str):
-            add(encoded.rsplit("$", 1)[-1])  # the digest alone is what a guesser wants
-    for tpl in getattr(templates, "templates", {}).values():
+    add(urlsplit(cfg.database).password)
+    for user in cfg.console.users.values():  # (each whole hash is a Secret, found by the walk)
+        # the digest alone is what a guesser wants
+        add(user.password_hash.reveal().rsplit("$", 1)[-1])
+    for tpl in templates.templates.values():
         for key, value in tpl.settings.items():
             if "secret" in key or "token" in key:
                 add(value)
     return sorted(set(found), key=len, reverse=True)
 
 
-def _walk(value: object, add: Any, depth: int) -> None:
+def _walk(value: object, add: Callable[[object], None], depth: int) -> None:
     """Every Secret in a config: its dataclasses, mappings and sequences."""
     if depth > 8 or value is None or isinstance(value, str | bytes | int | float | bool):
         return
-    if callable(getattr(value, "reveal", None)):
+    if isinstance(value, Secret):
         add(value)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for f in dataclasses.fields(value):
-            _walk(getattr(value, f.name, None), add, depth + 1)
+            _walk(getattr(value, f.name), add, depth + 1)
     elif isinstance(value, Mapping):
         for item in value.values():
             _walk(item, add, depth + 1)
