@@ -36,6 +36,7 @@ from jinja2.exceptions import TemplateError as JinjaError
 from jinja2.sandbox import SandboxedEnvironment
 
 import channels
+import spending
 from channels.base import BuildError, Built, ChannelKind
 from config import Config
 from strict_json import DuplicateKey as _DuplicateKey
@@ -46,7 +47,8 @@ log = logging.getLogger("herald.templates")
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-COMMON_KEYS = ("channel", "template_id", "app", "params", "data", "fallback", "fallback_on")
+COMMON_KEYS = ("channel", "template_id", "app", "params", "data", "fallback", "fallback_on",
+               *spending.KEYS)
 PARAMS_MAX_BYTES = 64 * 1024
 PARAMS_MAX_DEPTH = 32
 EXPR_MAX = 500  # characters of one expression in templates.yaml
@@ -348,6 +350,7 @@ class Template:
     fallback_on: frozenset[str] = DEFAULT_FALLBACK_ON
     enums: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     data_is_list: bool = False
+    spend: spending.Rules = spending.NO_RULES  # collapse_window, send_window, per_user
 
     @property
     def kind(self) -> type[ChannelKind]:
@@ -540,6 +543,7 @@ def parse_templates(text: str, path: Path, *, context: LoadContext | None = None
         if tpl is not None:
             result[name] = tpl
     problems.extend(_check_fallbacks(result, raw, at))
+    problems.extend(spending.check_groups({n: t.spend for n, t in result.items()}, at))
     if problems:
         raise TemplateError(path, problems)
     by_id: dict[str, list[Template]] = {}
@@ -640,6 +644,8 @@ def _one(name: str, spec: dict[str, Any], at: Callable[..., str], ctx: LoadConte
                             "of errcodes or words (no_grant, or an SMS code)")
         else:
             fallback_on = frozenset(str(x) for x in on)
+    spend, found_spend = spending.parse(spec, name)
+    problems.extend(f"{at(name, key)}: {name}.{key}: {message}" for key, message in found_spend)
     if problems:
         return None, problems
     enums = settings.get("enums") or {}
@@ -648,6 +654,7 @@ def _one(name: str, spec: dict[str, Any], at: Callable[..., str], ctx: LoadConte
         app=app, params=tuple(params), items=tuple(items), line=int(at(name).split(":")[-1]),
         settings=settings, fallback=tuple(fallback), fallback_on=fallback_on,
         enums={k: tuple(v) for k, v in enums.items()}, data_is_list=kind.data_is_list,
+        spend=spend,
     ), []
 
 

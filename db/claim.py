@@ -21,7 +21,8 @@ from datetime import datetime, timedelta
 
 from peewee import Database
 
-from db.decode import CLAIM_SELECT, BadRow, Row, decode_claimed
+from db import spending
+from db.decode import CLAIM_SELECT, COLLAPSE_KEY_AT, BadRow, Row, decode_claimed
 from db.dialects import dialect
 from db.models import MsgList
 
@@ -47,6 +48,12 @@ def claim_batch(
     with db.atomic():
         raw = d.claim(db, sets=sets, set_params=(daemon_id, d.ts(until), stamp), now=stamp,
                       limit=limit, returning=CLAIM_SELECT)
+        collapsed = None
+        if raw and any(r[COLLAPSE_KEY_AT] is not None for r in raw):
+            # newest wins: rows a newer one supersedes end cancelled, unseen as claimed
+            collapsed = spending.collapse(db, d, raw, stamp=stamp, daemon_id=daemon_id)
+            if collapsed.superseded:
+                raw = [r for r in raw if r[0] not in collapsed.superseded]
         if raw:
             # the history line of each claim, in the claim's own transaction, built by
             # the database from the claimed rows (no per-row work here)
@@ -58,11 +65,27 @@ def claim_batch(
                 f"WHERE id IN ({', '.join([p] * len(ids))})",
                 (stamp, f", lease until {until:%H:%M:%S}", daemon_id, *ids))
     rows = [decode_claimed(r) for r in raw]
+    if collapsed is not None:
+        rows = [_with_collapse(r, collapsed) for r in rows]
     # RETURNING gives no order: restore the claim order (unreadable rows first: they
     # are failed at once and cost nothing)
     rows.sort(key=lambda r: (0, 0, 0, r.id) if isinstance(r, BadRow)
               else (1, -r.priority, r.send_at, r.id))
     return rows
+
+
+def _with_collapse(row: Row | BadRow, collapsed: spending.Collapsed) -> Row | BadRow:
+    """A kept row with a key learns its created_at (its collapse window counts from it);
+    a row whose key cannot be used fails alone."""
+    if isinstance(row, BadRow):
+        return row
+    why = collapsed.bad.get(row.id)
+    if why is not None:
+        return BadRow(id=row.id, attempts=row.attempts, column="collapse_key", reason=why,
+                      template=row.template)
+    if row.id in collapsed.created:
+        row.created_at = collapsed.created[row.id]
+    return row
 
 
 def renew_leases(db: Database, ids: Sequence[int], *, daemon_id: str,

@@ -43,6 +43,10 @@ class Row:
     claimed_by: str | None
     lease_until: datetime | None
     updated_at: datetime | None
+    collapse_key: str | None
+    # not claimed with the row: read for rows with a collapse_key only (db/spending.py),
+    # so the claim of rows without one decodes no extra time
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +138,12 @@ CLAIM_COLUMNS: tuple[tuple[str, Decoder, bool], ...] = (
     ("claimed_by", _text, True),
     ("lease_until", _ts, True),
     ("updated_at", _ts, True),
+    ("collapse_key", _text, True),
 )
 CLAIM_SELECT = ", ".join(name for name, _, _ in CLAIM_COLUMNS)
-assert tuple(Row.__dataclass_fields__) == tuple(n for n, _, _ in CLAIM_COLUMNS)
+assert tuple(Row.__dataclass_fields__)[:len(CLAIM_COLUMNS)] == tuple(
+    n for n, _, _ in CLAIM_COLUMNS)
+COLLAPSE_KEY_AT = len(CLAIM_COLUMNS) - 1  # its place in a claimed row, undecoded
 
 
 _TS_AT = tuple(i for i, (_, d, _) in enumerate(CLAIM_COLUMNS) if d is _ts)

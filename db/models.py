@@ -109,6 +109,7 @@ class MsgList(BaseModel):
     receipt = CharField(max_length=16, null=True)
     receipt_error = TextField(null=True)
     receipt_at = UTCDateTimeField(null=True)
+    collapse_key = CharField(max_length=128, null=True)  # v3: newest wins (db/spending.py)
 
     class Meta:
         table_name = "msg_list"

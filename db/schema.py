@@ -41,6 +41,7 @@ DESCRIPTIONS: dict[int, str | list[str]] = {
         "push inbox rechecks by time (push_event.next_check_at), plaintext push nonces "
         "(push_nonce)",
         "quota holds shared by every daemon (quota_hold)",
+        "newest-wins collapse (msg_list.collapse_key)",
     ],
 }
 
@@ -73,6 +74,21 @@ V3_PUSH_EVENT_COLUMNS: dict[str, dict[str, str]] = {
     "next_check_at": {"sqlite": "DATETIME", "postgres": "TIMESTAMPTZ",
                       "mysql": "TIMESTAMP(6) NULL DEFAULT NULL"},
 }
+
+# Version 3, spending grants: msg_list.collapse_key. Added by an idempotent step that
+# runs on every upgrade, not only from version 2: databases made while version 3 was
+# being built (before this column) say version 3 too, and get it the same way.
+V3_COLLAPSE_COLUMNS: dict[str, dict[str, str]] = {
+    "collapse_key": {
+        "sqlite": "VARCHAR(128) CONSTRAINT msg_list_collapse_key_check CHECK (collapse_key "
+                  "IS NULL OR (typeof(collapse_key) = 'text' AND length(collapse_key) <= 128))",
+        "postgres": "VARCHAR(128)",
+        # wider than allowed, with a CHECK: sql_mode = '' would cut a VARCHAR(128) silently
+        "mysql": "VARCHAR(255) NULL, ADD CONSTRAINT msg_list_collapse_key_check "
+                 "CHECK (CHAR_LENGTH(collapse_key) <= 128)",
+    },
+}
+V3_MYSQL_INDEXES = ("CREATE INDEX msg_list_collapse ON msg_list (collapse_key, openid, id)",)
 
 # MySQL keeps msg_list's indexes inside CREATE TABLE, which an existing table skips.
 V2_MYSQL_INDEXES = (
@@ -190,14 +206,20 @@ INIT_LOCK_KEY = 0x4845_5241_4C44  # "HERALD": the advisory lock of upgrades
 class SchemaState:
     version: int | None  # None: no Herald tables at all
     current: int = VERSION
+    # columns of the current version the database lacks although it records that
+    # version (made by a build from before the column joined the version)
+    missing: tuple[str, ...] = ()
 
     @property
     def up_to_date(self) -> bool:
-        return self.version == self.current
+        return self.version == self.current and not self.missing
 
     def describe(self) -> str:
         if self.version is None:
             return "no Herald tables (run init-db)"
+        if self.missing and self.version == self.current:
+            return (f"schema version {self.version} without {', '.join(self.missing)} (run "
+                    "init-db, or start run/serve: they add it in place)")
         if self.version < self.current:
             return (f"schema version {self.version}, this release needs {self.current} "
                     "(run init-db, or start run/serve: they upgrade in place)")
@@ -216,7 +238,12 @@ def state(db: Database) -> SchemaState:
         if "herald_schema" not in tables:
             return SchemaState(1)
         row = db.execute_sql("SELECT MAX(version) FROM herald_schema").fetchone()
-        return SchemaState(int(row[0]) if row and row[0] is not None else 1)
+        version = int(row[0]) if row and row[0] is not None else 1
+        missing: tuple[str, ...] = ()
+        if version == VERSION:
+            have = {c.name for c in db.get_columns("msg_list")}
+            missing = tuple(c for c in V3_COLLAPSE_COLUMNS if c not in have)
+        return SchemaState(version, missing=missing)
 
 
 class SchemaError(RuntimeError):
@@ -231,6 +258,15 @@ def ensure_current(db: Database) -> str:
     before = state(db)
     if before.up_to_date:
         return ""
+    if before.missing and before.version == VERSION:
+        try:
+            init_schema(db)
+        except Exception as exc:
+            from logs import redact
+
+            raise SchemaError(f"the schema could not be completed ({redact(str(exc))}): run "
+                              "`init-db` with an account that may alter tables") from None
+        return f"added {', '.join(before.missing)} to schema version {VERSION}"
     if before.version is not None and before.version > VERSION:
         raise SchemaError(before.describe())
     try:
@@ -269,6 +305,15 @@ def init_schema(db: Database) -> list[int]:
         if before is not None and before < 3 and "push_event" in db.get_tables():
             # version 3, the push inbox: the DDL's index needs the column first
             _add_columns(db, d, V3_PUSH_EVENT_COLUMNS, table="push_event")
+        if before is not None:
+            # version 3, spending grants: from v2, and from a v3 made before the column
+            _add_columns(db, d, V3_COLLAPSE_COLUMNS)
+            if d.name == "mysql":
+                _run(db, d, V3_MYSQL_INDEXES)
+        if before == VERSION:
+            # the description names every change of the version, the late ones too
+            db.execute_sql(f"UPDATE herald_schema SET description = {d.param} "
+                           f"WHERE version = {d.param}", (describe(VERSION), VERSION))
         _run(db, d, split_statements(d.ddl()))
         applied = [VERSION] if before is None else list(range(before + 1, VERSION + 1))
         for version in applied:

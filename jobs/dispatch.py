@@ -59,6 +59,7 @@ from db.grants import blocked as grants_blocked
 from db.models import MsgList
 from db.outcomes import Event, GrantUse, Hop, Outcome, record
 from db.queue import due_count
+from jobs import spending as spend
 from logs import redact
 from policy import TOKEN_WAIT, decide, quota_wait
 from runtime import Runtime
@@ -433,7 +434,36 @@ def _prepare_all(rt: Runtime, st: _State, rows: list[Row | BadRow], now: datetim
         if job is not None:
             jobs.append(job)
     if jobs:
+        jobs = _spend(rt, st, jobs, now)
+    if jobs:
         _check_grants(rt, st, jobs, now)
+
+
+def _spend(rt: Runtime, st: _State, jobs: list[Job], now: datetime) -> list[Job]:
+    """Collapse windows, send windows, per-user caps (jobs/spending.py): the rows that
+    may go now; the others wait (send_at moved, attempt refunded) or fail."""
+    if not any(j.request.template.spend.any for j in jobs):
+        return jobs
+    asks = [spend.Ask(j.row, j.request.template, j.app, j.request.recipient) for j in jobs]
+    go: list[Job] = []
+    for job, decision in zip(jobs, spend.decide(rt.db, rt.templates.current, asks, now,
+                                                rt.config.timezone), strict=True):
+        tpl = job.request.template
+        if decision is None:
+            go.append(job)
+        elif isinstance(decision, spend.Hold):
+            _add(st, Outcome(row_id=job.row.id, claim_attempts=job.row.attempts, status="wait",
+                             send_at=decision.until, refund_attempt=True, error=decision.error,
+                             event=Event("hold", channel=tpl.channel, detail=decision.detail)),
+                 tpl.name)
+        elif decision.reason_code is None:  # expired first: no fallback, as expire_overdue
+            _log_failed(job.row.id, job.row.template, decision.error)
+            _add(st, Outcome(row_id=job.row.id, claim_attempts=job.row.attempts, status="fail",
+                             error=decision.error, event=Event("reject", detail="expired")),
+                 tpl.name)
+        else:
+            _fail_unsent(rt, st, job.row, tpl, decision.error, reason_code=decision.reason_code)
+    return go
 
 
 def _prepare(rt: Runtime, st: _State, row: Row | BadRow, now: datetime) -> Job | None:

@@ -32,7 +32,12 @@ CREATE TABLE IF NOT EXISTS msg_list (
     started_at  DATETIME,                           -- when the send of the current claim began
     receipt     VARCHAR(16),                        -- delivered | failed (from WeChat or SMS reports)
     receipt_error TEXT,
-    receipt_at  DATETIME
+    receipt_at  DATETIME,
+    -- v3 (spending grants): among waiting rows with the same app, openid and
+    -- collapse_key only the newest is sent; the older ones end cancelled
+    collapse_key VARCHAR(128) CONSTRAINT msg_list_collapse_key_check
+                CHECK (collapse_key IS NULL OR (typeof(collapse_key) = 'text'
+                                                AND length(collapse_key) <= 128))
 );
 -- The claim path: WHERE status = 'wait' AND send_at <= now ORDER BY priority DESC,
 -- send_at, id LIMIT n. This index serves the filter and the order, so a claim reads
@@ -50,6 +55,10 @@ CREATE INDEX IF NOT EXISTS msg_list_openid ON msg_list (openid, id);
 -- The console's sends per minute and receipts over the last hours: a range of sent_at,
 -- answered from the index alone.
 CREATE INDEX IF NOT EXISTS msg_list_sent ON msg_list (sent_at, receipt) WHERE sent_at IS NOT NULL;
+-- v3: a claimed row with a collapse_key looks for a newer row with the same key
+-- (db/spending.py); rows without one are not in this index at all.
+CREATE INDEX IF NOT EXISTS msg_list_collapse ON msg_list (collapse_key, openid, id)
+    WHERE collapse_key IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS access_token (
     app          VARCHAR(32) PRIMARY KEY,           -- configured app name
