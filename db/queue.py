@@ -18,8 +18,12 @@ from db.decode import text_or_shown, ts_or_none
 from db.models import STATUSES, MsgList
 
 # How a waiting row's error says why it waits (policy.py, jobs/dispatch.py, db/grants.py)
-HELD_PREFIXES = (("deferred", "quota"), ("no access token", "token"), ("held:", "grant"))
-WAIT_STATES = ("due", "scheduled", "retrying", "held_quota", "held_token", "held_grant")
+# (jobs/spending.py's holds first: they start with "held:" too)
+HELD_PREFIXES = (("deferred", "quota"), ("no access token", "token"),
+                 ("held: send window", "window"), ("held: collapse window", "collapse"),
+                 ("held: capped", "cap"), ("held:", "grant"))
+WAIT_STATES = ("due", "scheduled", "retrying", "held_quota", "held_token", "held_grant",
+               "held_window", "held_collapse", "held_cap")
 OPEN_STATES = (*WAIT_STATES, "sending", "stale")
 
 

@@ -467,3 +467,36 @@ def test_upgrade_adds_collapse_key_and_the_collapse_works(any_db_url, sandbox, r
         dispatch.run(rt)
     assert get(db, rid).status == "success" and get(db, newer).status == "success"
     assert get(db, older).error == f"superseded by #{newer}"
+
+
+# ------------------------------------------------------------------ status and metrics
+
+
+def test_status_and_metrics_count_superseded_and_held_rows(any_db, sandbox, runtime_factory,
+                                                           tmp_path):
+    from commands.status import gather, lines
+    from metrics import TruthCollector
+
+    now = datetime.now(UTC)
+    local = now.astimezone(spending.zone("Asia/Shanghai"))
+    closed = f"{(local + timedelta(hours=2)):%H:%M}-{(local + timedelta(hours=3)):%H:%M}"
+    rt = runtime(runtime_factory, any_db, sandbox, tmp_path,
+                 order_night={"send_window": closed},
+                 order_capped={"per_user": {"max": 1, "per": "1d"}})
+    for _ in range(3):
+        insert_sql(any_db, template="order_status", openid="oA", params=GOOD, collapse_key="k")
+    insert_sql(any_db, template="order_night", openid="oB", params=GOOD)
+    insert_sql(any_db, template="order_capped", openid="oC", params=GOOD)
+    insert_sql(any_db, template="order_capped", openid="oC", params=GOOD)
+    with any_db.connection_context():
+        dispatch.run(rt)
+        report = gather(any_db, rt.config, datetime.now(UTC))
+        families = {m.name: m for m in TruthCollector(any_db, missing_after=3600).collect()}
+    assert report["superseded"] == 2
+    assert (report["open"]["held_window"], report["open"]["held_cap"]) == (1, 1)
+    assert report["open"]["held_grant"] == 0
+    text = "\n".join(lines(report, datetime.now(UTC)))
+    assert "2 superseded by a newer row" in text and "1 waiting for a send window" in text
+    assert families["herald_rows_superseded"].samples[0].value == 2
+    held = {s.labels["reason"]: s.value for s in families["herald_rows_spending_held"].samples}
+    assert held == {"send_window": 1, "collapse_window": 0, "capped": 1}
