@@ -49,7 +49,8 @@ STATE_WORDS = {
     "due": "due", "scheduled": "scheduled", "retrying": "retrying",
     "held_quota": "held for quota", "held_token": "held for a token",
     "held_grant": "held for a grant", "held_window": "waiting for a send window",
-    "held_collapse": "in a collapse window", "held_cap": "waiting for a cap", "sending": "sending", "stale": "past their lease",
+    "held_collapse": "in a collapse window", "held_cap": "waiting for a cap",
+    "sending": "sending", "stale": "past their lease",
 }
 
 
