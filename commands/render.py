@@ -122,8 +122,41 @@ def cmd_render(args: argparse.Namespace) -> int:
     except Refused as exc:
         err(f"would fail: {exc}")
         return EXIT_RUNTIME
+    keyed = args.id is not None and row.collapse_key is not None
+    if req.template.spend.any or keyed:  # said first: the request's JSON stays the last thing out
+        note = _spending_note(cfg, tset, req, row if args.id is not None else None)
+        if note:
+            out(f"note: {note}")
     show_request(cfg, req)
     return EXIT_OK
+
+
+def _spending_note(cfg: Config, tset: TemplateSet, req: Request, row: Any) -> str | None:
+    """What a collapse, send window or cap would do to this row now (jobs/spending.py).
+    Without a row (--template): the send window only."""
+    from jobs import spending as spend
+
+    now = clock.now()
+    if row is None:
+        decision = spend.timing(_bare_row(now), req.template, now, cfg.timezone)
+        if isinstance(decision, spend.Hold):
+            return f"a row sent now would wait until the window opens: {decision.error}"
+        return None
+    from commands.common import open_queue
+
+    db = open_queue(cfg, current=True)
+    with db.connection_context():
+        return spend.explain(db, tset, spend.Ask(row, req.template, req.app or "default",
+                                                 req.recipient), now, cfg.timezone)
+
+
+def _bare_row(now: datetime) -> Any:
+    from db.decode import Row
+
+    return Row(id=0, attempts=0, template="", app=None, openid="", phone=None, params="[]",
+               page=None, priority=0, send_at=now, expire_at=None, dedup_key=None,
+               errcode=None, error=None, parent_id=None, status="wait", claimed_by=None,
+               lease_until=None, updated_at=None, collapse_key=None)
 
 
 __all__ = ["Refused", "app_problem", "cmd_render", "judge", "read_row", "show_request",

@@ -100,6 +100,22 @@ def collapse(db: Database, d: Dialect, raw: Sequence[Sequence[object]], *, stamp
     return Collapsed(superseded, created, bad)
 
 
+def newest_with_key(db: Database, row_id: int) -> tuple[int | None, datetime | None]:
+    """(the newest row that supersedes this one or None, this row's created_at): what
+    the claim would find (render and show explain a row with it; nothing changes)."""
+    p = dialect(db).param
+    cur = db.execute_sql(
+        "SELECT MAX(n.id), c.created_at FROM msg_list c LEFT JOIN msg_list n "
+        "ON n.collapse_key = c.collapse_key AND n.openid = c.openid AND n.id > c.id "
+        "AND n.status IN ('wait', 'sending', 'success') "
+        "AND COALESCE(n.app, 'default') = COALESCE(c.app, 'default') "
+        f"WHERE c.id = {p} GROUP BY c.id, c.created_at", (row_id,))
+    found = cur.fetchone()
+    if found is None:
+        return None, None
+    return (None if found[0] is None else int(found[0])), ts_or_none(found[1])
+
+
 @dataclass(frozen=True, slots=True)
 class CapCount:
     sent: list[datetime]  # successful sends inside the window, oldest first
@@ -158,4 +174,4 @@ def counts(db: Database) -> dict[str, int]:
 
 
 __all__ = ["HELD_CAP", "HELD_COLLAPSE", "HELD_WINDOW", "SUPERSEDED", "CapCount", "Collapsed",
-           "cap_count", "collapse", "counts"]
+           "cap_count", "collapse", "counts", "newest_with_key"]

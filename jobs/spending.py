@@ -21,7 +21,7 @@ still fail).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import spending
@@ -145,4 +145,22 @@ def _caps(db: object, tset: TemplateSet, jobs: Sequence[Ask], which: Iterable[in
             f"capped ({text}): waits until {_stamp(until)}", "capped")
 
 
-__all__ = ["CAP_RECHECK", "Ask", "Decision", "Fail", "Hold", "decide", "timing"]
+def explain(db: object, tset: TemplateSet, ask: Ask, now: datetime, zone_name: str
+            ) -> str | None:
+    """What would hold this row if it were claimed now (for `render`): superseded, a
+    collapse or send window, a cap; None when nothing would. Reads, changes nothing."""
+    row = ask.row
+    if row.collapse_key is not None and row.id:
+        newest, created = spending_db.newest_with_key(db, row.id)  # type: ignore[arg-type]
+        if newest is not None:
+            return f"would be cancelled: {spending_db.SUPERSEDED}{newest} (same collapse_key)"
+        row = replace(row, created_at=created)
+    decision = decide(db, tset, [replace(ask, row=row)], now, zone_name)[0]
+    if isinstance(decision, Hold):
+        return f"would wait until {_stamp(decision.until)}: {decision.error}"
+    if isinstance(decision, Fail):
+        return f"would fail: {decision.error}"
+    return None
+
+
+__all__ = ["CAP_RECHECK", "Ask", "explain", "Decision", "Fail", "Hold", "decide", "timing"]

@@ -500,3 +500,34 @@ def test_status_and_metrics_count_superseded_and_held_rows(any_db, sandbox, runt
     assert families["herald_rows_superseded"].samples[0].value == 2
     held = {s.labels["reason"]: s.value for s in families["herald_rows_spending_held"].samples}
     assert held == {"send_window": 1, "collapse_window": 0, "capped": 1}
+
+
+def test_render_says_what_would_hold_a_row(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.support import clean_env, write_config
+
+    tpl = write_templates(tmp_path, order_capped={"per_user": {"max": 1, "per": "1d"}},
+                          order_closed={"send_window": "00:00-00:01"})
+    cfg = write_config(tmp_path, templates=str(tpl), timezone="UTC")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "scheduler.py"), "--config",
+                               str(cfg), *args], cwd=ROOT, env=clean_env(),
+                              capture_output=True, text=True, timeout=60)
+
+    assert cli("init-db").returncode == 0
+    db = connect(f"sqlite:///{tmp_path / 'herald.db'}")
+    older = insert_sql(db, template="order_status", openid="oA", params=GOOD, collapse_key="k")
+    newer = insert_sql(db, template="order_status", openid="oA", params=GOOD, collapse_key="k")
+    _sent(db, "oC", "order_capped", timedelta(hours=1))
+    capped = insert_sql(db, template="order_capped", openid="oC", params=GOOD)
+    res = cli("render", str(older))
+    assert res.returncode == 0 and f"superseded by #{newer}" in res.stdout
+    assert "note:" not in cli("render", str(newer)).stdout
+    res = cli("render", str(capped))
+    assert "would wait until" in res.stdout and "held: capped" in res.stdout
+    res = cli("render", "--template", "order_closed", "--openid", "o", "--params", GOOD)
+    if datetime.now(UTC).strftime("%H:%M") != "00:00":
+        assert "would wait until the window opens" in res.stdout
