@@ -531,3 +531,25 @@ def test_render_says_what_would_hold_a_row(tmp_path):
     res = cli("render", "--template", "order_closed", "--openid", "o", "--params", GOOD)
     if datetime.now(UTC).strftime("%H:%M") != "00:00":
         assert "would wait until the window opens" in res.stdout
+
+
+def test_console_overview_shows_the_spending_counts(db):
+    import re
+
+    from web.console.overview import take
+    from web.console.render import Renderer
+
+    for _ in range(3):
+        insert_sql(db, template="order_status", openid="oA", collapse_key="k",
+                   status="cancelled", error="superseded by #9")
+    insert_sql(db, template="order_status", openid="oB", error="held: send window 21:00-09:00")
+    insert_sql(db, template="order_status", openid="oB", error="held: no grant (reject)")
+    with db.connection_context():
+        snap = take(db, datetime.now(UTC), missing_after=1800)
+    assert snap.spending == {"superseded": 3, "send_window": 1, "collapse_window": 0,
+                             "capped": 0}
+    text = Renderer().page("overview.html", snap=snap, chart="", statuses=list(snap.totals),
+                           user="u", role="viewer", operator=False, csrf="", flash=[],
+                           path="/", title="Overview")
+    found = dict(re.findall(r'data-count="(\w+)">([^<]*)<', text))
+    assert (found["superseded"], found["send_window"], found["capped"]) == ("3", "1", "0")

@@ -31,6 +31,7 @@ from peewee import Database
 from db import holds
 from db.holds import Hold
 from db.models import STATUSES
+from db.spending import counts as spending_counts
 from logs import redact
 from web.console import sql
 from web.console.values import Bad, count, num, ts, txt
@@ -66,6 +67,8 @@ class Snapshot:
     due: int
     missing_after: float = 0.0
     holds: list[Hold] = field(default_factory=list)  # quota holds in force (db/holds.py)
+    # rows superseded, and waiting for a send window, collapse window or cap (db/spending.py)
+    spending: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -138,7 +141,7 @@ def take(db: Database, now: datetime, *, missing_after: float) -> Snapshot:
                     grid_capped=len(found) > GRID_ROWS, failures=failures,
                     chart_start=start, per_minute=per_minute, receipts=receipts,
                     oldest_due=oldest_due, due=count(due), missing_after=missing_after,
-                    holds=holds.active(db, now))
+                    holds=holds.active(db, now), spending=spending_counts(db))
 
 
 class SnapshotCache:
