@@ -18,14 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from operator import itemgetter
 
 from peewee import Database
 
 from db import spending
-from db.decode import CLAIM_SELECT, COLLAPSE_KEY_AT, BadRow, Row, decode_claimed
+from db.decode import CLAIM_SELECT, COLLAPSE_KEY_AT, BadRow, Row, decode_claimed, keyed
 from db.dialects import dialect
 from db.models import MsgList
 
+_KEY = itemgetter(COLLAPSE_KEY_AT)  # a claimed row's collapse_key, undecoded
 EXPIRED = "expired: expire_at passed before the message could be sent"
 
 
@@ -49,7 +51,7 @@ def claim_batch(
         raw = d.claim(db, sets=sets, set_params=(daemon_id, d.ts(until), stamp), now=stamp,
                       limit=limit, returning=CLAIM_SELECT)
         collapsed = None
-        if raw and any(r[COLLAPSE_KEY_AT] is not None for r in raw):
+        if raw and any(map(_KEY, raw)):  # (an empty key is no key)
             # newest wins: rows a newer one supersedes end cancelled, unseen as claimed
             collapsed = spending.collapse(db, d, raw, stamp=stamp, daemon_id=daemon_id)
             if collapsed.superseded:
@@ -84,7 +86,7 @@ def _with_collapse(row: Row | BadRow, collapsed: spending.Collapsed) -> Row | Ba
         return BadRow(id=row.id, attempts=row.attempts, column="collapse_key", reason=why,
                       template=row.template)
     if row.id in collapsed.created:
-        row.created_at = collapsed.created[row.id]
+        return keyed(row, collapsed.created[row.id])
     return row
 
 

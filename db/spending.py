@@ -55,7 +55,7 @@ def collapse(db: Database, d: Dialect, raw: Sequence[Sequence[object]], *, stamp
     bad: dict[int, str] = {}
     for r in raw:
         key = r[COLLAPSE_KEY_AT]
-        if key is None:
+        if key is None or key == "":  # an empty key is no key
             continue
         row_id = int(r[0])  # type: ignore[call-overload]
         if type(key) is not str or getattr(key, "raw", None) is not None:

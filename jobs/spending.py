@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 import spending
 from config.values import seconds_text
 from db import spending as spending_db
-from db.decode import Row
+from db.decode import Row, keyed
 from templates import Template, TemplateSet
 
 CAP_RECHECK = timedelta(minutes=1)  # a row capped by sends still in flight looks again
@@ -76,8 +76,9 @@ def _expired_first(row: Row, until: datetime, what: str) -> Fail | None:
 def timing(row: Row, tpl: Template, now: datetime, zone_name: str) -> Decision:
     """The collapse window and the send window of one row (no database)."""
     rules = tpl.spend
-    if rules.collapse_window and row.collapse_key is not None and row.created_at is not None:
-        ready = row.created_at + timedelta(seconds=rules.collapse_window)
+    created = getattr(row, "created_at", None)  # a KeyedRow's (db/decode.py)
+    if rules.collapse_window and row.collapse_key and created is not None:
+        ready = created + timedelta(seconds=rules.collapse_window)
         if ready > now:
             return _expired_first(row, ready, "its collapse window ends") or Hold(
                 ready, f"{spending_db.HELD_COLLAPSE} of {rules.collapse_window:g}s after "
@@ -154,7 +155,7 @@ def explain(db: object, tset: TemplateSet, ask: Ask, now: datetime, zone_name: s
         newest, created = spending_db.newest_with_key(db, row.id)  # type: ignore[arg-type]
         if newest is not None:
             return f"would be cancelled: {spending_db.SUPERSEDED}{newest} (same collapse_key)"
-        row = replace(row, created_at=created)
+        row = keyed(row, created)
     decision = decide(db, tset, [replace(ask, row=row)], now, zone_name)[0]
     if isinstance(decision, Hold):
         return f"would wait until {_stamp(decision.until)}: {decision.error}"
