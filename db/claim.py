@@ -35,12 +35,20 @@ def _due(now: datetime):
     return (MsgList.status == "wait") & (MsgList.send_at <= now)
 
 
+class Claimed(list[Row | BadRow]):
+    """The rows a claim returns; `taken`: how many due rows it took, the superseded
+    ones (cancelled in the claim) included. A claim that took `limit` rows says a
+    backlog is there, however many of them a newer row superseded."""
+
+    taken: int = 0
+
+
 def claim_batch(
     db: Database, *, daemon_id: str, now: datetime, lease: float, limit: int
-) -> list[Row | BadRow]:
+) -> Claimed:
     """Claim up to `limit` due rows, highest priority first, then oldest."""
     if limit <= 0:
-        return []
+        return Claimed()
     d = dialect(db)
     p = d.param
     sets = (f"status = 'sending', claimed_by = {p}, lease_until = {p}, "
@@ -50,6 +58,7 @@ def claim_batch(
     with db.atomic():
         raw = d.claim(db, sets=sets, set_params=(daemon_id, d.ts(until), stamp), now=stamp,
                       limit=limit, returning=CLAIM_SELECT)
+        taken = len(raw)
         collapsed = None
         if raw and any(map(_KEY, raw)):  # (an empty key is no key)
             # newest wins: rows a newer one supersedes end cancelled, unseen as claimed
@@ -73,7 +82,9 @@ def claim_batch(
     # are failed at once and cost nothing)
     rows.sort(key=lambda r: (0, 0, 0, r.id) if isinstance(r, BadRow)
               else (1, -r.priority, r.send_at, r.id))
-    return rows
+    out = Claimed(rows)
+    out.taken = taken
+    return out
 
 
 def _with_collapse(row: Row | BadRow, collapsed: spending.Collapsed) -> Row | BadRow:
@@ -146,4 +157,4 @@ def expire_overdue(db: Database, *, now: datetime) -> int:
         )
 
 
-__all__ = ["EXPIRED", "claim_batch", "expire_overdue", "mark_started", "renew_leases"]
+__all__ = ["EXPIRED", "Claimed", "claim_batch", "expire_overdue", "mark_started", "renew_leases"]

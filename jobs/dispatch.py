@@ -273,7 +273,8 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
             if more and not stopping and len(st.ready) + len(st.in_flight) < slots:
                 rows = _retrying(rt, functools.partial(
                     _claim, rt, now(), cfg.dispatch.lease, limit))
-                more = len(rows) == limit
+                # rows the claim took, superseded ones included (db/claim.py)
+                more = getattr(rows, "taken", len(rows)) == limit
                 if more:
                     # a backlog: claim in bigger steps (fewer claims, each a database
                     # round and a GIL hand-off) up to BACKLOG_STEPS batches at a time

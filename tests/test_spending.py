@@ -553,3 +553,18 @@ def test_console_overview_shows_the_spending_counts(db):
                            path="/", title="Overview")
     found = dict(re.findall(r'data-count="(\w+)">([^<]*)<', text))
     assert (found["superseded"], found["send_window"], found["capped"]) == ("3", "1", "0")
+
+
+def test_a_backlog_where_half_the_rows_collapse_drains_in_one_run(any_db, sandbox,
+                                                                  runtime_factory, tmp_path):
+    """A claim that took a full batch says a backlog is there, even when the collapse
+    cancelled half of it (else the rest would wait for the next poll)."""
+    rt = runtime_factory(any_db, sandbox, dispatch={"batch_size": 10})
+    for i in range(40):
+        insert_sql(any_db, template="order_status", openid=f"o{i // 2}", params=GOOD,
+                   collapse_key=f"order:{i // 2}")
+    with any_db.connection_context():
+        stats = dispatch.run(rt)
+        left = MsgList.select().where(MsgList.status.in_(("wait", "sending"))).count()
+        cancelled = MsgList.select().where(MsgList.status == "cancelled").count()
+    assert (left, cancelled, stats.sent, len(sandbox.accepted)) == (0, 20, 20, 20)
