@@ -22,9 +22,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from config.values import duration_seconds, seconds_text
 
@@ -56,7 +55,7 @@ class SendWindow:
             return self.start <= minute < self.end
         return minute >= self.start or minute < self.end
 
-    def next_opening(self, now: datetime, zone: ZoneInfo) -> datetime:
+    def next_opening(self, now: datetime, zone: tzinfo) -> datetime:
         """The next instant (aware UTC) the window opens, strictly after `now`'s minute;
         a wall-clock time a DST change skips opens at the same instant the zone's
         offset before the change gives it."""
@@ -112,8 +111,12 @@ def parse_window(value: object) -> SendWindow:
     return SendWindow(start, end)
 
 
-def zone(name: object) -> ZoneInfo:
+def zone(name: object) -> tzinfo:
     """An IANA zone by name; ValueError naming what is allowed."""
+    # imported here: zoneinfo reads sysconfig at import, tens of milliseconds that every
+    # process start (each CLI verb) would pay with no send window in sight
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     if not isinstance(name, str) or not name.strip() or len(name) > 64 or ".." in name \
             or name.startswith("/"):
         raise ValueError(f"{name!r} is not an IANA time zone name (e.g. Asia/Shanghai, UTC)")

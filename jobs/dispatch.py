@@ -59,7 +59,6 @@ from db.grants import blocked as grants_blocked
 from db.models import MsgList
 from db.outcomes import Event, GrantUse, Hop, Outcome, record
 from db.queue import due_count
-from jobs import spending as spend
 from logs import redact
 from policy import TOKEN_WAIT, decide, quota_wait
 from runtime import Runtime
@@ -445,6 +444,7 @@ def _spend(rt: Runtime, st: _State, jobs: list[Job], now: datetime) -> list[Job]
     may go now; the others wait (send_at moved, attempt refunded) or fail."""
     if not any(j.request.template.spend.any for j in jobs):
         return jobs
+    from jobs import spending as spend  # only where a template uses the keys
     asks = [spend.Ask(j.row, j.request.template, j.app, j.request.recipient) for j in jobs]
     go: list[Job] = []
     for job, decision in zip(jobs, spend.decide(rt.db, rt.templates.current, asks, now,
