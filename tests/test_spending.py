@@ -568,3 +568,45 @@ def test_a_backlog_where_half_the_rows_collapse_drains_in_one_run(any_db, sandbo
         left = MsgList.select().where(MsgList.status.in_(("wait", "sending"))).count()
         cancelled = MsgList.select().where(MsgList.status == "cancelled").count()
     assert (left, cancelled, stats.sent, len(sandbox.accepted)) == (0, 20, 20, 20)
+
+
+def test_two_daemons_at_once_never_send_over_a_cap(any_db, any_db_url, sandbox,
+                                                   runtime_factory, tmp_path):
+    """Two daemons on one database claim rows of one user at the same moment: the cap of
+    one holds across them (each counts the other's row in flight)."""
+    import threading
+
+    path = str(write_templates(tmp_path, order_once={"per_user": {"max": 1, "per": "1d"}}))
+    daemons = [runtime_factory(any_db, sandbox, templates=path, db_url=any_db_url,
+                               dispatch={"batch_size": 1})
+               for _ in range(2)]
+    for i, rt in enumerate(daemons):
+        rt.daemon_id = f"daemon-{i}"
+    for _ in range(6):
+        insert_sql(any_db, template="order_once", openid="oA", params=GOOD)
+    go = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def daemon(rt) -> None:
+        try:
+            go.wait(timeout=10)
+            with rt.db.connection_context():
+                for _ in range(3):
+                    dispatch.run(rt)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    if dialect_of(any_db) != "sqlite":
+        # each daemon its own connection pool, as two processes would have
+        for rt in daemons:
+            rt.db = connect(any_db_url)
+    threads = [threading.Thread(target=daemon, args=(rt,)) for rt in daemons]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    with any_db.connection_context():
+        sent = MsgList.select().where(MsgList.status == "success").count()
+        held = MsgList.select().where(MsgList.error.startswith("held: capped")).count()
+    assert sent == 1 and len(sandbox.accepted) == 1 and held == 5
