@@ -610,3 +610,30 @@ def test_two_daemons_at_once_never_send_over_a_cap(any_db, any_db_url, sandbox,
         sent = MsgList.select().where(MsgList.status == "success").count()
         held = MsgList.select().where(MsgList.error.startswith("held: capped")).count()
     assert sent == 1 and len(sandbox.accepted) == 1 and held == 5
+
+
+def test_with_grant_holds_a_capped_user_without_a_grant_is_held_for_the_grant_alone(
+        any_db, sandbox, runtime_factory, tmp_path):
+    """grants.on_missing: hold and a cap together: a row the ledger holds is not a send,
+    so it spends nothing of the cap, and the other user's rows go."""
+    tid = BASE["template_id"]
+    rt = runtime_factory(any_db, sandbox, grants={"on_missing": "hold"},
+                         templates=str(write_templates(
+                             tmp_path, order_capped={"per_user": {"max": 1, "per": "1d"}})))
+    insert_sql(any_db, template="order_capped", openid="oBroke", params=GOOD)
+    ok = insert_sql(any_db, template="order_capped", openid="oFine", params=GOOD)
+    with any_db.connection_context():
+        any_db.execute_sql(
+            "INSERT INTO subscribe_grant (app, openid, template_id, balance) VALUES "
+            f"('default', 'oBroke', {any_db.param}, 0)", (tid,))
+        dispatch.run(rt)
+        broke = MsgList.get(MsgList.openid == "oBroke")
+    assert broke.status == "wait" and broke.error.startswith("held: no grant")
+    assert get(any_db, ok).status == "success"
+    # the grant arrives: the held row goes, and the cap (nothing sent to it yet) lets it
+    with any_db.connection_context():
+        any_db.execute_sql("UPDATE subscribe_grant SET balance = 1")
+        MsgList.update(send_at=datetime.now(UTC) - timedelta(seconds=1)).where(
+            MsgList.id == broke.id).execute()
+        dispatch.run(rt)
+    assert get(any_db, broke.id).status == "success"
