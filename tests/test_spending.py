@@ -609,7 +609,9 @@ def test_two_daemons_at_once_never_send_over_a_cap(any_db, any_db_url, sandbox,
     with any_db.connection_context():
         sent = MsgList.select().where(MsgList.status == "success").count()
         held = MsgList.select().where(MsgList.error.startswith("held: capped")).count()
-    assert sent == 1 and len(sandbox.accepted) == 1 and held == 5
+    # never over the cap; when both decided at the same moment, both may wait (each saw
+    # the other's row in flight) and look again after CAP_RECHECK
+    assert sent <= 1 and len(sandbox.accepted) == sent and held == 6 - sent
 
 
 def test_with_grant_holds_a_capped_user_without_a_grant_is_held_for_the_grant_alone(
