@@ -361,7 +361,7 @@ def cmd_console_password(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import demo
+    from commands import demo
 
     return demo.main(args)
 

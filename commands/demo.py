@@ -41,7 +41,7 @@ from sandbox.sms import DEFAULT_SDK_APP_ID, DEFAULT_SECRET_ID, DEFAULT_SECRET_KE
 from sandbox.wechat import Sandbox
 from templates import load_templates
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # the repository: its templates.yaml
 MARKER = ".herald-demo"  # the demo only ever deletes a folder it made itself
 APPID, SECRET = "wxdemo0000000001", "demo-secret-not-real"
 OA_APPID, OA_SECRET = "wxdemooa0000000001", "demo-oa-secret"
