@@ -206,7 +206,7 @@ def start_sandboxes() -> tuple[Sandbox, SmsSandbox]:
 
 def main(args: argparse.Namespace) -> int:
     from jobs import events
-    from scheduler import Daemon  # the real wiring the daemon runs with
+    from service.daemon import Daemon  # the real wiring the daemon runs with
     from web import server
 
     started = time.monotonic()
