@@ -4,26 +4,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
-import time
 from collections.abc import Callable
 
 from peewee import DatabaseError
 
 import commands
 from config import Config, load_config
-from db import heartbeat
 from db.connection import connect, dialect_of
 from db.errors import cause, describe
 from db.queue import counts_by_status
 from db.schema import SchemaError, ensure_current
 from jobs import dispatch, purge, stale_retry, token_refresh
 from logs import redact, setup_logging
-from notify import notify, watchdog_interval
-from reload import reload_config, templates_watch
+from reload import reload_config
 from runtime import Runtime
 from service.daemon import Daemon
+from service.shell import Service, Shell
 
 log = logging.getLogger("herald")
 
@@ -90,20 +86,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.error("app %s: no access token at start: %s (rows wait until it works)",
                       app, reason)
     daemon = Daemon(rt)
-    stop = threading.Event()
-    reload = threading.Event()
-
-    signals: list[str] = []
-
-    def on_stop(signum: int, _frame: object) -> None:
-        # no logging here: a handler that logs can deadlock on the logging lock
-        signals.append(signal.Signals(signum).name)
-        rt.stopping.set()  # dispatch stops claiming at once
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    # a dispatch run that makes no progress for this long is hung: stop the pings and
+    # let systemd restart us (sends are bounded by http.timeout, writes by busy waits)
+    hung_after = max(120.0, 3 * cfg.http.timeout)
+    shell = Shell(Service(
+        stopping=rt.stopping, templates=rt.templates,
+        # config.yaml and the templates, whole or not at all (reload.py)
+        reload=lambda: reload_config(rt, daemon, needs=run_credentials),
+        beat=daemon.beat,
+        healthy=lambda mono: rt.heartbeat.healthy(mono, hung_after),
+        unhealthy=f"dispatch made no progress for {hung_after:.0f}s: watchdog pings stopped",
+        status=lambda: queue_status(rt)))
+    shell.install()
     daemon.start()
     wakeup = None
     if dialect_of(rt.db) == "postgres":
@@ -113,46 +107,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         wakeup = PgWakeup(cfg.database, lambda: daemon.wake("dispatch"))
         wakeup.start()
-    notify("READY=1", f"STATUS={queue_status(rt)}")
+    shell.ready()
     log.info("herald running as %s: %d apps, %d templates, dispatch every %ss",
              rt.daemon_id, len(cfg.apps), len(rt.templates.current.templates),
              cfg.jobs["dispatch"].every)
-    ping_every = watchdog_interval()
-    # a dispatch run that makes no progress for this long is hung: stop the pings and
-    # let systemd restart us (sends are bounded by http.timeout, writes by busy waits)
-    hung_after = max(120.0, 3 * cfg.http.timeout)
-    last_ping = last_status = last_beat = 0.0
-    warned = False
-    ticks = 0
     # The main thread only waits: no scheduler work runs inside a signal handler.
-    while not stop.wait(0.5):
-        ticks += 1
-        mono = time.monotonic()
-        if ping_every and mono - last_ping >= ping_every:
-            if rt.heartbeat.healthy(mono, hung_after):
-                notify("WATCHDOG=1")
-                last_ping, warned = mono, False
-            elif not warned:
-                log.error("dispatch made no progress for %.0fs: watchdog pings stopped",
-                          hung_after)
-                warned = True
-        if mono - last_status >= 30:
-            notify(f"STATUS={queue_status(rt)}")
-            last_status = mono
-        if mono - last_beat >= heartbeat.HEARTBEAT_EVERY:
-            daemon.beat()
-            last_beat = mono
-        if reload.is_set():
-            reload.clear()
-            notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
-            # config.yaml and the templates, whole or not at all (reload.py)
-            reload_config(rt, daemon, needs=run_credentials)
-            notify("READY=1", f"STATUS={queue_status(rt)}")
-        elif ticks % 4 == 0:
-            templates_watch(rt.templates)
-    log.info("%s: stopping; no new claims, waiting for in-flight sends",
-             signals[0] if signals else "stop")
-    notify("STOPPING=1")
+    stopped_by = shell.run()
+    log.info("%s: stopping; no new claims, waiting for in-flight sends", stopped_by)
     if wakeup is not None:
         wakeup.stop()
     daemon.stop()

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
-import time
-from typing import Any
+from datetime import datetime
 
 import clock
 from config import Config, load_config
 from db import heartbeat
 from logs import redact, setup_logging
-from notify import notify, watchdog_interval
-from web.server import WebContext, build, serve_credentials, start
+from service.shell import Service, Shell
+from web.server import Listener, WebContext, build, serve_credentials, start
 
 log = logging.getLogger("herald.web")
 
@@ -42,7 +39,7 @@ def serve(cfg: Config) -> int:
     from db.connection import connect
     from db.schema import SchemaError, ensure_current
     from jobs import events
-    from reload import reload_serve, templates_watch
+    from reload import reload_serve
 
     db = connect(cfg.database)
     try:
@@ -55,50 +52,30 @@ def serve(cfg: Config) -> int:
     ctx = build(cfg, db)
     applier = events.Applier(ctx)
     ctx.wake = applier.wake
-    stop = threading.Event()
-    reload = threading.Event()
-
-    def on_stop(_signum: int, _frame: object) -> None:
-        ctx.stopping.set()
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    started = clock.now()
+    listeners: list[Listener] = []
+    shell = Shell(Service(
+        stopping=ctx.stopping, templates=ctx.templates,
+        # config.yaml and the templates, whole or not at all (reload.py)
+        reload=lambda: reload_serve(ctx, needs=serve_credentials),
+        beat=lambda: _beat(ctx, started),
+        # only while every listener's thread still serves
+        healthy=lambda _mono: all(li.alive for li in listeners)))
+    shell.install()
     try:
-        listeners = start(ctx)
+        listeners += start(ctx)
     except OSError as exc:
         log.error("serve: cannot listen: %s", redact(str(exc)))
         return 1
     applier.start()
-    started = clock.now()
     for line in cfg.warnings:
         log.warning("config: %s", line)
     where = ", ".join(f"{li.name} on {li.url}" for li in listeners) or "nothing"
     log.info("herald serve listening: %s", where)
-    notify("READY=1", f"STATUS=serving {where}")
-    last_beat = last_ping = last_watch = 0.0
-    ping_every = watchdog_interval()
+    shell.ready(f"serving {where}")
     try:
-        while not stop.wait(0.5):
-            mono = time.monotonic()
-            if ping_every and mono - last_ping >= ping_every:
-                # only while every listener's thread still serves
-                if all(li.alive for li in listeners):
-                    notify("WATCHDOG=1")
-                    last_ping = mono
-            if reload.is_set():
-                reload.clear()
-                # config.yaml and the templates, whole or not at all (reload.py)
-                reload_serve(ctx, needs=serve_credentials)
-            elif mono - last_watch >= 2.0:
-                last_watch = mono
-                templates_watch(ctx.templates)
-            if time.monotonic() - last_beat >= heartbeat.HEARTBEAT_EVERY:
-                last_beat = time.monotonic()
-                _beat(ctx, started)
+        shell.run()
     finally:
-        notify("STOPPING=1")
         for listener in listeners:
             listener.stop()
         applier.stop()
@@ -111,14 +88,13 @@ def serve(cfg: Config) -> int:
     return 0
 
 
-def _beat(ctx: WebContext, started: Any) -> None:
-    try:
-        with ctx.db.connection_context():
-            counts = ctx.push_receiver.snapshot() if ctx.push_receiver else {}
-            heartbeat.beat(ctx.db, daemon_id=ctx.daemon_id, role="serve", started_at=started,
-                           now=clock.now(), info={
-                               "listen": {"web": ctx.config.web.listen,
-                                          "console": ctx.config.console.listen},
-                               "pushes": counts})
-    except Exception as exc:  # noqa: BLE001 - a heartbeat must not stop the server
-        log.warning("heartbeat not written: %s", redact(str(exc))[:160])
+def _beat(ctx: WebContext, started: datetime) -> None:
+    """serve's heartbeat row: where it listens, the pushes it took (raises when the
+    database is away: the shell says so, once)."""
+    with ctx.db.connection_context():
+        counts = ctx.push_receiver.snapshot() if ctx.push_receiver else {}
+        heartbeat.beat(ctx.db, daemon_id=ctx.daemon_id, role="serve", started_at=started,
+                       now=clock.now(), info={
+                           "listen": {"web": ctx.config.web.listen,
+                                      "console": ctx.config.console.listen},
+                           "pushes": counts})

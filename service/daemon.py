@@ -17,7 +17,6 @@ from apscheduler.schedulers.background import BackgroundScheduler
 import clock
 from db import heartbeat
 from db.dialects import dialect
-from db.errors import cause
 from jobs import dispatch, events, purge, stale_retry, token_refresh
 from logs import redact
 from runtime import Runtime
@@ -46,7 +45,6 @@ class Daemon:
         self.started_at = clock.now()
         self.last_dispatch: datetime | None = None  # when a dispatch run last finished
         self._beats = 0
-        self._beat_failing = False
         self.jobs: dict[str, Callable[[], object]] = {
             "dispatch": self._dispatch,
             "token_refresh": lambda: token_refresh.run(rt),
@@ -125,27 +123,21 @@ class Daemon:
 
     def beat(self) -> None:
         """This daemon's heartbeat row: alive, last dispatch, each app's token expiry and
-        the configuration alerts in force (what `status` and the console show)."""
+        the configuration alerts in force (what `status` and the console show). Raises
+        when the database is away: the shell (service/shell.py) says so, once."""
         rt = self.rt
         expiry = {a: rt.tokens.expires_at(a) for a in rt.config.apps}
         info = {"tokens": {a: e.isoformat() if e else None for a, e in expiry.items()},
                 "alerts": rt.tokens.alerts(),
                 "templates": len(rt.templates.current.templates),
                 "template_reload_failures": rt.templates.failures}
-        try:
-            with rt.db.connection_context():
-                heartbeat.beat(rt.db, daemon_id=rt.daemon_id, role="run",
-                               started_at=self.started_at, now=clock.now(),
-                               last_dispatch=self.last_dispatch, info=info)
-                if self._beats % 240 == 0:  # about hourly: crashed daemons' rows go
-                    heartbeat.forget_old(rt.db, clock.now())
-            self._beats += 1
-            self._beat_failing = False
-        except Exception as exc:  # noqa: BLE001 - a heartbeat must not stop the daemon
-            # said once, not every 15 s while the database is away
-            (log.debug if self._beat_failing else log.warning)(
-                "heartbeat not written: %s", cause(exc)[:160])
-            self._beat_failing = True
+        with rt.db.connection_context():
+            heartbeat.beat(rt.db, daemon_id=rt.daemon_id, role="run",
+                           started_at=self.started_at, now=clock.now(),
+                           last_dispatch=self.last_dispatch, info=info)
+            if self._beats % 240 == 0:  # about hourly: crashed daemons' rows go
+                heartbeat.forget_old(rt.db, clock.now())
+        self._beats += 1
 
     def stop(self) -> None:
         """Stop claiming, let in-flight sends finish and be recorded, then return."""

@@ -1,4 +1,4 @@
-"""`scheduler.py serve`: Herald's web side, in a process of its own.
+"""The web side's listeners (`herald serve`, commands/serve.py runs them in a process of its own).
 
 Two listeners, each its own waitress server and thread pool, never sharing a port:
 
@@ -28,9 +28,8 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from config import Config
-from logs import config_secrets, set_secrets, template_secrets
-from runtime import make_daemon_id, waiting_rows_naming
-from templates import LoadContext, TemplateHolder
+from service.wiring import make_daemon_id, mask_config_secrets, template_holder
+from templates import TemplateHolder
 from web.wsgi import WSGIApp
 
 log = logging.getLogger("herald.web")
@@ -149,12 +148,8 @@ def _close_all_but_trigger(server: Any) -> None:
 
 
 def build(cfg: Config, db: Database) -> WebContext:
-    context = LoadContext(config=cfg, base_dir=cfg.templates.parent)
-    holder = TemplateHolder(cfg.templates, in_use=waiting_rows_naming(db),  # type: ignore[arg-type]
-                            context=context)
-    set_secrets("config", config_secrets(cfg))
-    set_secrets("templates", template_secrets(holder.current))
-    return WebContext(config=cfg, db=db, templates=holder,
+    mask_config_secrets(cfg)
+    return WebContext(config=cfg, db=db, templates=template_holder(cfg, db),
                       daemon_id=make_daemon_id() + ":web")
 
 
