@@ -113,6 +113,11 @@ class SecretSet:
                 out.update(group)
             return out
 
+    def loose(self) -> list[str]:
+        """The values add() holds, oldest first."""
+        with self._lock:
+            return list(self._loose)
+
     def group(self, name: str) -> tuple[str, ...]:
         with self._lock:
             return self._groups.get(name, ())
