@@ -115,7 +115,7 @@ def test_the_watchdog_stops_while_unhealthy_and_says_so_once(
     parts = Parts(tmp_path)
     shell = Shell(parts.service())
     caplog.set_level(logging.INFO, logger="herald")
-    loop = threading.Thread(target=shell.run)
+    loop = threading.Thread(target=shell.run, daemon=True)
     loop.start()
     try:
         assert wait_for(lambda: notify_socket.seen("WATCHDOG=1") >= 1)
