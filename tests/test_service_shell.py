@@ -178,3 +178,21 @@ def test_a_stop_signal_stops_taking_work_before_the_loop_ends(tmp_path: Path) ->
         for sig, handler in zip((signal.SIGTERM, signal.SIGINT, signal.SIGHUP), before,
                                 strict=True):
             signal.signal(sig, handler)
+
+
+def test_saving_the_templates_file_is_enough(tmp_path: Path) -> None:
+    """Between reloads the loop watches the templates file: a saved edit is in force
+    without a signal, in run and serve alike."""
+    parts = Parts(tmp_path)
+    shell = Shell(parts.service())
+    loop = threading.Thread(target=shell.run, daemon=True)
+    loop.start()
+    try:
+        data = yaml.safe_load(parts.templates.path.read_text(encoding="utf-8"))
+        data["walk_in"] = {"template_id": "WALKIN0001", "data": {"thing1": "walk-ins"}}
+        parts.templates.path.write_text(yaml.safe_dump(data, allow_unicode=True))
+        assert wait_for(lambda: "walk_in" in parts.templates.current.templates)
+        assert parts.reloads == 0  # no SIGHUP went into it
+    finally:
+        shell.stop.set()
+        loop.join(10)
