@@ -9,7 +9,7 @@ A channel is two things, kept apart on purpose:
 - a *sender* (an instance, built once per process from the config): sends one built
   request and classifies the answer into the shared Kind.
 
-A channel renders nothing (templates.py does) and knows no queue (jobs/dispatch.py
+A channel renders nothing (templates/ does) and knows no queue (jobs/dispatch.py
 does): dispatch, policy, outcomes and the history see only Kind and Answer. Adding a
 channel is one module with one class, its sandbox, and one line in channels/__init__.py.
 """

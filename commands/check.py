@@ -42,7 +42,8 @@ from db.connection import connect, dialect_of
 from db.errors import describe
 from db.schema import state
 from logs import add_secret
-from templates import TemplateSet, _key_lines, read_text
+from strict_yaml import key_lines as _key_lines
+from templates import TemplateSet, read_text
 from tokens import TokenManager, TokenUnavailable
 
 
