@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from peewee import Database, fn
 
 import channels
-from channels.base import ChannelKind
+from channels.base import ChannelKind, lender
 from channels.wechat_api import WeChatClient
 from config import Config
 from db.models import MsgList
@@ -111,7 +111,7 @@ class Runtime:
             tokens=tokens,
             daemon_id=daemon_id,
             limiters=RateLimiters(config.dispatch.rate_limit),
-            senders=channels.build_senders(config, client),
+            senders=channels.build_senders(config, lender(client)),
             stopping=stopping,
         )
 

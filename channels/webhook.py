@@ -28,10 +28,19 @@ from urllib.parse import urlsplit
 import requests
 from requests.utils import get_environ_proxies
 
-from channels.base import Answer, Built, ChannelKind, CheckContext, Kind, RowLike, TemplateLike
+from channels.base import (
+    Answer,
+    Built,
+    ChannelKind,
+    CheckContext,
+    Kind,
+    Lend,
+    Meaning,
+    RowLike,
+    TemplateLike,
+)
 from channels.common import check_url
 from channels.http import make_session, root_cause
-from channels.wechat_api import WeChatClient
 from config import Secret
 from config.credentials import read_secret_file
 from config.interpolate import interpolate
@@ -102,6 +111,11 @@ class Webhook(ChannelKind):
     name = "webhook"
     keys = ("url", "secret", "secret_file")
     needs_template_id = False
+    # answers are HTTP statuses, judged by class in _judge(); these are the exceptions
+    answers = {
+        408: Meaning(Kind.TRANSIENT, "request timeout: tried again"),
+        429: Meaning(Kind.TRANSIENT, "too many requests: tried again"),
+    }
 
     def __init__(self, timeout: float, pool_size: int, *,
                  clock: Callable[[], float] = time.time) -> None:
@@ -115,7 +129,7 @@ class Webhook(ChannelKind):
         self._lock = threading.Lock()
 
     @classmethod
-    def create(cls, config: Config, wechat: WeChatClient) -> Webhook:
+    def create(cls, config: Config, lend: Lend) -> Webhook:
         return cls(config.http.timeout, config.dispatch.workers)
 
     def close(self) -> None:

@@ -49,6 +49,7 @@ from queue import Empty, SimpleQueue
 from typing import TypeVar
 
 import clock
+from channels import app_problem
 from channels.base import Answer, Kind
 from db import holds as holds_db
 from db.claim import EXPIRED, claim_batch, expire_overdue, mark_started, renew_leases
@@ -478,7 +479,7 @@ def _prepare(rt: Runtime, st: _State, row: Row | BadRow, now: datetime) -> Job |
         _fail_unsent(rt, st, row, _template_of(rt, row), exc.reason)
         return None
     app = req.app or "default"
-    problem = _app_problem(rt, app, req.template)
+    problem = app_problem(rt.config.apps, app, req.template)
     if problem:
         _fail_unsent(rt, st, row, req.template, problem)
         return None
@@ -515,20 +516,6 @@ def _render(rt: Runtime, row: Row) -> Request:
     return render_row(rt.templates.current, template=row.template, openid=row.openid,
                       params=row.params, page=row.page, app=row.app, row_id=row.id,
                       phone=row.phone)
-
-
-def _app_problem(rt: Runtime, app: str, tpl: Template) -> str | None:
-    apps = rt.config.apps
-    if app not in apps:
-        return f"unknown app {app!r} (configured: {', '.join(apps)})"
-    kind = getattr(apps[app], "kind", "miniprogram")
-    if tpl.channel == "oa_template" and kind != "official_account":
-        return (f"template {tpl.name!r} (channel oa_template) needs an official_account app; "
-                f"app {app!r} is a {kind}")
-    if tpl.channel in ("subscribe", "uniform") and kind != "miniprogram":
-        return (f"template {tpl.name!r} (channel {tpl.channel}) is sent by a mini program; "
-                f"app {app!r} is an {kind}")
-    return None
 
 
 def _fail_unsent(rt: Runtime, st: _State, row: Row, tpl: Template | None, reason: str,

@@ -64,7 +64,7 @@ def verdicts(db: Any, policy: str, items: Sequence[tuple[str, str, Template, Row
 
 
 def needs_grant(tpl: Template) -> bool:
-    return tpl.kind.grants and not tpl.long_term
+    return tpl.kind.grants and tpl.kind.needs_grant(tpl.settings)
 
 
 def grant_use(app: str, recipient: str, tpl: Template, answer: Answer) -> GrantUse | None:
@@ -72,7 +72,7 @@ def grant_use(app: str, recipient: str, tpl: Template, answer: Answer) -> GrantU
         return None
     if answer.kind is Kind.SUCCESS:
         return GrantUse(app, recipient, tpl.template_id, used=True)
-    if answer.errcode == 43101:
+    if tpl.kind.grant_refused(answer):
         return GrantUse(app, recipient, tpl.template_id, used=False)
     return None
 

@@ -84,8 +84,10 @@ def render_row(
             raise RenderError(
                 f"row names app {app!r} but template {tpl.name!r} belongs to app {tpl.app!r}"
             )
-        if tpl.channel == "subscribe" and (openid is None or not str(openid).strip()):
-            raise RenderError("openid is empty")
+        fields = RowFields(openid, phone, page, row_id)
+        problem = tpl.kind.precheck(fields)  # e.g. no recipient: said before the params
+        if problem is not None:
+            raise RenderError(problem)
         values = _params(params, tpl)
         for k, v in values.items():
             if v is None:
@@ -93,7 +95,7 @@ def render_row(
         data = render_values(tpl, values)
         use_app = app or tpl.app or "default"
         try:
-            built = tpl.kind.build(tpl, data, RowFields(openid, phone, page, row_id), use_app)
+            built = tpl.kind.build(tpl, data, fields, use_app)
         except BuildError as exc:
             raise RenderError(str(exc)) from None
         return Request(app=app or tpl.app, template=tpl, built=built)
