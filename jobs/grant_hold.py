@@ -46,7 +46,9 @@ def verdicts(db: Any, policy: str, items: Sequence[tuple[str, str, Template, Row
     blocked = grants_blocked(db, keys) if keys and policy != "send" else {}
     out: list[Verdict | None] = []
     for app, recipient, tpl, row in items:
-        why = blocked.get((app, recipient, tpl.template_id or ""))
+        # only a row that spends a grant is looked up: a long-term row shares its key
+        # with one-time rows of the same template and user in the batch
+        why = blocked.get((app, recipient, tpl.template_id or "")) if needs_grant(tpl) else None
         if why is None:
             out.append(None)
         elif policy == "hold":
