@@ -113,6 +113,9 @@ class Job:
     seq: int = 0  # the order it was handed to the pool in (stale tokens, below)
     started: float = 0.0
     lost: bool = False  # its lease went to another daemon while it was queued: not sent
+    # the clock of the run that claimed it (run's `now`): the send thread reads it too,
+    # so a run told it is another time sends, checks leases and holds at that time
+    now: Callable[[], datetime] = clock.now
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +173,7 @@ class _State:
     # which at worst renews a little early); None when nothing is held
     earliest_lease: datetime | None = None
     last_progress: float = 0.0
+    now: Callable[[], datetime] = clock.now  # the run's clock (run's `now`)
 
 
 class NotSent(Exception):
@@ -186,7 +190,7 @@ def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: dict[str, float]) -
     # the wait for the rate limit ends at once when the daemon is asked to stop
     slot = rt.limiters.acquire(job.app, rt.stopping)
     try:
-        now = clock.now()
+        now = job.now()
         held = holds.get((job.request.template.channel, job.app))
         if held and held.until > now:
             raise NotSent("app held")  # quota spent meanwhile: the loop holds it in wait
@@ -211,7 +215,7 @@ def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: dict[str, float]) -
         slot.cancel()  # never sent: its place in the rate limit goes back
         raise
     answer = sender.send(job.request.built, job.token)
-    at = clock.now()
+    at = job.now()
     quota = quota_wait(answer.kind, at, rt.config.retry)
     if quota is not None:
         # the sends queued behind this one must not spend requests on a quota that is
@@ -233,7 +237,7 @@ def run(
     """One dispatch run: drain what is due, then return."""
     cfg = rt.config
     stats = Stats()
-    st = _State(last_progress=time.monotonic())
+    st = _State(last_progress=time.monotonic(), now=now)
     own_pool = pool is None
     pool = pool or ThreadPoolExecutor(cfg.dispatch.workers, thread_name_prefix="send")
     rt.heartbeat.busy(True)
@@ -490,7 +494,7 @@ def _prepare(rt: Runtime, st: _State, row: Row | BadRow, now: datetime) -> Job |
     lease_until = row.lease_until or now
     if st.earliest_lease is None or lease_until < st.earliest_lease:
         st.earliest_lease = lease_until
-    return Job(row=row, request=req, app=app, lease_until=lease_until)
+    return Job(row=row, request=req, app=app, lease_until=lease_until, now=st.now)
 
 
 def _log_failed(row_id: int, template: str | None, reason: str, *, sent: bool = False,
@@ -796,7 +800,7 @@ def _progress(rt: Runtime, st: _State, stats: Stats, started: float) -> None:
     held = len(st.ready) + len(st.in_flight) + sum(len(q) for q in st.parked.values())
     rate = (stats.sent + stats.failed) / max(t - started, 1e-9)
     try:
-        left = f"{due_count(clock.now()):,} due left"
+        left = f"{due_count(st.now()):,} due left"
     except Exception:  # noqa: BLE001 - a progress line must not stop the drain
         left = "due rows unknown"
     log.info("dispatch progress: sent %d, failed %d, back to wait %d, %.0f msg/s, %d held "
