@@ -317,3 +317,15 @@ def test_no_import_circle_in(package: str) -> None:
 
     for m in sorted(graph):
         visit(m, [])
+
+
+def test_every_channel_declares_its_app_kinds_and_answer_table() -> None:
+    assert {n: k.app_kinds for n, k in channels.KINDS.items()} == {
+        "subscribe": ("miniprogram",), "uniform": ("miniprogram",),
+        "oa_template": ("official_account",), "sms": None, "webhook": None}
+    for name, kind in channels.KINDS.items():
+        assert kind.name == name
+        assert kind.answers and all(isinstance(m, Meaning) for m in kind.answers.values())
+    assert channels.KINDS["subscribe"].answers[43101].kind is Kind.PERMANENT
+    assert channels.KINDS["sms"].answers["Ok"].kind is Kind.SUCCESS
+    assert channels.KINDS["webhook"].answers[429].kind is Kind.TRANSIENT
