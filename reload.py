@@ -31,7 +31,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
 import channels
-from channels.base import ChannelKind
+from channels.base import ChannelKind, lender
 from channels.wechat_api import WeChatClient
 from config import Config, ConfigError, load_config
 from config.schema import SCHEMA
@@ -162,7 +162,7 @@ def reload_run(rt: Runtime, daemon: Reschedulable | None = None, *,
         client = WeChatClient(new.api_base, timeout=new.http.timeout,
                               pool_size=new.dispatch.workers)
         try:
-            senders = channels.build_senders(new, client)
+            senders = channels.build_senders(new, lender(client))
         except Exception as exc:  # noqa: BLE001 - keep every running sender
             client.close()
             log.error("config not reloaded, the running configuration stays: the senders "

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from peewee import Database
 
 import channels
-from channels.base import ChannelKind
+from channels.base import ChannelKind, lender
 from channels.wechat_api import WeChatClient
 from config import Config
 from notify import Heartbeat
@@ -81,7 +81,7 @@ class Runtime:
             tokens=tokens,
             daemon_id=daemon_id,
             limiters=RateLimiters(config.dispatch.rate_limit),
-            senders=channels.build_senders(config, client),
+            senders=channels.build_senders(config, lender(client)),
             stopping=stopping,
         )
 

@@ -189,13 +189,7 @@ def sample_params(tpl: Template) -> list[str] | dict[str, str]:
 def _describe(tpl: Template, waiting: dict[str, int]) -> dict[str, Any]:
     keys = []
     for item in tpl.items:
-        kind = ""
-        if tpl.channel == "subscribe":
-            try:
-                kind = keywords.keyword_type(item.key)
-            except keywords.KeywordError:
-                kind = "?"
-        keys.append({"key": item.key, "type": kind, "source": item.source,
+        keys.append({"key": item.key, "type": tpl.kind.key_type(item.key), "source": item.source,
                      "enum": list(tpl.enums.get(item.key, ()))})
     settings = [(k, "(hidden)" if _SECRET_SETTING.search(k) else _setting(v))
                 for k, v in sorted(tpl.settings.items())]
