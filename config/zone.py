@@ -20,7 +20,8 @@ class TimeZone(Check):
         return "an IANA name such as Asia/Shanghai, Europe/Berlin or UTC"
 
     def parse(self, value: object, ctx: Context) -> str:
-        import spending  # the one place zone names are read (spending imports config)
+        # the one place zone names are read (templates.spending imports config)
+        from templates import spending
 
         if value == spending.DEFAULT_TIMEZONE:
             return value  # shipped by tzdata (requirements.txt): no zone file to read now

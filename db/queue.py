@@ -18,7 +18,7 @@ from db.decode import text_or_shown, ts_or_none
 from db.models import STATUSES, MsgList
 
 # How a waiting row's error says why it waits (policy.py, jobs/dispatch.py, db/grants.py)
-# (jobs/spending.py's holds first: they start with "held:" too)
+# (templates/spending_decide.py's holds first: they start with "held:" too)
 HELD_PREFIXES = (("deferred", "quota"), ("no access token", "token"),
                  ("held: send window", "window"), ("held: collapse window", "collapse"),
                  ("held: capped", "cap"), ("held:", "grant"))

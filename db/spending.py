@@ -32,7 +32,7 @@ from db.dialects import Dialect, dialect
 
 SUPERSEDED = "superseded by #"
 MAX_KEY = 128  # characters (spending.COLLAPSE_KEY_MAX; the DDL's CHECK says the same)
-# the error prefixes of rows held by the pre-send decisions (jobs/spending.py)
+# the error prefixes of rows held by the pre-send decisions (templates/spending_decide.py)
 HELD_WINDOW = "held: send window"
 HELD_COLLAPSE = "held: collapse window"
 HELD_CAP = "held: capped"

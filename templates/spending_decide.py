@@ -24,11 +24,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-import spending
 from config.values import seconds_text
 from db import spending as spending_db
 from db.decode import Row, keyed
-from templates import Template, TemplateSet
+from templates import Template, TemplateSet, spending
 
 CAP_RECHECK = timedelta(minutes=1)  # a row capped by sends still in flight looks again
 
