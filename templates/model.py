@@ -10,8 +10,8 @@ from typing import Any
 
 import channels
 from channels.base import Built, ChannelKind
-from templates import spending
 from templates.expressions import Plan
+from templates.spending import NO_RULES, Rules
 
 DEFAULT_FALLBACK_ON = frozenset({"43101", "43107", "no_grant"})
 
@@ -58,7 +58,7 @@ class Template:
     fallback_on: frozenset[str] = DEFAULT_FALLBACK_ON
     enums: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     data_is_list: bool = False
-    spend: spending.Rules = spending.NO_RULES  # collapse_window, send_window, per_user
+    spend: Rules = NO_RULES  # collapse_window, send_window, per_user
 
     @property
     def kind(self) -> type[ChannelKind]:

@@ -27,7 +27,9 @@ from datetime import datetime, timedelta
 from config.values import seconds_text
 from db import spending as spending_db
 from db.decode import Row, keyed
-from templates import Template, TemplateSet, spending
+from templates.model import Template, TemplateSet
+from templates.spending import CAPPED, group_members
+from templates.spending import zone as find_zone
 
 CAP_RECHECK = timedelta(minutes=1)  # a row capped by sends still in flight looks again
 
@@ -86,7 +88,7 @@ def timing(row: Row, tpl: Template, now: datetime, zone_name: str) -> Decision:
                 f"collapse window: waits until {_stamp(ready)}", "collapse_window")
     window = rules.send_window
     if window is not None:
-        zone = spending.zone(zone_name)
+        zone = find_zone(zone_name)
         if not window.is_open(now.astimezone(zone)):
             opens = window.next_opening(now, zone)
             return _expired_first(row, opens, "the send window opens") or Hold(
@@ -118,7 +120,7 @@ def _caps(db: object, tset: TemplateSet, jobs: Sequence[Ask], which: Iterable[in
         assert cap is not None
         key = (job.app, job.recipient, cap.group)
         if key not in seen:
-            names = spending.group_members(members, cap.group) or [job.template.name]
+            names = group_members(members, cap.group) or [job.template.name]
             counted = spending_db.cap_count(
                 db, app=job.app, openid=job.recipient, templates=names,  # type: ignore[arg-type]
                 since=now - timedelta(seconds=cap.per), exclude=exclude)
@@ -131,7 +133,7 @@ def _caps(db: object, tset: TemplateSet, jobs: Sequence[Ask], which: Iterable[in
         text = (f"{total} sends of {cap.group!r} to this user in the last "
                 f"{seconds_text(cap.per)} (per_user max {cap.max})")
         if cap.on_cap == "fail":
-            out[i] = Fail(f"{spending.CAPPED}: {text}", spending.CAPPED)
+            out[i] = Fail(f"{CAPPED}: {text}", CAPPED)
             continue
         leave = total - cap.max + 1  # sends that must leave the window to make room
         if leave <= len(counted.sent):
