@@ -158,3 +158,23 @@ def test_no_verb_prints_the_secret(tmp_path, sandbox, capsys, secret):
                  ["templates", "pull"]):
         ran = herald(capsys, *argv, "--config", cfg)
         assert secret not in ran.text, argv
+
+
+@pytest.mark.parametrize("setting", ["web", "console"])
+def test_serve_names_the_address_it_could_not_listen_on(tmp_path, setting):
+    """A port another process holds: serve exits 1 naming the setting and the address
+    (the socket's own "Address already in use" names neither)."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        listen = {"web": {"listen": None}, "console": {"listen": None}}
+        listen[setting] = {"listen": f"127.0.0.1:{port}"}
+        cfg = str(write_config(tmp_path, **listen))
+        herald_child("init-db", "--config", cfg)
+        ran = herald_child("serve", "--config", cfg, timeout=60)
+    assert ran.code == 1, ran.text
+    assert f"cannot listen: [Errno 98] {setting}.listen 127.0.0.1:{port}: Address already " \
+           "in use" in ran.err, ran.err
