@@ -17,7 +17,7 @@ from sandbox.wechat import Sandbox
 from templates import load_templates
 from tests.conftest import SERVER_URLS, database_url
 from tests.support import APPID, SECRET, write_config
-from tests.verbs_support import herald, herald_child
+from tests.verbs_support import herald, herald_child, queued
 
 
 def missing_db_url(dialect: str) -> str:
@@ -263,7 +263,7 @@ def test_templates_pull_then_check_remote_then_delivered(tmp_path, capsys, wecha
     rt = runtime_factory(shop, wechat, templates=str(path))
     with shop.connection_context():
         stats = dispatch.run(rt)
-        row = MsgList.get_by_id(int(ok.out))
+        row = MsgList.get_by_id(queued(ok.out))
     assert stats.sent == 1 and row.status == "success", row.error
     [sent] = wechat.accepted
     assert sent["template_id"] == "TPL_NEW" and sent["data"]["enum5"] == {"value": "运输中"}

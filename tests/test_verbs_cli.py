@@ -12,7 +12,7 @@ import pytest
 from db.connection import connect
 from db.models import MsgList
 from tests.support import APPID, ROOT, SECRET, write_config
-from tests.verbs_support import herald, herald_child
+from tests.verbs_support import herald, herald_child, queued
 
 GOOD = '["Tea", 3, "shipped", "ok"]'
 
@@ -77,7 +77,7 @@ def test_database_verbs_run_with_no_credentials_in_the_environment(tmp_path):
     assert herald_child("init-db", "--config", cfg).code == 0
     ran = herald_child("enqueue", "order_status", "oU", "--params", GOOD, "--config", cfg)
     assert ran.code == 0, ran.text
-    rid = ran.out.strip()
+    rid = str(queued(ran.out))
     fail = herald_child("enqueue", "order_status", "oU", "--params", "[1]", "--config", cfg)
     assert fail.code == 2 and "refused: params has 1 values" in fail.err
     for argv in (["status"], ["status", "--json"], ["show", rid], ["list"],
@@ -98,10 +98,10 @@ def test_database_verbs_run_with_no_credentials_in_the_environment(tmp_path):
 def test_run_once_sends_what_is_due_and_exits(tmp_path, sandbox):
     cfg = str(write_config(tmp_path, api_base=sandbox.url))
     assert herald_child("init-db", "--config", cfg).code == 0
-    rid = int(herald_child("enqueue", "order_status", "oU", "--params", GOOD,
-                           "--config", cfg).out)
-    later = int(herald_child("enqueue", "order_status", "oU", "--params", GOOD,
-                             "--send-at", "+1h", "--config", cfg).out)
+    rid = queued(herald_child("enqueue", "order_status", "oU", "--params", GOOD,
+                              "--config", cfg).out)
+    later = queued(herald_child("enqueue", "order_status", "oU", "--params", GOOD,
+                                "--send-at", "+1h", "--config", cfg).out)
     ran = herald_child("run", "--once", "--config", cfg)
     assert ran.code == 0, ran.text
     db = connect(f"sqlite:///{tmp_path / 'herald.db'}")
