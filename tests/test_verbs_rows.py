@@ -10,8 +10,8 @@ import pytest
 import clock
 from db.models import MsgList
 from jobs import dispatch
-from tests.support import write_config
 from tests.conftest import insert_sql
+from tests.support import write_config
 from tests.verbs_support import ago, clear_side_tables, event, herald, seed
 
 GOOD = '["Tea", 3, "shipped", "ok"]'
