@@ -144,10 +144,12 @@ def test_make_venv_builds_the_runtime_without_dev_requirements_or_tests():
 
 
 def test_readme_uses_one_spelling_of_the_command():
-    readme = (ROOT / "README.md").read_text()
-    assert "python scheduler.py" not in readme.replace("`python scheduler.py` works too", "")
-    assert re.search(r"\.venv/bin/herald (status|check|run)", readme)
-    assert not re.search(r"(?<!\.venv/bin/)(?<![\w/])herald (status|show|list|check) ", readme)
+    for path in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))):
+        text = path.read_text(encoding="utf-8")
+        assert "python scheduler.py" not in text, path.name
+        assert not re.search(r"(?<!\.venv/bin/)(?<![\w/`])herald (status|show|list|check) ",
+                             text), path.name
+    assert re.search(r"\.venv/bin/herald (status|check|run)", (ROOT / "README.md").read_text())
 
 
 @pytest.mark.parametrize("secret", [SECRET])
