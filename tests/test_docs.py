@@ -375,6 +375,73 @@ def test_the_sqlite_backups_copy_every_row(tmp_path: Path) -> None:
     db.close()
 
 
+def _statements(sql: str) -> list[str]:
+    return [s.strip() for s in re.sub(r"(?m)--.*$", "", sql).split(";") if s.strip()]
+
+
+@pytest.mark.parametrize("engine", ["postgres", "mysql"])
+def test_the_applications_role_may_queue_and_read_and_nothing_else(tmp_path: Path,
+                                                                    engine: str) -> None:
+    """docs/operations.md's grants for the inserting application, run as written (the
+    role's name and the database's changed to this test's), then that role's own
+    connection: it inserts a row and reads it back; it cannot change or delete a row,
+    nor read a token."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from db.connection import connect
+    from db.schema import init_schema
+    from tests.conftest import database_url
+
+    url = database_url(engine, tmp_path)  # Herald's tables dropped: a fresh database
+    herald = connect(url)
+    init_schema(herald)
+    parts = urlsplit(url)
+    dbname = parts.path.lstrip("/")
+    role = f"herald_docs_app_{os.getpid()}"
+    ops = ROOT / "docs" / "operations.md"
+    if engine == "postgres":
+        sql = _block(ops, "postgres-roles", "sql") + _block(ops, "postgres-grants", "sql")
+        wanted = [s for s in _statements(sql) if "shop_app" in s]
+        wanted = [s.replace("shop_app", role).replace("DATABASE herald", f"DATABASE {dbname}")
+                  for s in wanted]
+        cleanup = [f"DROP OWNED BY {role}", f"DROP ROLE IF EXISTS {role}"]
+    else:
+        wanted = [s.replace("shop_app", role).replace("'localhost'", "'127.0.0.1'")
+                  .replace("herald.msg_list", f"`{dbname}`.msg_list")
+                  for s in _statements(_block(ops, "mysql-grants", "sql")) if "shop_app" in s]
+        cleanup = [f"DROP USER IF EXISTS '{role}'@'127.0.0.1'"]
+    assert len(wanted) >= 2, wanted  # the role and its grants
+    app_url = urlunsplit((parts.scheme, f"{role}:app-password@{parts.hostname}:{parts.port}",
+                          parts.path, parts.query, ""))
+    try:
+        with herald.connection_context():
+            for stmt in cleanup[-1:] + wanted:
+                herald.execute_sql(stmt)
+        app = connect(app_url)
+        with app.connection_context():
+            insert = "INSERT INTO msg_list (template, openid, params) VALUES (%s, %s, %s)"
+            values = ("order_status", "oUser1", '["Coffee", "12.50", "shipped", "thanks"]')
+            if engine == "postgres":
+                rid = app.execute_sql(insert + " RETURNING id", values).fetchone()[0]
+            else:
+                rid = app.execute_sql(insert, values).lastrowid
+            assert app.execute_sql(f"SELECT status FROM msg_list WHERE id = {int(rid)}"
+                                   ).fetchone() == ("wait",)
+            for refused in (f"UPDATE msg_list SET params = '[]' WHERE id = {int(rid)}",
+                            f"DELETE FROM msg_list WHERE id = {int(rid)}",
+                            "SELECT token FROM access_token"):
+                with pytest.raises(Exception, match=r"(?i)permission denied|command denied"):
+                    app.execute_sql(refused)
+                if engine == "postgres":
+                    app.rollback()
+        app.close()
+    finally:
+        with herald.connection_context():
+            for stmt in cleanup:
+                herald.execute_sql(stmt)
+        herald.close()
+
+
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed (.ci/run does)")
 def test_the_nginx_server_block_passes_nginx_t(tmp_path: Path) -> None:
     """docs/operations.md's `server {}` inside a minimal http block, with a throwaway
