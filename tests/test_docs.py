@@ -254,6 +254,16 @@ def test_the_readme_is_a_front_door() -> None:
     print(f"\nREADME.md: {lines} lines")
 
 
+def test_every_metric_is_in_the_operations_table() -> None:
+    exported = set(re.findall(r'"(herald_[a-z_]+)"', (ROOT / "metrics.py").read_text()))
+    table = TEXT[ROOT / "docs" / "operations.md"].split("### Metrics", 1)[1]
+    documented = set(re.findall(r"^\| `(herald_[a-z_]+)` \|", table, re.M))
+    # prometheus_client adds _total to counters and _info to info metrics
+    missing = {m for m in exported
+               if not {m, m + "_total", m + "_info"} & documented}
+    assert not missing, f"metrics docs/operations.md does not list: {missing}"
+
+
 def _layout() -> str:
     text = TEXT[ROOT / "docs" / "architecture.md"]
     section = text.split("## Layout\n", 1)[1].split("\n## ", 1)[0]
