@@ -126,13 +126,17 @@ def first_start(dialect: str, file: Path | None) -> list[str]:
     lines = [f"init-db will create {len(tables)} tables at schema version {VERSION}: "
              f"{', '.join(tables)}"]
     if file is not None:
-        folder = next((p for p in (file.parent, *file.parent.parents) if p.exists()), None)
-        owner = _owner(folder) if folder is not None else None
-        who = (f"the user the daemon runs as (the owner of {folder}: {owner})"
+        owner = _owner(file.parent) if file.parent.exists() else None
+        who = (f"the user the daemon runs as (the owner of {file.parent}: {owner})"
                if owner else "the user the daemon runs as")
         lines.append(f"run it as {who}, so the file is theirs: under systemd, "
                      "sudo -u herald .venv/bin/herald init-db; or start the daemon, which "
                      "creates them itself")
+        if not file.parent.exists():
+            # (a root-owned parent would name root: the folder is the daemon's to own)
+            lines.append(f"the folder {file.parent} does not exist yet: systemd makes it at "
+                         "the unit's first start (StateDirectory=), or create it owned by "
+                         f"that user: install -d -o herald -g herald -m 0700 {file.parent}")
     else:
         lines.append("run it with an account that may create tables (the daemon's own, or "
                      "the database owner's); or start the daemon, which creates them itself")

@@ -121,6 +121,15 @@ def test_check_connect_on_a_missing_sqlite_file_creates_nothing(tmp_path, capsys
     assert "sudo -u herald .venv/bin/herald init-db" in ran.out
     assert "app default  ok" in ran.out  # the tokens are still checked
     assert not (tmp_path / "herald.db").exists()
+    # a folder not made yet: never the owner of a folder above it (/var/lib is root's)
+    cfg = str(write_config(tmp_path, api_base=sandbox.url,
+                           database=f"sqlite:///{tmp_path}/state/herald.db"))
+    ran = herald(capsys, "check", "--connect", "--config", cfg)
+    assert ran.code == 0, ran.text
+    assert "run it as the user the daemon runs as, so the file is theirs" in ran.out
+    assert f"the folder {tmp_path}/state does not exist yet: systemd makes it" in ran.out
+    assert f"install -d -o herald -g herald -m 0700 {tmp_path}/state" in ran.out
+    assert not (tmp_path / "state").exists()
 
 
 def test_plain_check_reads_only_files(tmp_path, capsys):
