@@ -301,6 +301,14 @@ def test_version_matches_the_changelog() -> None:
     from db.schema import VERSION
 
     assert (top[1], int(top[2])) == (__version__, VERSION)
+    # every schema version has its release, in the changelog and the upgrade table
+    from db.schema import DESCRIPTIONS
+
+    ops = TEXT[ROOT / "docs" / "operations.md"]
+    for version in DESCRIPTIONS:
+        assert re.search(rf"(?m)^## \d+\.\d+\.\d+ \(.*\), schema {version}$",
+                         TEXT[ROOT / "CHANGELOG.md"]), version
+        assert re.search(rf"(?m)^\| {version} \| \d+\.\d+\.\d+ \|", ops), version
     ran = subprocess.run([sys.executable, str(ROOT / "scheduler.py"), "--version"],
                          capture_output=True, text=True, timeout=60, check=True)
     assert ran.stdout.strip() == f"herald {top[1]}"
