@@ -31,8 +31,8 @@ import clock
 import commands
 from commands.cli import build as build_parser
 from config import Config, ConfigError, load_config
-from db import heartbeat
-from db.connection import connect, dialect_of
+from db import heartbeat, waker
+from db.connection import connect
 from db.dialects import dialect
 from db.errors import cause, describe
 from db.queue import counts_by_status
@@ -64,6 +64,7 @@ class Daemon:
         self.scheduler.add_listener(self._job_error, EVENT_JOB_ERROR)
         self._retired_pools: list[ThreadPoolExecutor] = []  # replaced by a reload
         self._wake = threading.Event()
+        self.waker: waker.Waker | None = None  # told when each dispatch run ends
         self.started_at = clock.now()
         self.last_dispatch: datetime | None = None  # when a dispatch run last finished
         self._beats = 0
@@ -127,7 +128,12 @@ class Daemon:
         # max_instances=1; the flag makes the run go round once more instead.
         while True:
             self._wake.clear()
-            dispatch.run(self.rt, pool=self.pool)
+            started = clock.now()
+            try:
+                dispatch.run(self.rt, pool=self.pool)
+            finally:
+                if self.waker is not None:  # read the next due time again
+                    self.waker.ran(started)
             while self._retired_pools:  # (resize) no run holds them any more
                 self._retired_pools.pop().shutdown(wait=False)
             self.last_dispatch = clock.now()
@@ -135,7 +141,7 @@ class Daemon:
                 return
 
     def wake(self, name: str = "dispatch") -> None:
-        """Run a job now (PostgreSQL NOTIFY: a row was inserted)."""
+        """Run a job now (db/waker.py: a row was inserted or fell due)."""
         if name == "dispatch":
             self._wake.set()
         if self.scheduler.running:
@@ -257,15 +263,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    # new and newly due rows go out within a second, not at the next poll (which stays
+    # as the fallback)
+    daemon.waker = waker.for_daemon(cfg.database, cfg.dispatch.wake,
+                                    lambda: daemon.wake("dispatch"))
     daemon.start()
-    wakeup = None
-    if dialect_of(rt.db) == "postgres":
-        # an INSERT trigger NOTIFYs: new rows go out in about a second, not at the next
-        # poll (which stays as the fallback)
-        from db.wakeup import PgWakeup
-
-        wakeup = PgWakeup(cfg.database, lambda: daemon.wake("dispatch"))
-        wakeup.start()
+    if daemon.waker is not None:
+        daemon.waker.start()
     notify("READY=1", f"STATUS={queue_status(rt)}")
     log.info("herald running as %s: %d apps, %d templates, dispatch every %ss",
              rt.daemon_id, len(cfg.apps), len(rt.templates.current.templates),
@@ -306,8 +310,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info("%s: stopping; no new claims, waiting for in-flight sends",
              signals[0] if signals else "stop")
     notify("STOPPING=1")
-    if wakeup is not None:
-        wakeup.stop()
+    if daemon.waker is not None:
+        daemon.waker.stop()
     daemon.stop()
     if server is not None:
         from metrics import stop_server
