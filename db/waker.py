@@ -258,10 +258,10 @@ class Waker:
     def _probe(self) -> None:
         self.probes += 1
         last_id = self.probe.last_id(self.db)
-        if self._last_id is not None and last_id is not None and last_id > self._last_id:
+        last_id = last_id or 0  # an empty table
+        if self._last_id is not None and last_id > self._last_id:
             self._pending = True  # a row was inserted
-        if last_id is not None:
-            self._last_id = last_id
+        self._last_id = last_id
         due = self.probe.next_due(self.db)
         with self._lock:
             cutoff = self._cutoff
