@@ -88,7 +88,9 @@ def test_an_insert_by_another_connection_wakes(engine_db, started):
     calls = Calls()
     w = start(started, url, calls)
     assert wait_for(lambda: w.probes >= 1, 10)  # its first look at the table
+    n = w.probes
     w.ran(datetime.now(UTC))  # as after a dispatch run
+    assert wait_for(lambda: w.probes > n, 10)  # it has read the table since
     before = len(calls)
     # due a minute before that run began (an application's clock, the time of the
     # event): only the insert itself can wake for it
