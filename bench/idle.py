@@ -2,10 +2,11 @@
 """Idle cost: CPU the real daemon (`python scheduler.py run`) burns with an empty queue.
 
 Starts the sandbox, writes a config (SQLite in a temp folder, or --dialect postgres|mysql
-on HERALD_BENCH_<D>_URL; api_base the sandbox, metrics off, dispatch every 60 s), runs `scheduler.py --config X init-db`, then
-`scheduler.py --config X run` in a subprocess; once it logs that it is running and a
-short settle time has passed, reads its utime+stime from /proc/<pid>/stat (all threads)
-and its context switches, waits, reads them again, and reports % of one core. Target < 1%.
+on HERALD_BENCH_<D>_URL; api_base the sandbox, metrics off, dispatch every 60 s), runs
+`scheduler.py --config X init-db`, then `scheduler.py --config X run` in a subprocess;
+once it logs that it is running and a short settle time has passed, reads its
+utime+stime from /proc/<pid>/stat (all threads) and its context switches, waits, reads
+them again, and reports % of one core. Target < 1%.
 
     python bench/idle.py                 # 60 s
     python bench/idle.py --seconds 120 --json idle.json
@@ -97,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             res["exit_code"] = daemon.stop(timeout=30)
             daemon.close()
         res["log_tail"] = daemon.tail(5).splitlines()
-    print(f"{args.dialect} (wake {'off' if args.no_wake else 'on'}): idle daemon over {res['wall_s']} s: {res['cpu_s']} CPU s = {res['pct_core']}% of "
+    wake = "off" if args.no_wake else "on"
+    print(f"{args.dialect} (wake {wake}): idle daemon over {res['wall_s']} s: "
+          f"{res['cpu_s']} CPU s = {res['pct_core']}% of "
           f"one core (target < {TARGET_PCT}%), {res['wakeups_per_s']} context switches/s, "
           f"{res['threads']} threads, RSS {res['rss_mb']} MB, exit {res['exit_code']}")
     if args.json:
