@@ -155,7 +155,6 @@ class Waker:
         self._poke = threading.Event()  # ends the thread's wait: ran(), changed(), stop()
         self._lock = threading.Lock()
         self._reprobe = True
-        self._changed = False  # a notification (PostgreSQL) since the last loop
         self._cutoff: datetime | None = None  # start of the last finished dispatch run
         self._token: object = None
         self._last_id: int | None = None
@@ -197,9 +196,10 @@ class Waker:
         self._poke.set()
 
     def changed(self) -> None:
-        """A row was inserted (PostgreSQL NOTIFY): wake dispatch, read the due time."""
+        """A row was inserted (PostgreSQL NOTIFY): probe now (MAX(id) moved: wake
+        dispatch; and read the due time)."""
         with self._lock:
-            self._changed = self._reprobe = True
+            self._reprobe = True
         self._poke.set()
 
     # -- the thread ------------------------------------------------------------------
@@ -237,10 +237,7 @@ class Waker:
 
     def _check(self) -> None:
         with self._lock:
-            reprobe, changed = self._reprobe, self._changed
-            self._reprobe = self._changed = False
-        if changed:
-            self._pending = True
+            reprobe, self._reprobe = self._reprobe, False
         if self.probe.ticks:
             token = self.probe.token(self.db)
             if token != self._token:
