@@ -3,12 +3,12 @@
 Dispatch polls every `jobs.dispatch.every` (60 s by default). That poll stays the
 fallback and the guarantee; this waker only makes rows go out sooner:
 
-- **on insert.** PostgreSQL: LISTEN/NOTIFY (db/wakeup.py). SQLite: `PRAGMA
-  data_version` on the waker's own connection, read every TICK seconds; it changes
-  only when another connection commits (an application's INSERT, but also dispatch's
-  own result writes), so when it moves one index probe of MAX(id) tells an insert from
-  other writes. MySQL/MariaDB: MAX(id) itself every TICK (the last entry of the
-  primary key: no rows read).
+- **on insert.** A new MAX(id) (the last entry of the primary key: no rows read) wakes
+  dispatch. When it is read: PostgreSQL, on each NOTIFY of the insert trigger (LISTEN
+  in db/wakeup.py), and no query otherwise. SQLite, when `PRAGMA data_version` on the
+  waker's own connection, read every TICK seconds, has moved: it changes only when
+  another connection commits (an application's INSERT, but also dispatch's own result
+  writes, which MAX(id) then tells apart). MySQL/MariaDB: every TICK.
 - **on due time.** After each dispatch run, and whenever a change is seen, an index
   probe reads the earliest `send_at` among waiting rows; the waker sleeps until then
   (or the next change) and wakes dispatch at that moment, so a row scheduled ahead, or
