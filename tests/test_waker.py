@@ -132,12 +132,13 @@ def test_a_row_the_last_run_left_does_not_wake_again(engine_db, started):
 def test_a_burst_coalesces_and_its_last_change_is_served(tmp_path, started):
     url, db = fresh("sqlite", tmp_path)
     calls = Calls()
-    w = start(started, url, calls, debounce=0.5)
+    w = start(started, url, calls, debounce=0.5, tick=0.05)
     assert wait_for(lambda: w.probes >= 1, 10)
     t0 = time.monotonic()
-    for _ in range(100):  # 100 notifications over about a second
-        w.changed()
-        time.sleep(0.01)
+    with db.connection_context():
+        for i in range(100):  # 100 single-row transactions over about a second
+            insert(db, openid=f"o{i}")
+            time.sleep(0.01)
     last = time.monotonic()
     assert wait_for(lambda: calls.times and calls.times[-1] >= last, 10), \
         "the change at the end of the burst was dropped"
