@@ -41,6 +41,8 @@ DESCRIPTIONS: dict[int, str | list[str]] = {
         "push inbox rechecks by time (push_event.next_check_at), plaintext push nonces "
         "(push_nonce)",
         "quota holds shared by every daemon (quota_hold)",
+        "SQLite's claim index holds waiting rows only (msg_list_claim ... WHERE status = "
+        "'wait')",
     ],
 }
 
@@ -269,6 +271,8 @@ def init_schema(db: Database) -> list[int]:
         if before is not None and before < 3 and "push_event" in db.get_tables():
             # version 3, the push inbox: the DDL's index needs the column first
             _add_columns(db, d, V3_PUSH_EVENT_COLUMNS, table="push_event")
+        if d.name == "sqlite":
+            _sqlite_partial_claim_index(db)
         _run(db, d, split_statements(d.ddl()))
         applied = [VERSION] if before is None else list(range(before + 1, VERSION + 1))
         for version in applied:
@@ -277,6 +281,17 @@ def init_schema(db: Database) -> list[int]:
         if applied and before is not None:
             log.info("schema upgraded from version %d to %d", before, VERSION)
         return applied
+
+
+def _sqlite_partial_claim_index(db: Database) -> None:
+    """v3: SQLite's msg_list_claim became partial (waiting rows only). An index of the
+    same name made by version 2, or by an earlier build of version 3, covers every row:
+    drop it, and the DDL creates the partial one. Looked at on every run, not by
+    version, since databases already marked 3 may hold the old one."""
+    row = db.execute_sql("SELECT sql FROM sqlite_master WHERE type = 'index' "
+                         "AND name = 'msg_list_claim'").fetchone()
+    if row and " WHERE " not in str(row[0]).upper().replace("\n", " "):
+        db.execute_sql("DROP INDEX msg_list_claim")
 
 
 def describe(version: int) -> str:
