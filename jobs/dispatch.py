@@ -41,7 +41,7 @@ import logging
 import math
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -872,14 +872,16 @@ def _flush(rt: Runtime, st: _State, stats: Stats, now: datetime) -> None:
     st.outcomes = []
     if st.quota_deferred:
         st.recheck, st.quota_deferred = True, 0
-    for o, template in batch:
-        if o.status == "success":
-            stats.sent += 1
-        elif o.status == "fail":
-            stats.failed += 1
+    # counted per (template, status, errcode): one metrics call for many alike rows
+    alike = Counter((template, o.status, o.errcode) for o, template in batch)
+    for (template, status, errcode), n in alike.items():
+        if status == "success":
+            stats.sent += n
+        elif status == "fail":
+            stats.failed += n
         else:
-            stats.retried += 1
-        rt.metrics.finished(template, o.status, o.errcode)
+            stats.retried += n
+        rt.metrics.finished(template, status, errcode, n)
     if len(outcomes) != written:
         log.warning("%d results not written: those rows are no longer ours (lease ran out and "
                     "another daemon took them)", len(outcomes) - written)
