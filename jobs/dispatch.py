@@ -81,6 +81,12 @@ PROGRESS_EVERY = 10.0  # seconds between progress lines while a long drain lasts
 LEASE_MARGIN = 2.0  # seconds a lease must outlast http.timeout for a send to start
 RENEW_RETRY = 1.0  # seconds between renewals while the database refuses them
 QUEUE_AHEAD = 0.25  # sends queued in the pool beyond its workers, as a share of them
+# While sends wait queued in the pool (every worker busy), the loop lets answers gather
+# this long after the first before it takes them: each turn of the loop costs the same
+# whether it handles one answer or ten (and takes the GIL from the senders once), and
+# the queued sends keep the workers going meanwhile (64 workers at 50 ms: 16 queued
+# sends last 12 ms). With a worker free, the loop never waits: it has sends to hand over.
+GATHER = 0.002
 NO_GRANT = "no grant"
 HOLD_RECHECK = timedelta(hours=1)  # a held row is looked at again at least this often
 # While a run claims rows, the quota holds every daemon shares (quota_hold) are read
@@ -294,7 +300,10 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
                 step = WAIT_STEP
                 if st.outcomes:  # wake in time to write them
                     step = max(0.0, st.first_unflushed + FLUSH_AFTER - time.monotonic())
-                for fut in _completed(st, step):
+                # sends queued in the pool keep every worker busy meanwhile: gather a
+                # few answers per wake-up instead of one (see GATHER)
+                gather = GATHER if len(st.in_flight) > workers else 0.0
+                for fut in _completed(st, step, gather):
                     _finished(rt, st, st.in_flight.pop(fut), fut, now(), rng)
             if st.outcomes and (len(st.outcomes) >= FLUSH_SIZE or not st.in_flight
                                 or time.monotonic() - st.first_unflushed >= FLUSH_AFTER):
@@ -673,12 +682,15 @@ def _submit(rt: Runtime, st: _State, pool: ThreadPoolExecutor, slots: int,
     return submitted
 
 
-def _completed(st: _State, timeout: float) -> list[Future]:
-    """Sends that finished: wait up to `timeout` for the first, then take all there are."""
+def _completed(st: _State, timeout: float, gather: float = 0.0) -> list[Future]:
+    """Sends that finished: wait up to `timeout` for the first, then `gather` seconds
+    more for others, then take all there are."""
     try:
         out = [st.done.get(timeout=timeout)]
     except Empty:
         return []
+    if gather:
+        time.sleep(gather)
     while True:
         try:
             out.append(st.done.get_nowait())
