@@ -121,6 +121,7 @@ class Job:
     seq: int = 0  # the order it was handed to the pool in (stale tokens, below)
     started: float = 0.0
     lost: bool = False  # its lease went to another daemon while it was queued: not sent
+    fut: Future | None = None  # the pool's future of its send, while in flight
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +152,9 @@ class _State:
     parked: dict[str, deque[Job]] = field(default_factory=dict)  # recipient -> jobs waiting
     busy: set[str] = field(default_factory=set)  # recipients with a send in flight
     in_flight: dict[Future, Job] = field(default_factory=dict)
-    # sends report here as they finish: O(1) per completion, where
-    # concurrent.futures.wait() would add and remove a waiter on every future each round
+    # sends report here as they finish (a _Report each, put by the send thread itself):
+    # O(1) per completion, where concurrent.futures.wait() would add and remove a waiter
+    # on every future each round, and no future's lock is taken on this thread
     done: SimpleQueue = field(default_factory=SimpleQueue)
     outcomes: list[tuple[Outcome, str]] = field(default_factory=list)  # (outcome, template)
     # (channel, app) -> until when and why its rows wait (quota spent, no token): an SMS
@@ -231,6 +233,36 @@ def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: dict[str, float]) -
     return answer
 
 
+@dataclass(slots=True)
+class _Report:
+    """What a send thread hands the loop: the job and its answer or exception, in the
+    shape of a finished future (result() returns or raises)."""
+
+    job: Job
+    answer: Answer | None = None
+    error: BaseException | None = None
+
+    def result(self) -> Answer:
+        if self.error is not None:
+            raise self.error
+        assert self.answer is not None
+        return self.answer
+
+
+def _send_and_report(done: SimpleQueue, rt: Runtime, job: Job, holds: Holds,
+                     stale_tokens: dict[str, float]) -> Answer:
+    """Runs on a pool thread: the send, then its report straight onto the loop's queue
+    (no done-callback on the future, whose lock the loop would take again to read it).
+    The future gets the same result, for the loop's last look on its way out."""
+    try:
+        answer = _send(rt, job, holds, stale_tokens)
+    except BaseException as exc:
+        done.put(_Report(job, error=exc))
+        raise
+    done.put(_Report(job, answer))
+    return answer
+
+
 def run(
     rt: Runtime,
     *,
@@ -303,8 +335,12 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
                 # sends queued in the pool keep every worker busy meanwhile: gather a
                 # few answers per wake-up instead of one (see GATHER)
                 gather = GATHER if len(st.in_flight) > workers else 0.0
-                for fut in _completed(st, step, gather):
-                    _finished(rt, st, st.in_flight.pop(fut), fut, now(), rng)
+                for report in _completed(st, step, gather):
+                    job = report.job
+                    assert job.fut is not None
+                    del st.in_flight[job.fut]
+                    job.fut = None
+                    _finished(rt, st, job, report, now(), rng)
             if st.outcomes and (len(st.outcomes) >= FLUSH_SIZE or not st.in_flight
                                 or time.monotonic() - st.first_unflushed >= FLUSH_AFTER):
                 _flush(rt, st, stats, now())
@@ -673,16 +709,16 @@ def _submit(rt: Runtime, st: _State, pool: ThreadPoolExecutor, slots: int,
         st.busy.add(recipient)
         st.submitted += 1
         job.seq = st.submitted
-        fut = pool.submit(_send, rt, job, st.app_hold, st.stale_tokens)
-        st.in_flight[fut] = job
-        fut.add_done_callback(st.done.put)
+        job.fut = pool.submit(_send_and_report, st.done, rt, job, st.app_hold,
+                              st.stale_tokens)
+        st.in_flight[job.fut] = job
         submitted += 1
     if deferred:
         st.ready.extendleft(reversed(deferred))
     return submitted
 
 
-def _completed(st: _State, timeout: float, gather: float = 0.0) -> list[Future]:
+def _completed(st: _State, timeout: float, gather: float = 0.0) -> list[_Report]:
     """Sends that finished: wait up to `timeout` for the first, then `gather` seconds
     more for others, then take all there are."""
     try:
@@ -698,7 +734,7 @@ def _completed(st: _State, timeout: float, gather: float = 0.0) -> list[Future]:
             return out
 
 
-def _finished(rt: Runtime, st: _State, job: Job, fut: Future, now: datetime,
+def _finished(rt: Runtime, st: _State, job: Job, fut: Future | _Report, now: datetime,
               rng: random.Random | None, allow_resend: bool = True) -> None:
     recipient = job.request.recipient
     tpl = job.request.template
