@@ -66,3 +66,21 @@ def test_an_earlier_version_3_database_gets_it_too(tmp_path) -> None:
     init_schema(db)
     _assert_partial_and_used(db, waiting=4)
     db.close()
+
+
+def test_a_start_replaces_it_on_a_database_already_marked_3(tmp_path) -> None:
+    """run and serve upgrade through ensure_current, which skips a current database:
+    a full claim index still counts as work to do."""
+    from db.schema import ensure_current
+
+    db = connect(f"sqlite:///{tmp_path / 'v3.db'}")
+    init_schema(db)
+    assert ensure_current(db) == ""
+    with db.connection_context():
+        db.execute_sql("DROP INDEX msg_list_claim")
+        db.execute_sql(OLD_INDEX)
+    insert_sql(db, template="order_status", openid="o1")
+    assert "partial" in ensure_current(db)
+    assert ensure_current(db) == ""
+    _assert_partial_and_used(db, waiting=1)
+    db.close()
