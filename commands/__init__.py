@@ -8,6 +8,7 @@
     show.py      show ID
     status.py    status
     render.py    render, and the row check enqueue shares with dispatch
+    demo.py      demo: everything local, end to end
 
 Each verb takes parsed arguments and returns an exit code: 0 ok, 1 runtime failure,
 2 bad usage or bad config. Output goes to stdout; problems to stderr.

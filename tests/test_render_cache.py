@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import templates
+import templates.render as templates
 from keywords import KeywordError, check_value
 from templates import RenderError, parse_templates, render_row
 
