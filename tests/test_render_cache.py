@@ -1,4 +1,4 @@
-"""Rows that share a template and a params text render once (templates._rendered): the
+"""Rows that share a template and a params text render once (templates/render.py): the
 cache must never change what a row sends. Each row keeps its own recipient, an edited
 template is never served from the old one's entry, a channel's build cannot spoil the
 entry for the next row, and bad params fail every row that carries them."""
