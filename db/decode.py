@@ -184,18 +184,28 @@ def _fast_ok(types: tuple[type, ...]) -> bool:
     return ok
 
 
-def decode_claimed(raw: Sequence[object]) -> Row | BadRow:
+def decode_claimed(raw: Sequence[object],
+                   times: dict[object, datetime] | None = None) -> Row | BadRow:
     """One row of CLAIM_SELECT -> Row, or BadRow naming the first unreadable column.
 
     The common case (every value of the type its column should hold) takes a fast path
-    of plain type checks; anything else goes through the column decoders one by one."""
+    of plain type checks; anything else goes through the column decoders one by one.
+    `times`: timestamps already parsed, shared by the rows of one claim (their
+    lease_until and updated_at are the claim's own, and a bulk insert gives many the
+    same send_at): each distinct value is parsed once."""
     values = list(raw)
     types = tuple(map(type, values))
     try:
         if types in _GOOD_TYPES or _fast_ok(types):
             for i in _TS_AT:
-                if values[i] is not None:
-                    values[i] = parse_utc(values[i])
+                v = values[i]
+                if v is not None:
+                    parsed = times.get(v) if times is not None else None
+                    if parsed is None:
+                        parsed = parse_utc(v)
+                        if times is not None:
+                            times[v] = parsed
+                    values[i] = parsed
             if values[_TS_AT[0]] is not None:  # send_at is NOT NULL
                 return Row(*values)  # type: ignore[arg-type]
     except (ValueError, TypeError, OverflowError):
