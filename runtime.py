@@ -11,13 +11,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from peewee import Database, fn
+from peewee import Database
 
 import channels
 from channels.base import ChannelKind
 from channels.wechat_api import WeChatClient
 from config import Config
-from db.models import MsgList
+from db.rows import open_rows_naming
 from logs import config_secrets, set_secrets, template_secrets
 from notify import Heartbeat
 from ratelimit import RateLimiters
@@ -57,11 +57,7 @@ def waiting_rows_naming(db: Database) -> object:
         if not wanted:
             return {}
         with db.connection_context():
-            query = (MsgList.select(MsgList.template, fn.COUNT(MsgList.id))
-                     .where(MsgList.status.in_(["wait", "sending"])
-                            & MsgList.template.in_(wanted))
-                     .group_by(MsgList.template))
-            return {str(t): int(n) for t, n in query.tuples()}
+            return open_rows_naming(db, wanted)
 
     return count
 

@@ -32,7 +32,7 @@ import commands
 from commands.cli import build as build_parser
 from config import Config, ConfigError, load_config
 from db import heartbeat
-from db.connection import connect, dialect_of
+from db.connection import connect
 from db.dialects import dialect
 from db.errors import cause, describe
 from db.queue import counts_by_status
@@ -200,7 +200,7 @@ def queue_status(rt: Runtime) -> str:
     """One line for systemd's STATUS= (what `systemctl status` shows)."""
     try:
         with rt.db.connection_context():
-            counts = counts_by_status(("wait", "sending"))
+            counts = counts_by_status(rt.db, ("wait", "sending"))
     except Exception as exc:  # noqa: BLE001 - a status line must not kill the loop
         return f"database unavailable: {cause(exc)[:120]}"
     return f"{counts['wait']} waiting, {counts['sending']} sending"
@@ -258,13 +258,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
     daemon.start()
-    wakeup = None
-    if dialect_of(rt.db) == "postgres":
-        # an INSERT trigger NOTIFYs: new rows go out in about a second, not at the next
-        # poll (which stays as the fallback)
-        from db.wakeup import PgWakeup
-
-        wakeup = PgWakeup(cfg.database, lambda: daemon.wake("dispatch"))
+    # PostgreSQL: new rows go out in about a second, not at the next poll (which
+    # stays as the fallback); None where the engine has no wake-up
+    wakeup = dialect(rt.db).wakeup(cfg.database, lambda: daemon.wake("dispatch"))
+    if wakeup is not None:
         wakeup.start()
     notify("READY=1", f"STATUS={queue_status(rt)}")
     log.info("herald running as %s: %d apps, %d templates, dispatch every %ss",

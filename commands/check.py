@@ -38,8 +38,10 @@ from commands.common import (
 from commands.remote import RemoteTemplate, compare, missing_id, parse_list, pull_yaml
 from commands.render import templates_of
 from config import Config
-from db.connection import connect, dialect_of
+from db.connection import connect
+from db.dialects import dialect
 from db.errors import describe
+from db.rows import ping
 from db.schema import state
 from logs import add_secret
 from templates import TemplateSet, _key_lines, read_text
@@ -86,7 +88,7 @@ def check_database(cfg: Config, found: Outcome) -> Database | None:
     db = connect(cfg.database)
     try:
         db.connect(reuse_if_open=True)
-        db.execute_sql("SELECT 1")
+        ping(db)
     except Exception as exc:  # noqa: BLE001 - every driver's failure, one sentence
         found.runtime.append(describe(exc, cfg.database))
         out(f"database  FAILED: {where}")
@@ -102,13 +104,8 @@ def check_database(cfg: Config, found: Outcome) -> Database | None:
         out(f"database  reachable, schema NOT current: {where}")
         return db if schema.version is not None else None
     out(f"database  ok: {where}, {schema.describe()}")
-    if dialect_of(db) == "mysql":
-        mode = str(db.execute_sql("SELECT @@GLOBAL.sql_mode").fetchone()[0] or "")
-        if "STRICT_TRANS_TABLES" not in mode and "STRICT_ALL_TABLES" not in mode:
-            found.warnings.append(
-                f"database {where}: the server's sql_mode is {mode!r}, not strict: MySQL "
-                "then stores a bad time as 0000-00-00 instead of refusing the INSERT; set "
-                "sql_mode to include STRICT_TRANS_TABLES (the default)")
+    for warning in dialect(db).setting_warnings(db):
+        found.warnings.append(f"database {where}: {warning}")
     return db
 
 

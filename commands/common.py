@@ -17,9 +17,10 @@ from peewee import Database
 import clock
 from config import Config, ConfigError, load_config, parse_duration
 from config.model import mask_url
-from db.connection import connect, dialect_of
+from db.connection import connect
 from db.errors import describe as describe_db_error
 from db.schema import SchemaState, state
+from db.urls import sqlite_file
 from logs import config_secrets, redact, set_secrets
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -71,12 +72,7 @@ def load(args: argparse.Namespace, *, credentials: bool = True) -> Config:
 
 def sqlite_path(url: str) -> Path | None:
     """The file of a sqlite:/// URL, else None."""
-    if not url.startswith("sqlite:"):
-        return None
-    from db.dialects import url_params
-
-    path = str(url_params(url).get("database") or "")
-    return Path(path) if path else None
+    return sqlite_file(url)
 
 
 def open_queue(cfg: Config, *, need_schema: bool = True, current: bool = False) -> Database:
@@ -111,8 +107,6 @@ def schema_state(db: Database, url: str) -> SchemaState:
         raise VerbError(describe_db_error(exc, url)) from None
 
 
-def dialect_name(db: Database) -> str:
-    return dialect_of(db)
 
 
 def parse_when(text: str | None, name: str, *, past: bool = False) -> datetime | None:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from peewee import Database
@@ -183,6 +181,10 @@ _TRIGGER = re.compile(r"CREATE\s+TRIGGER\b", re.I)
 _CREATE_INDEX = re.compile(
     r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(IF\s+NOT\s+EXISTS\s+)?(\w+)\s+ON\s+(\w+)", re.I)
 
+# what version 2 needs beyond its columns, per engine: SQLite's rows another program
+# wrote in a form that does not compare as a time, MySQL's indexes
+V2_FIXUPS: dict[str, tuple[str, ...]] = {"sqlite": tuple(_sqlite_v2_fixups()),
+                                         "mysql": V2_MYSQL_INDEXES}
 INIT_LOCK_KEY = 0x4845_5241_4C44  # "HERALD": the advisory lock of upgrades
 
 
@@ -253,17 +255,13 @@ def init_schema(db: Database) -> list[int]:
     Returns the versions applied (empty when the database was current).
     """
     d = dialect(db)
-    with db.connection_context(), _exclusive(db, d):
+    with db.connection_context(), d.alone(db, INIT_LOCK_KEY, "herald_schema"):
         before = state(db).version
         if before is not None and before > VERSION:
             raise RuntimeError(SchemaState(before).describe())
         if before is not None and before < 2:
             _add_columns(db, d, V2_COLUMNS)
-            if d.name == "sqlite":
-                for stmt in _sqlite_v2_fixups():
-                    db.execute_sql(stmt)
-            if d.name == "mysql":
-                _run(db, d, V2_MYSQL_INDEXES)
+            _run(db, d, V2_FIXUPS.get(d.name, ()))
         if before is not None and before < 3:
             _add_columns(db, d, V3_TOKEN_COLUMNS, table="access_token")  # v3: token claims
         if before is not None and before < 3 and "push_event" in db.get_tables():
@@ -304,27 +302,6 @@ def _run(db: Database, d: Dialect, statements: tuple[str, ...] | list[str]) -> N
             if index in indexes[table]:
                 continue
         db.execute_sql(stmt)
-
-
-@contextmanager
-def _exclusive(db: Database, d: Dialect) -> Iterator[None]:
-    """Run the upgrade alone (daemons on several hosts may start together)."""
-    if d.name == "postgres":
-        # PostgreSQL DDL is transactional: all of it happens or none, and no insert runs
-        # between dropping and re-creating the trigger.
-        with db.atomic():
-            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (INIT_LOCK_KEY,))
-            yield
-    elif d.name == "mysql":
-        # MySQL commits each DDL statement itself; a named lock keeps two upgrades apart
-        db.execute_sql("SELECT GET_LOCK('herald_schema', 60)")
-        try:
-            yield
-        finally:
-            db.execute_sql("SELECT RELEASE_LOCK('herald_schema')")
-    else:
-        with db.atomic():  # SQLite DDL is transactional, and IMMEDIATE excludes others
-            yield
 
 
 __all__ = ["VERSION", "SchemaError", "SchemaState", "ddl_text", "ensure_current", "init_schema",

@@ -56,9 +56,9 @@ from db.claim import EXPIRED, claim_batch, expire_overdue, mark_started, renew_l
 from db.decode import BadRow, Row
 from db.dialects import dialect
 from db.grants import blocked as grants_blocked
-from db.models import MsgList
 from db.outcomes import Event, GrantUse, Hop, Outcome, record
 from db.queue import due_count
+from db.rows import ancestors
 from logs import redact
 from policy import TOKEN_WAIT, decide, quota_wait
 from runtime import Runtime
@@ -798,16 +798,7 @@ def _next_template(rt: Runtime, row: Row, tpl: Template, errcode: int | None,
 
 def _ancestors(rt: Runtime, parent_id: int) -> list[str]:
     """Template names from the parent up to the root (at most 10 hops)."""
-    names: list[str] = []
-    current: int | None = parent_id
-    while current is not None and len(names) < 10:
-        r = (MsgList.select(MsgList.template, MsgList.parent_id)
-             .where(MsgList.id == current).tuples().first())
-        if r is None:
-            break
-        names.append(str(r[0]))
-        current = r[1]
-    return names
+    return ancestors(rt.db, parent_id)
 
 
 def hop_dedup_key(parent_key: str | None, parent_id: int, template: str) -> str:
@@ -894,7 +885,7 @@ def _progress(rt: Runtime, st: _State, stats: Stats, started: float) -> None:
     held = len(st.ready) + len(st.in_flight) + sum(len(q) for q in st.parked.values())
     rate = (stats.sent + stats.failed) / max(t - started, 1e-9)
     try:
-        left = f"{due_count(clock.now()):,} due left"
+        left = f"{due_count(rt.db, clock.now()):,} due left"
     except Exception:  # noqa: BLE001 - a progress line must not stop the drain
         left = "due rows unknown"
     log.info("dispatch progress: sent %d, failed %d, back to wait %d, %.0f msg/s, %d held "
