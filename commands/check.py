@@ -29,11 +29,11 @@ from commands.common import (
     EXIT_RUNTIME,
     EXIT_USAGE,
     VerbError,
+    database_file,
     err,
     load,
     out,
     safe_url,
-    sqlite_path,
 )
 from commands.remote import RemoteTemplate, compare, missing_id, parse_list, pull_yaml
 from commands.render import templates_of
@@ -79,7 +79,7 @@ def _at(tset: TemplateSet) -> Any:
 def check_database(cfg: Config, found: Outcome) -> Database | None:
     """Reach the database; its schema present and current. The Database, or None."""
     where = safe_url(cfg.database)
-    file = sqlite_path(cfg.database)
+    file = database_file(cfg.database)
     if file is not None and not file.exists():
         found.runtime.append(f"database {where}: the file {file} does not exist yet (run "
                              "init-db, or start the daemon: it creates it)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from peewee import Database
 
@@ -20,7 +19,7 @@ from config.model import mask_url
 from db.connection import connect
 from db.errors import describe as describe_db_error
 from db.schema import SchemaState, state
-from db.urls import sqlite_file
+from db.urls import database_file
 from logs import config_secrets, redact, set_secrets
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -70,11 +69,6 @@ def load(args: argparse.Namespace, *, credentials: bool = True) -> Config:
     return cfg
 
 
-def sqlite_path(url: str) -> Path | None:
-    """The file of a sqlite:/// URL, else None."""
-    return sqlite_file(url)
-
-
 def open_queue(cfg: Config, *, need_schema: bool = True, current: bool = False) -> Database:
     """Connect to the configured database and make sure Herald's tables are there.
 
@@ -84,7 +78,7 @@ def open_queue(cfg: Config, *, need_schema: bool = True, current: bool = False) 
     the schema must be this release's (verbs that write the history table).
     """
     where = safe_url(cfg.database)
-    file = sqlite_path(cfg.database)
+    file = database_file(cfg.database)
     if need_schema and file is not None and not file.exists():
         raise VerbError(f"database {where}: the file {file} does not exist (run `init-db`, "
                         "or start the daemon: it creates the tables)")
@@ -135,4 +129,4 @@ def _looks_like_date(text: str) -> bool:
 
 
 __all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "VerbError", "err", "load", "open_queue",
-           "out", "parse_when", "safe_url", "schema_state", "sqlite_path"]
+           "out", "parse_when", "safe_url", "schema_state", "database_file"]

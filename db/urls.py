@@ -56,8 +56,8 @@ def url_params(url: str) -> dict[str, Any]:
     return parse(url, unquote_password=True, unquote_user=True)
 
 
-def sqlite_file(url: str) -> Path | None:
-    """The file of a sqlite:/// URL, else None."""
+def database_file(url: str) -> Path | None:
+    """The file of an embedded (sqlite:///) database's URL, else None (a server's)."""
     if not url.startswith("sqlite:"):
         return None
     path = str(url_params(url).get("database") or "")
@@ -98,4 +98,4 @@ def normalize(url: str, base_dir: Path) -> str:
 
 
 __all__ = ["ALLOWED", "SCHEMES", "UnsupportedDatabase", "engine_of", "normalize", "pooled",
-           "scheme_of", "sqlite_file", "url_params"]
+           "scheme_of", "database_file", "url_params"]
