@@ -130,6 +130,15 @@ class Dialect:
         """
         raise NotImplementedError
 
+    def insert_id(self, db: Database, table: str, columns: Sequence[str],
+                  values: Sequence[object]) -> int:
+        """INSERT one row; its new id (the driver's last row id; RETURNING where the
+        driver has none)."""
+        marks = ", ".join([self.param] * len(columns))
+        cur = db.execute_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
+                             list(values))
+        return int(cur.lastrowid)
+
     def insert_many(self, cursor: Any, table: str, columns: Sequence[str],
                     rows: Sequence[tuple]) -> None:
         """INSERT many rows in one statement (or the driver's cheapest loop)."""
@@ -367,6 +376,13 @@ class Postgres(Dialect):
         execute_values(cursor, sql.replace("__ROWS__", "%s"), list(rows), template=template,
                        page_size=max(1, len(rows)))
         return int(cursor.rowcount)
+
+    def insert_id(self, db: Database, table: str, columns: Sequence[str],
+                  values: Sequence[object]) -> int:
+        marks = ", ".join(["%s"] * len(columns))
+        cur = db.execute_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
+                             "RETURNING id", list(values))
+        return int(cur.fetchone()[0])
 
     def insert_many(self, cursor: Any, table: str, columns: Sequence[str],
                     rows: Sequence[tuple]) -> None:

@@ -31,8 +31,11 @@ def insert(db: Database, values: Mapping[str, Any]) -> int:
     unknown = set(values) - set(INSERTABLE)
     if unknown:
         raise ValueError(f"not insertable: {', '.join(sorted(unknown))}")
-    return int(MsgList.insert({getattr(MsgList, k): v for k, v in values.items()})
-               .execute(db))
+    names = sorted(values)
+    # each value as its column stores it (a time in UTC, as the driver takes it)
+    stored = [getattr(MsgList, k).db_value(values[k]) for k in names]
+    with db.atomic():
+        return dialect(db).insert_id(db, "msg_list", names, stored)
 
 
 def listing(db: Database, *, limit: int, status: str | None = None,

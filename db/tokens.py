@@ -8,6 +8,7 @@ from datetime import datetime
 
 from peewee import Database
 
+from db.dialects import dialect
 from db.models import AccessToken
 
 TokenRow = AccessToken  # what read() returns: token, expires_at, claimed_by, claim_until
@@ -20,7 +21,8 @@ def read(db: Database, app: str) -> AccessToken | None:
 
 def ensure_row(db: Database, app: str) -> None:
     """Make sure the row exists, so there is something to claim (one statement)."""
-    AccessToken.insert(app=app).on_conflict_ignore().execute(db)
+    with db.atomic():
+        db.execute_sql(dialect(db).insert_ignore("access_token", ("app",), "app"), (app,))
 
 
 def claim(db: Database, app: str, daemon_id: str, *, at: datetime, until: datetime,
