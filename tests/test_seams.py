@@ -45,10 +45,10 @@ NAMES = {"execute_sql", "DatabaseProxy", "Proxy", "bind_ctx"} | MODELS
 ALLOWED = {
     # `herald demo` seeds its rows the way an application would: the sqlite3 module
     # and plain INSERTs, not Herald's code (that is what the demo shows)
-    ("demo.py", "name", "sqlite3"),
-    ("demo.py", "sql", "INSERT INTO msg_list ("),
-    ("demo.py", "sql", "INSERT INTO push_event (app, source, kind, openid, payload) VALUES "),
-    ("demo.py", "sql", "INSERT INTO subscribe_grant (app, openid, template_id, balance) VALUES "),
+    ("commands/demo.py", "name", "sqlite3"),
+    ("commands/demo.py", "sql", "INSERT INTO msg_list ("),
+    ("commands/demo.py", "sql", "INSERT INTO push_event (app, source, kind, openid, payload)"),
+    ("commands/demo.py", "sql", "INSERT INTO subscribe_grant (app, openid, template_id, balance)"),
 }
 
 
@@ -105,7 +105,8 @@ def test_the_search_looks_where_it_should():
     for expected in ("scheduler.py", "tokens.py", "runtime.py", "jobs/events.py",
                      "jobs/dispatch.py", "jobs/purge.py", "jobs/stale_retry.py",
                      "commands/check.py", "config/values.py", "web/console/overview.py",
-                     "demo.py"):
+                     "commands/demo.py", "commands/run.py", "service/wiring.py",
+                     "jobs/fallback.py"):
         assert expected in files
     assert not any(f.startswith(("db/", "tests/")) for f in files)
 
@@ -188,8 +189,10 @@ def test_no_database_proxy_and_no_binding_on_import():
         assert "DatabaseProxy" not in text, path
         assert ".initialize(" not in text, path
     # every production module imported, and still no model knows a database
-    code = ("import scheduler, demo, runtime, metrics, web.server, web.console.app, "
-            "jobs.dispatch, jobs.events, jobs.purge, jobs.stale_retry, jobs.token_refresh\n"
+    code = ("import scheduler, runtime, metrics, web.server, web.console.app, commands.demo, "
+            "commands.run, commands.serve, service.daemon, service.shell, service.wiring, "
+            "jobs.dispatch, jobs.events, jobs.purge, jobs.stale_retry, jobs.token_refresh, "
+            "jobs.fallback\n"
             "from db.models import TABLES\n"
             "print([m.__name__ for m in TABLES if m._meta.database is not None])")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
