@@ -149,6 +149,11 @@ class DispatchConfig:
     rate_limit: Annotated[float | None, key(
         Number(0, 10000, low_open=True, nullable=True, unit="messages per second per app"),
         None, "at most this many sends start per second per app (null: unlimited)")]
+    # the waker's thread and connection are made at start
+    wake: Annotated[bool, key(
+        Bool(), True, "wake dispatch when a row is inserted or falls due, between polls "
+        "(false: rows wait for the poll, jobs.dispatch.every)",
+        reload=Sighup("restart", "unused"))]
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,12 +180,6 @@ class Dialect:
         """What `check` should warn about in the server's settings."""
         return []
 
-    # -- waking dispatch on an insert --------------------------------------------------
-    def wakeup(self, url: str, on_insert: Any) -> Any:
-        """A started-on-demand listener that calls on_insert when a row arrives, or None
-        where the engine has no such thing (polling covers it)."""
-        return None
-
     # -- locks -------------------------------------------------------------------
     # appended to a SELECT that takes rows no other transaction holds, locking them
     skip_locked: ClassVar[str] = " FOR UPDATE SKIP LOCKED"
@@ -351,13 +345,6 @@ class Postgres(Dialect):
         with db.atomic():
             db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (key,))
             yield
-
-    def wakeup(self, url: str, on_insert: Any) -> Any:
-        # an INSERT trigger NOTIFYs: new rows go out in about a second, not at the next
-        # poll (which stays as the fallback)
-        from db.wakeup import PgWakeup
-
-        return PgWakeup(url, on_insert)
 
     def update_from_values(self, cursor: Any, table: str, columns: Sequence[tuple[str, str]],
                            rows: Sequence[tuple], sets: Sequence[tuple[str, str]],
