@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from db.connection import connect
 from db.dialects import dialect, for_url
 from db.errors import describe
 from db.rows import ping
-from db.schema import VERSION, ddl_text, state
+from db.schema import VERSION, created_tables, state
 from logs import add_secret
 from strict_yaml import key_lines as _key_lines
 from templates import TemplateSet, read_text
@@ -120,7 +119,7 @@ def check_database(cfg: Config, found: Outcome) -> Database | None:
 def first_start(dialect: str, file: Path | None) -> list[str]:
     """What `init-db` will create, and who should run it: a file made by the wrong user
     (root, say) is one the daemon cannot write."""
-    tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", ddl_text(dialect))
+    tables = created_tables(dialect)
     lines = [f"init-db will create {len(tables)} tables at schema version {VERSION}: "
              f"{', '.join(tables)}"]
     if file is not None:

@@ -129,6 +129,11 @@ def ddl_text(name: str) -> str:
     return DIALECTS[name].ddl()
 
 
+def created_tables(name: str) -> list[str]:
+    """The tables the engine's DDL creates, in its order (what init-db will make)."""
+    return re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", ddl_text(name))
+
+
 def split_statements(sql: str) -> list[str]:
     """Split a DDL script on ';' outside quotes, comments, $$ bodies and the
     BEGIN ... END of SQLite triggers."""
@@ -304,5 +309,5 @@ def _run(db: Database, d: Dialect, statements: tuple[str, ...] | list[str]) -> N
         db.execute_sql(stmt)
 
 
-__all__ = ["VERSION", "SchemaError", "SchemaState", "ddl_text", "ensure_current", "init_schema",
-           "split_statements", "state"]
+__all__ = ["SchemaError", "SchemaState", "VERSION", "created_tables", "ddl_text",
+           "ensure_current", "init_schema", "split_statements", "state"]
