@@ -57,7 +57,8 @@ def claim_batch(
                 f"SELECT id, {p}, 'claim', {detail}, {p} FROM msg_list "
                 f"WHERE id IN ({', '.join([p] * len(ids))})",
                 (stamp, f", lease until {until:%H:%M:%S}", daemon_id, *ids))
-    rows = [decode_claimed(r) for r in raw]
+    times: dict[object, datetime] = {}  # each distinct timestamp parsed once
+    rows = [decode_claimed(r, times) for r in raw]
     # RETURNING gives no order: restore the claim order (unreadable rows first: they
     # are failed at once and cost nothing)
     rows.sort(key=lambda r: (0, 0, 0, r.id) if isinstance(r, BadRow)

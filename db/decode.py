@@ -146,11 +146,15 @@ _INT_AT = tuple(i for i, (_, d, n) in enumerate(CLAIM_COLUMNS) if d is _int and 
 _NINT_AT = tuple(i for i, (_, d, n) in enumerate(CLAIM_COLUMNS) if d is _int and n)
 
 
-def decode_claimed(raw: Sequence[object]) -> Row | BadRow:
+def decode_claimed(raw: Sequence[object],
+                   times: dict[object, datetime] | None = None) -> Row | BadRow:
     """One row of CLAIM_SELECT -> Row, or BadRow naming the first unreadable column.
 
     The common case (every value of the type its column should hold) takes a fast path
-    of plain type checks; anything else goes through the column decoders one by one."""
+    of plain type checks; anything else goes through the column decoders one by one.
+    `times`: timestamps already parsed, shared by the rows of one claim (their
+    lease_until and updated_at are the claim's own, and a bulk insert gives many the
+    same send_at): each distinct value is parsed once."""
     values = list(raw)
     try:
         if (all(type(values[i]) is str for i in _TEXT_AT)
@@ -158,8 +162,14 @@ def decode_claimed(raw: Sequence[object]) -> Row | BadRow:
                 and all(type(values[i]) is int for i in _INT_AT)
                 and all(values[i] is None or type(values[i]) is int for i in _NINT_AT)):
             for i in _TS_AT:
-                if values[i] is not None:
-                    values[i] = parse_utc(values[i])
+                v = values[i]
+                if v is not None:
+                    parsed = times.get(v) if times is not None else None
+                    if parsed is None:
+                        parsed = parse_utc(v)
+                        if times is not None:
+                            times[v] = parsed
+                    values[i] = parsed
             if values[_TS_AT[0]] is not None:  # send_at is NOT NULL
                 return Row(*values)  # type: ignore[arg-type]
     except (ValueError, TypeError, OverflowError):

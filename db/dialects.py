@@ -15,6 +15,7 @@ in db/drivers.py, the reading of URLs in db/urls.py.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -288,10 +289,23 @@ class SQLite(Dialect):
             return "?"
 
         sql = _REF.sub(sub, sql)
-        picks = [("v", names.index(n)) if kind == "v" else ("f", n) for kind, n in order]
-        cursor.executemany(sql, [
-            tuple(row[i] if kind == "v" else fixed[i] for kind, i in picks)  # type: ignore[index]
-            for row in rows])
+        # each row's parameters, picked in C: the row's values followed by the fixed ones
+        width = len(names)
+        extra = [fixed[n] for kind, n in order if kind == "f"]
+        positions, k = [], width
+        for kind, n in order:
+            if kind == "v":
+                positions.append(names.index(n))
+            else:
+                positions.append(k)
+                k += 1
+        pick = operator.itemgetter(*positions)
+        tail = tuple(extra)
+        if len(positions) == 1:
+            params = [(pick((*row, *tail)),) for row in rows]
+        else:
+            params = [pick((*row, *tail)) for row in rows]
+        cursor.executemany(sql, params)
         return int(cursor.rowcount)
 
     def insert_ignore(self, table: str, columns: Sequence[str], conflict: str) -> str:

@@ -39,6 +39,8 @@ DESCRIPTIONS: dict[int, str | list[str]] = {
         "push inbox rechecks by time (push_event.next_check_at), plaintext push nonces "
         "(push_nonce)",
         "quota holds shared by every daemon (quota_hold)",
+        "SQLite's claim index holds waiting rows only (msg_list_claim ... WHERE status = "
+        "'wait')",
     ],
 }
 
@@ -236,7 +238,7 @@ def ensure_current(db: Database) -> str:
     upgrade an older one in place, refuse a newer one. Returns what it did, for the log.
     """
     before = state(db)
-    if before.up_to_date:
+    if before.up_to_date and not _sqlite_full_claim_index(db):
         return ""
     if before.version is not None and before.version > VERSION:
         raise SchemaError(before.describe())
@@ -250,6 +252,8 @@ def ensure_current(db: Database) -> str:
         raise SchemaError(f"the schema could not be {what} ({redact(str(exc))}): "
                           "run `init-db` with an account that may create and alter tables"
                           ) from None
+    if before.version == VERSION:
+        return "replaced SQLite's claim index by the partial one (waiting rows only)"
     return (f"created the schema (version {VERSION})" if before.version is None
             else f"upgraded the schema from version {before.version} to {VERSION}")
 
@@ -272,6 +276,8 @@ def init_schema(db: Database) -> list[int]:
         if before is not None and before < 3 and "push_event" in db.get_tables():
             # version 3, the push inbox: the DDL's index needs the column first
             _add_columns(db, d, V3_PUSH_EVENT_COLUMNS, table="push_event")
+        if d.name == "sqlite":
+            _sqlite_partial_claim_index(db)
         _run(db, d, split_statements(d.ddl()))
         applied = [VERSION] if before is None else list(range(before + 1, VERSION + 1))
         for version in applied:
@@ -280,6 +286,25 @@ def init_schema(db: Database) -> list[int]:
         if applied and before is not None:
             log.info("schema upgraded from version %d to %d", before, VERSION)
         return applied
+
+
+def _sqlite_full_claim_index(db: Database) -> bool:
+    """Does this SQLite database hold msg_list_claim over every row (made by version 2,
+    or by an earlier build of version 3), not the partial one of version 3?"""
+    if dialect(db).name != "sqlite":
+        return False
+    with db.connection_context():
+        row = db.execute_sql("SELECT sql FROM sqlite_master WHERE type = 'index' "
+                             "AND name = 'msg_list_claim'").fetchone()
+    return bool(row) and " WHERE " not in str(row[0]).upper().replace("\n", " ")
+
+
+def _sqlite_partial_claim_index(db: Database) -> None:
+    """v3: SQLite's msg_list_claim became partial (waiting rows only): drop a full one,
+    and the DDL creates the partial one. Looked at on every upgrade and start, not by
+    version, since databases already marked 3 may hold the old one."""
+    if _sqlite_full_claim_index(db):
+        db.execute_sql("DROP INDEX msg_list_claim")
 
 
 def describe(version: int) -> str:
