@@ -176,6 +176,12 @@ class Dialect:
         checked row by row inside an id range, where the range is the cheap part."""
         return column
 
+    # -- schema --------------------------------------------------------------------
+    def stale_indexes(self, db: Database) -> list[str]:
+        """Indexes an earlier build made in another shape, to drop before the DDL runs
+        (it makes them again as they are now)."""
+        return []
+
     # -- the server's own settings ----------------------------------------------------
     def setting_warnings(self, db: Database) -> list[str]:
         """What `check` should warn about in the server's settings."""
@@ -268,6 +274,15 @@ class SQLite(Dialect):
 
     def minute(self, column: str) -> str:
         return f"substr({column}, 1, 16)"  # SQLite keeps Herald's UTC text form
+
+    def stale_indexes(self, db: Database) -> list[str]:
+        # v3: msg_list_claim became partial (waiting rows only). Looked at on every
+        # upgrade and start, not by version: databases already marked 3 may hold the
+        # full one of version 2 or of an earlier build of version 3.
+        row = db.execute_sql("SELECT sql FROM sqlite_master WHERE type = 'index' "
+                             "AND name = 'msg_list_claim'").fetchone()
+        full = bool(row) and " WHERE " not in str(row[0]).upper().replace("\n", " ")
+        return ["msg_list_claim"] if full else []
 
     def unindexed(self, column: str) -> str:
         # SQLite has no statistics unless someone runs ANALYZE, and then prefers any

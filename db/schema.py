@@ -238,7 +238,7 @@ def ensure_current(db: Database) -> str:
     upgrade an older one in place, refuse a newer one. Returns what it did, for the log.
     """
     before = state(db)
-    if before.up_to_date and not _sqlite_full_claim_index(db):
+    if before.up_to_date and not _stale_indexes(db):
         return ""
     if before.version is not None and before.version > VERSION:
         raise SchemaError(before.describe())
@@ -276,8 +276,8 @@ def init_schema(db: Database) -> list[int]:
         if before is not None and before < 3 and "push_event" in db.get_tables():
             # version 3, the push inbox: the DDL's index needs the column first
             _add_columns(db, d, V3_PUSH_EVENT_COLUMNS, table="push_event")
-        if d.name == "sqlite":
-            _sqlite_partial_claim_index(db)
+        for index in d.stale_indexes(db):  # the DDL makes them again, as they are now
+            db.execute_sql(f"DROP INDEX {index}")
         _run(db, d, split_statements(d.ddl()))
         applied = [VERSION] if before is None else list(range(before + 1, VERSION + 1))
         for version in applied:
@@ -288,23 +288,9 @@ def init_schema(db: Database) -> list[int]:
         return applied
 
 
-def _sqlite_full_claim_index(db: Database) -> bool:
-    """Does this SQLite database hold msg_list_claim over every row (made by version 2,
-    or by an earlier build of version 3), not the partial one of version 3?"""
-    if dialect(db).name != "sqlite":
-        return False
+def _stale_indexes(db: Database) -> list[str]:
     with db.connection_context():
-        row = db.execute_sql("SELECT sql FROM sqlite_master WHERE type = 'index' "
-                             "AND name = 'msg_list_claim'").fetchone()
-    return bool(row) and " WHERE " not in str(row[0]).upper().replace("\n", " ")
-
-
-def _sqlite_partial_claim_index(db: Database) -> None:
-    """v3: SQLite's msg_list_claim became partial (waiting rows only): drop a full one,
-    and the DDL creates the partial one. Looked at on every upgrade and start, not by
-    version, since databases already marked 3 may hold the old one."""
-    if _sqlite_full_claim_index(db):
-        db.execute_sql("DROP INDEX msg_list_claim")
+        return dialect(db).stale_indexes(db)
 
 
 def describe(version: int) -> str:
