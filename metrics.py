@@ -252,9 +252,9 @@ class QueueCollector(Collector):
 
     def _query(self) -> tuple[dict[str, int], float]:
         now = self.now()
-        oldest = oldest_due_wait(now)
+        oldest = oldest_due_wait(self.db, now)
         age = max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
-        return counts_by_status(), age
+        return counts_by_status(self.db), age
 
 
 class TruthCollector(Collector):

@@ -38,7 +38,7 @@ import clock
 from commands.human import cut
 from config import load_config
 from db.connection import connect
-from db.models import MsgList, PushEvent, SubscribeGrant
+from db.rows import Push, Row, every_grant, every_push, every_row
 from db.schema import init_schema
 from logs import setup_logging
 from runtime import Runtime
@@ -297,9 +297,9 @@ def main(args: argparse.Namespace) -> int:
     return _report(db, ids, rows, released, folder, time.monotonic() - started)
 
 
-def _rows(db: Any) -> dict[int, MsgList]:
+def _rows(db: Any) -> dict[int, Row]:
     with db.connection_context():
-        return {r.id: r for r in MsgList.select().order_by(MsgList.id)}
+        return {r.id: r for r in every_row(db)}
 
 
 def _run_story(db: Any, wechat: Sandbox, held_id: int) -> bool:
@@ -314,7 +314,7 @@ def _run_story(db: Any, wechat: Sandbox, held_id: int) -> bool:
     return False
 
 
-def _settle(db: Any, timeout: float) -> dict[int, MsgList]:
+def _settle(db: Any, timeout: float) -> dict[int, Row]:
     """Until nothing waits or is being sent and every delivery has its receipt."""
     deadline = time.monotonic() + timeout
     rows = _rows(db)
@@ -330,7 +330,7 @@ def _settle(db: Any, timeout: float) -> dict[int, MsgList]:
     return rows
 
 
-def _report(db: Any, ids: list[tuple[int, str]], rows: dict[int, MsgList], released: bool,
+def _report(db: Any, ids: list[tuple[int, str]], rows: dict[int, Row], released: bool,
             folder: Path, took: float) -> int:
     print()
     print(f"{'id':>3}  {'status':<9} {'tries':>5}  {'what':<34} {'receipt':<10} result")
@@ -351,8 +351,8 @@ def _report(db: Any, ids: list[tuple[int, str]], rows: dict[int, MsgList], relea
                     if r.status == "success" else (r.error or r.status))
             print(f"  #{r.parent_id} -> #{r.id} {r.template}: {r.status}: {cut(what, 80)}")
     with db.connection_context():
-        grants = list(SubscribeGrant.select().order_by(SubscribeGrant.openid))
-        pushes = list(PushEvent.select())
+        grants = every_grant(db)
+        pushes = every_push(db)
     print()
     print("grant ledger (subscribe_grant):")
     for g in grants:
@@ -387,7 +387,7 @@ def _report(db: Any, ids: list[tuple[int, str]], rows: dict[int, MsgList], relea
     return 0
 
 
-def _push_to_row(rows: dict[int, MsgList], pushes: list[PushEvent]) -> str:
+def _push_to_row(rows: dict[int, Row], pushes: list[Push]) -> str:
     """From a receipt's arrival at the receiver to the row holding it."""
     by_msgid = {r.msgid: r for r in rows.values() if r.msgid and r.receipt_at}
     gaps = []

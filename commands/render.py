@@ -19,7 +19,8 @@ import clock
 from commands.common import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, VerbError, err, load, out
 from config import Config
 from db.claim import EXPIRED
-from db.decode import CLAIM_SELECT, BadRow, decode_claimed
+from db.decode import BadRow, decode_claimed
+from db.rows import claimed_form
 from templates import LoadContext, RenderError, Request, TemplateError, TemplateSet, render_row
 from templates import load_templates as _load_templates
 
@@ -63,8 +64,7 @@ def judge(cfg: Config, tset: TemplateSet, *, template: str | None, openid: str |
 
 def read_row(db: Any, row_id: int) -> Any:
     """One row decoded as dispatch decodes a claimed row (Row, BadRow or None)."""
-    raw = db.execute_sql(f"SELECT {CLAIM_SELECT} FROM msg_list WHERE id = {db.param}",
-                         (row_id,)).fetchone()
+    raw = claimed_form(db, row_id)
     return None if raw is None else decode_claimed(raw)
 
 

@@ -42,6 +42,7 @@ from db.queue import (
     receipts_since,
     recent_failures,
 )
+from db.rows import token_states as stored_tokens
 from db.schema import VERSION, state
 
 FAILED_WINDOW = timedelta(hours=24)
@@ -73,10 +74,10 @@ def gather(db: Database, cfg: Config, now: datetime, failures: int = 10) -> dict
                             "up_to_date": schema.up_to_date}
         if not schema.up_to_date:
             report["problems"].append(schema.describe())
-    report["counts"] = section("counts", counts_by_status) or dict.fromkeys(STATUSES, 0)
+    report["counts"] = section("counts", lambda: counts_by_status(db)) or dict.fromkeys(STATUSES, 0)
     opened = section("waiting rows", lambda: open_rows(db, now)) or []
     report["open"] = {s: sum(o.rows for o in opened if o.state == s) for s in OPEN_STATES}
-    first = section("oldest due row", lambda: oldest_due(now))
+    first = section("oldest due row", lambda: oldest_due(db, now))
     report["oldest_due"] = None if first is None else {
         "id": first[0], "send_at": human.iso(first[1]),
         "age_seconds": round(max(0.0, (now - first[1]).total_seconds()), 3)}
@@ -157,9 +158,8 @@ def _daemons(db: Database, now: datetime) -> list[dict[str, Any]]:
 def _tokens(db: Database, cfg: Config, now: datetime) -> list[dict[str, Any]]:
     """Each configured app's shared token: when it expires, who refreshed it (never the
     token itself)."""
-    cur = db.execute_sql("SELECT app, expires_at, refreshed_at, refreshed_by FROM access_token")
     rows = {text_or_shown(app): (ts_or_none(exp), ts_or_none(ref), text_or_shown(by))
-            for app, exp, ref, by in cur.fetchall()}
+            for app, exp, ref, by in stored_tokens(db)}
     out_ = []
     for name in sorted(set(cfg.apps) | {a for a in rows if a}):
         exp, ref, by = rows.get(name, (None, None, None))

@@ -117,14 +117,14 @@ def renew_leases(db: Database, ids: Sequence[int], *, daemon_id: str,
     until = d.ts(lease_until)
     where = f"status = 'sending' AND claimed_by = {p} AND id IN ({marks})"
     with db.atomic():
-        if d.name == "mysql":
+        if d.returning:
+            cur = db.execute_sql(f"UPDATE msg_list SET lease_until = {p} WHERE {where} "
+                                 "RETURNING id", (until, daemon_id, *ids))
+        else:
             db.execute_sql(f"UPDATE msg_list SET lease_until = {p} WHERE {where}",
                            (until, daemon_id, *ids))
             cur = db.execute_sql(f"SELECT id FROM msg_list WHERE {where} AND lease_until = {p}",
                                  (daemon_id, *ids, until))
-        else:
-            cur = db.execute_sql(f"UPDATE msg_list SET lease_until = {p} WHERE {where} "
-                                 "RETURNING id", (until, daemon_id, *ids))
         return {int(r[0]) for r in cur.fetchall()}
 
 
@@ -154,7 +154,7 @@ def expire_overdue(db: Database, *, now: datetime) -> int:
                 }
             )
             .where(_due(now) & MsgList.expire_at.is_null(False) & (MsgList.expire_at <= now))
-            .execute()
+            .execute(db)
         )
 
 

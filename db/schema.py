@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from peewee import Database
@@ -90,7 +88,8 @@ V3_COLLAPSE_COLUMNS: dict[str, dict[str, str]] = {
                  "CHECK (CHAR_LENGTH(collapse_key) <= 128)",
     },
 }
-V3_MYSQL_INDEXES = ("CREATE INDEX msg_list_collapse ON msg_list (collapse_key, openid, id)",)
+# MySQL keeps msg_list's indexes inside CREATE TABLE, which an existing table skips.
+V3_INDEXES = {"mysql": ("CREATE INDEX msg_list_collapse ON msg_list (collapse_key, openid, id)",)}
 
 # MySQL keeps msg_list's indexes inside CREATE TABLE, which an existing table skips.
 V2_MYSQL_INDEXES = (
@@ -149,6 +148,11 @@ def ddl_text(name: str) -> str:
     return DIALECTS[name].ddl()
 
 
+def created_tables(name: str) -> list[str]:
+    """The tables the engine's DDL creates, in its order (what init-db will make)."""
+    return re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", ddl_text(name))
+
+
 def split_statements(sql: str) -> list[str]:
     """Split a DDL script on ';' outside quotes, comments, $$ bodies and the
     BEGIN ... END of SQLite triggers."""
@@ -201,6 +205,10 @@ _TRIGGER = re.compile(r"CREATE\s+TRIGGER\b", re.I)
 _CREATE_INDEX = re.compile(
     r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(IF\s+NOT\s+EXISTS\s+)?(\w+)\s+ON\s+(\w+)", re.I)
 
+# what version 2 needs beyond its columns, per engine: SQLite's rows another program
+# wrote in a form that does not compare as a time, MySQL's indexes
+V2_FIXUPS: dict[str, tuple[str, ...]] = {"sqlite": tuple(_sqlite_v2_fixups()),
+                                         "mysql": V2_MYSQL_INDEXES}
 INIT_LOCK_KEY = 0x4845_5241_4C44  # "HERALD": the advisory lock of upgrades
 
 
@@ -258,7 +266,7 @@ def ensure_current(db: Database) -> str:
     upgrade an older one in place, refuse a newer one. Returns what it did, for the log.
     """
     before = state(db)
-    if before.up_to_date and not _sqlite_full_claim_index(db):
+    if before.up_to_date and not _stale_indexes(db):
         return ""
     if before.missing and before.version == VERSION:
         try:
@@ -293,17 +301,13 @@ def init_schema(db: Database) -> list[int]:
     Returns the versions applied (empty when the database was current).
     """
     d = dialect(db)
-    with db.connection_context(), _exclusive(db, d):
+    with db.connection_context(), d.alone(db, INIT_LOCK_KEY, "herald_schema"):
         before = state(db).version
         if before is not None and before > VERSION:
             raise RuntimeError(SchemaState(before).describe())
         if before is not None and before < 2:
             _add_columns(db, d, V2_COLUMNS)
-            if d.name == "sqlite":
-                for stmt in _sqlite_v2_fixups():
-                    db.execute_sql(stmt)
-            if d.name == "mysql":
-                _run(db, d, V2_MYSQL_INDEXES)
+            _run(db, d, V2_FIXUPS.get(d.name, ()))
         if before is not None and before < 3:
             _add_columns(db, d, V3_TOKEN_COLUMNS, table="access_token")  # v3: token claims
         if before is not None and before < 3 and "push_event" in db.get_tables():
@@ -312,14 +316,13 @@ def init_schema(db: Database) -> list[int]:
         if before is not None:
             # version 3, spending grants: from v2, and from a v3 made before the column
             _add_columns(db, d, V3_COLLAPSE_COLUMNS)
-            if d.name == "mysql":
-                _run(db, d, V3_MYSQL_INDEXES)
+            _run(db, d, V3_INDEXES.get(d.name, ()))
         if before == VERSION:
             # the description names every change of the version, the late ones too
             db.execute_sql(f"UPDATE herald_schema SET description = {d.param} "
                            f"WHERE version = {d.param}", (describe(VERSION), VERSION))
-        if d.name == "sqlite":
-            _sqlite_partial_claim_index(db)
+        for index in d.stale_indexes(db):  # the DDL makes them again, as they are now
+            db.execute_sql(f"DROP INDEX {index}")
         _run(db, d, split_statements(d.ddl()))
         applied = [VERSION] if before is None else list(range(before + 1, VERSION + 1))
         for version in applied:
@@ -330,23 +333,9 @@ def init_schema(db: Database) -> list[int]:
         return applied
 
 
-def _sqlite_full_claim_index(db: Database) -> bool:
-    """Does this SQLite database hold msg_list_claim over every row (made by version 2,
-    or by an earlier build of version 3), not the partial one of version 3?"""
-    if dialect(db).name != "sqlite":
-        return False
+def _stale_indexes(db: Database) -> list[str]:
     with db.connection_context():
-        row = db.execute_sql("SELECT sql FROM sqlite_master WHERE type = 'index' "
-                             "AND name = 'msg_list_claim'").fetchone()
-    return bool(row) and " WHERE " not in str(row[0]).upper().replace("\n", " ")
-
-
-def _sqlite_partial_claim_index(db: Database) -> None:
-    """v3: SQLite's msg_list_claim became partial (waiting rows only): drop a full one,
-    and the DDL creates the partial one. Looked at on every upgrade and start, not by
-    version, since databases already marked 3 may hold the old one."""
-    if _sqlite_full_claim_index(db):
-        db.execute_sql("DROP INDEX msg_list_claim")
+        return dialect(db).stale_indexes(db)
 
 
 def describe(version: int) -> str:
@@ -376,26 +365,5 @@ def _run(db: Database, d: Dialect, statements: tuple[str, ...] | list[str]) -> N
         db.execute_sql(stmt)
 
 
-@contextmanager
-def _exclusive(db: Database, d: Dialect) -> Iterator[None]:
-    """Run the upgrade alone (daemons on several hosts may start together)."""
-    if d.name == "postgres":
-        # PostgreSQL DDL is transactional: all of it happens or none, and no insert runs
-        # between dropping and re-creating the trigger.
-        with db.atomic():
-            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (INIT_LOCK_KEY,))
-            yield
-    elif d.name == "mysql":
-        # MySQL commits each DDL statement itself; a named lock keeps two upgrades apart
-        db.execute_sql("SELECT GET_LOCK('herald_schema', 60)")
-        try:
-            yield
-        finally:
-            db.execute_sql("SELECT RELEASE_LOCK('herald_schema')")
-    else:
-        with db.atomic():  # SQLite DDL is transactional, and IMMEDIATE excludes others
-            yield
-
-
-__all__ = ["VERSION", "SchemaError", "SchemaState", "ddl_text", "ensure_current", "init_schema",
-           "split_statements", "state"]
+__all__ = ["SchemaError", "SchemaState", "VERSION", "created_tables", "ddl_text",
+           "ensure_current", "init_schema", "split_statements", "state"]

@@ -881,7 +881,7 @@ def _progress(rt: Runtime, st: _State, stats: Stats, started: float) -> None:
     held = len(st.ready) + len(st.in_flight) + sum(len(q) for q in st.parked.values())
     rate = (stats.sent + stats.failed) / max(t - started, 1e-9)
     try:
-        left = f"{due_count(st.now()):,} due left"
+        left = f"{due_count(rt.db, st.now()):,} due left"
     except Exception:  # noqa: BLE001 - a progress line must not stop the drain
         left = "due rows unknown"
     log.info("dispatch progress: sent %d, failed %d, back to wait %d, %.0f msg/s, %d held "

@@ -11,13 +11,14 @@ import pytest
 import yaml
 from peewee import DatabaseError
 
-from db.connection import connect, dialect_of
+from db.connection import dialect_of
 from db.decode import Row
 from db.models import MsgEvent, MsgList
 from db.schema import VERSION, ensure_current, init_schema, split_statements, state
 from jobs import dispatch
 from templates import TemplateError, load_templates, spending
 from templates import spending_decide as spend
+from tests.bound import connect
 from tests.conftest import ROOT, insert_sql
 
 GOOD = '["Tea", 12.5, "shipped", "thanks"]'

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import clock
 from db.claim import claim_batch
-from db.connection import connect
 from db.schema import init_schema, split_statements, state
+from tests.bound import connect
 from tests.conftest import ROOT, insert_sql
 
 V2 = ROOT / "tests" / "fixtures" / "schema_v2"
