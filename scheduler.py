@@ -42,6 +42,7 @@ from logs import install_redaction, redact, setup_logging
 from notify import notify, watchdog_interval
 from reload import reload_config, templates_watch
 from runtime import Runtime
+from service import processes
 
 log = logging.getLogger("herald")
 JOB_TRIES = 3  # runs of a job that a deadlock or lock timeout cut short, in a row
@@ -50,7 +51,7 @@ JOB_TRIES = 3  # runs of a job that a deadlock or lock timeout cut short, in a r
 class Daemon:
     """APScheduler wiring for one running Herald: jobs, reload, graceful stop."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, *, only_dispatch: bool = False) -> None:
         self.rt = rt
         cfg = rt.config
         self.pool = ThreadPoolExecutor(cfg.dispatch.workers, thread_name_prefix="send")
@@ -75,6 +76,8 @@ class Daemon:
             "purge": lambda: purge.run(rt),
             "events": lambda: events.run(rt),
         }
+        if only_dispatch:  # dispatch process 1.. of N: process 0 runs the other jobs
+            self.jobs = {"dispatch": self.jobs["dispatch"]}
         for name, body in self.jobs.items():
             extra = {}
             if name == "dispatch":
@@ -110,7 +113,8 @@ class Daemon:
         return job
 
     def reschedule(self, name: str, every: float) -> None:
-        self.scheduler.reschedule_job(name, trigger="interval", seconds=every)
+        if name in self.jobs:  # (a dispatch process other than 0 runs dispatch only)
+            self.scheduler.reschedule_job(name, trigger="interval", seconds=every)
 
     def resize(self, workers: int) -> None:
         """A reload changed dispatch.workers: the next dispatch run sends on a pool of
@@ -218,11 +222,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, strict_secrets=False)
     cfg.require(*run_credentials(cfg))
     setup_logging(cfg.log.format, cfg.log.level, sql=cfg.log.sql)
+    # dispatch.processes > 1: this `run` supervises that many, each a `run` told its
+    # share (service/processes.py); child 0 also runs the other jobs and the metrics
+    share = processes.child_share()
+    if share is None and cfg.dispatch.processes > 1 and not args.once:
+        return processes.supervise(cfg)
+    first = share is None or share[0] == 0
     rt = build(cfg)
+    rt.share = share
     if args.once:
         return run_once(rt)
     server = None
-    if cfg.metrics.listen and cfg.metrics.host is not None and cfg.metrics.port is not None:
+    if (first and cfg.metrics.listen and cfg.metrics.host is not None
+            and cfg.metrics.port is not None):
         from metrics import Metrics, start_server
 
         rt.metrics = Metrics(db=rt.db, token_expiry=lambda: {
@@ -236,13 +248,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.error("metrics.listen %s: cannot listen: %s", cfg.metrics.listen, exc)
             return commands.EXIT_RUNTIME
     try:
-        with rt.db.connection_context():
-            token_refresh.run(rt)
+        if first:  # the other dispatch processes read what child 0 stored
+            with rt.db.connection_context():
+                token_refresh.run(rt)
     except token_refresh.TokenRefreshFailed as exc:
         for app, reason in exc.problems.items():
             log.error("app %s: no access token at start: %s (rows wait until it works)",
                       app, reason)
-    daemon = Daemon(rt)
+    daemon = Daemon(rt, only_dispatch=not first)
     stop = threading.Event()
     reload = threading.Event()
 
@@ -267,9 +280,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         wakeup = PgWakeup(cfg.database, lambda: daemon.wake("dispatch"))
         wakeup.start()
     notify("READY=1", f"STATUS={queue_status(rt)}")
-    log.info("herald running as %s: %d apps, %d templates, dispatch every %ss",
+    log.info("herald running as %s: %d apps, %d templates, dispatch every %ss%s",
              rt.daemon_id, len(cfg.apps), len(rt.templates.current.templates),
-             cfg.jobs["dispatch"].every)
+             cfg.jobs["dispatch"].every,
+             f" (dispatch process {share[0]}/{share[1]})" if share else "")
     ping_every = watchdog_interval()
     # a dispatch run that makes no progress for this long is hung: stop the pings and
     # let systemd restart us (sends are bounded by http.timeout, writes by busy waits)

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from peewee import Database
 
 from db.decode import CLAIM_SELECT, BadRow, Row, decode_claimed
-from db.dialects import dialect
+from db.dialects import Share, dialect
 from db.models import MsgList
 
 EXPIRED = "expired: expire_at passed before the message could be sent"
@@ -33,9 +33,12 @@ def _due(now: datetime):
 
 
 def claim_batch(
-    db: Database, *, daemon_id: str, now: datetime, lease: float, limit: int
+    db: Database, *, daemon_id: str, now: datetime, lease: float, limit: int,
+    share: Share | None = None,
 ) -> list[Row | BadRow]:
-    """Claim up to `limit` due rows, highest priority first, then oldest."""
+    """Claim up to `limit` due rows, highest priority first, then oldest. `share` (k, n):
+    only rows whose recipient falls in the k-th of n shares (dispatch.processes: the
+    processes of one daemon never claim rows of one openid at the same time)."""
     if limit <= 0:
         return []
     d = dialect(db)
@@ -46,7 +49,7 @@ def claim_batch(
     until = now + timedelta(seconds=lease)
     with db.atomic():
         raw = d.claim(db, sets=sets, set_params=(daemon_id, d.ts(until), stamp), now=stamp,
-                      limit=limit, returning=CLAIM_SELECT)
+                      limit=limit, returning=CLAIM_SELECT, share=share)
         if raw:
             # the history line of each claim, in the claim's own transaction, built by
             # the database from the claimed rows (no per-row work here)

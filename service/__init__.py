@@ -1,0 +1,1 @@
+"""The shell around a running Herald process: what keeps it (or its processes) going."""
