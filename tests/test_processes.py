@@ -272,12 +272,13 @@ def test_sighup_reaches_every_process(tmp_path: Path, sandbox: Any) -> None:
         d.wait_ready()
         data = yaml.safe_load(cfg.read_text())
         data["retry"] = {"max_attempts": 7}
+        data["jobs"]["purge"] = {"every": "2h"}  # a job process 1 does not run
         cfg.write_text(yaml.safe_dump(data))
         assert d.proc is not None
         d.proc.send_signal(signal.SIGHUP)
         assert wait_for(lambda: d.text().count("config reloaded from") == 2, timeout=20), (
             d.tail())
-        assert "retry.max_attempts changed" in d.text()
+        assert "jobs.purge.every, retry.max_attempts changed" in d.text()
         assert d.stop(signal.SIGTERM, timeout=30) == 0
     finally:
         d.close()
@@ -353,3 +354,15 @@ def test_the_rate_limit_is_shared_between_the_processes(tmp_path: Path) -> None:
     assert rate(rate_limit=10, processes=4) == 2.5
     assert rate(rate_limit=10) == 10
     assert rate(processes=3) is None
+
+
+def test_only_process_0_runs_the_jobs_other_than_dispatch(db, sandbox, runtime_factory
+                                                          ) -> None:
+    from scheduler import Daemon
+
+    rt = runtime_factory(db, sandbox)
+    every = {j.id for j in Daemon(rt).scheduler.get_jobs()}
+    assert every == {"dispatch", "token_refresh", "stale_retry", "purge", "events"}
+    other = Daemon(rt, only_dispatch=True)
+    assert {j.id for j in other.scheduler.get_jobs()} == {"dispatch"}
+    other.reschedule("purge", 5.0)  # a reload that changes another job's interval
