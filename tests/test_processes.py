@@ -184,7 +184,7 @@ def test_two_processes_drain_a_backlog_once_one_send_per_user_at_a_time(
     sends to one openid at once (the sandbox would answer 43108)."""
     url = database_url(dialect, tmp_path)
     sandbox.latency = 0.03
-    users, per_user = 120, 4
+    users, per_user = 16, 30  # few users, many rows each: both processes want them all
     cfg, db = _setup(tmp_path, url, sandbox)
     _fill(db, users, per_user)
     d = Supervised(cfg, tmp_path / "run.log").start()
