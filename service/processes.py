@@ -13,8 +13,9 @@ that it is the k-th of n:
   Claims on SQLite are BEGIN IMMEDIATE transactions with a busy timeout, like those of
   the application's own writers;
 - child 0 also runs every other job (token refresh, stale_retry, purge, events) and
-  the metrics endpoint; the others only dispatch. Tokens, quota holds and leases live
-  in the database, shared as between separate daemons;
+  the metrics endpoint (whose send counters are then its own; the queue gauges read
+  the database and cover all); the others only dispatch. Tokens, quota holds and
+  leases live in the database, shared as between separate daemons;
 - dispatch.rate_limit is split between them (runtime.process_rate).
 
 The supervisor opens no database and starts no thread. It speaks systemd's notify
@@ -163,8 +164,8 @@ class Supervisor:
         return env
 
     def _start(self, child: Child, now: float) -> None:
-        child.proc = subprocess.Popen(self.command, env=self._env(child.index), cwd=ROOT,
-                                      close_fds=True)
+        # in this process's working directory: a relative SQLite path means one file
+        child.proc = subprocess.Popen(self.command, env=self._env(child.index), close_fds=True)
         child.started, child.ready, child.last_ping = now, False, now
         child.restart_at, child.status, child.reloading = None, "", False
         log.info("dispatch process %d/%d started (pid %d)", child.index, self.n, child.pid)
