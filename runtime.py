@@ -93,7 +93,7 @@ class Runtime:
     # progress reports from dispatch, read by the watchdog loop in scheduler.py
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     # dispatch.processes > 1: this process is the k-th of n and claims only the rows
-    # whose recipient falls in its share (jobs/processes.py); None: every row
+    # whose recipient falls in its share (commands/processes.py); None: every row
     share: tuple[int, int] | None = None
     # senders and clients a reload replaced, closed once no send can still use them:
     # (monotonic time after which they may close, the objects)

@@ -29,6 +29,7 @@ from peewee import DatabaseError
 
 import clock
 import commands
+from commands import processes
 from commands.cli import build as build_parser
 from config import Config, ConfigError, load_config
 from db import heartbeat
@@ -42,7 +43,6 @@ from logs import install_redaction, redact, setup_logging
 from notify import notify, watchdog_interval
 from reload import reload_config, templates_watch
 from runtime import Runtime
-from service import processes
 
 log = logging.getLogger("herald")
 JOB_TRIES = 3  # runs of a job that a deadlock or lock timeout cut short, in a row
@@ -223,7 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg.require(*run_credentials(cfg))
     setup_logging(cfg.log.format, cfg.log.level, sql=cfg.log.sql)
     # dispatch.processes > 1: this `run` supervises that many, each a `run` told its
-    # share (service/processes.py); child 0 also runs the other jobs and the metrics
+    # share (commands/processes.py); child 0 also runs the other jobs and the metrics
     share = processes.child_share()
     if share is None and cfg.dispatch.processes > 1 and not args.once:
         return processes.supervise(cfg)

@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 import yaml
 
+from commands.processes import SHARE_ENV, child_share
 from config import ConfigError
 from db.claim import claim_batch
 from db.connection import connect, init_schema
 from db.models import MsgList
-from service.processes import SHARE_ENV, child_share
 from tests.conftest import database_url, insert_sql
 from tests.support import DaemonProcess, clean_env, wait_for, write_config
 

@@ -1,1 +1,0 @@
-"""The shell around a running Herald process: what keeps it (or its processes) going."""
