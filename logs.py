@@ -30,15 +30,22 @@ import re
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from config.secret import Secret
 
 if TYPE_CHECKING:
     from config import Config
-    from templates import TemplateSet
+
+
+class TemplateSet(Protocol):
+    """templates.TemplateSet as template_secrets() reads it. Named here, not imported:
+    templates/ imports the channels, which log through this module."""
+
+    @property
+    def templates(self) -> Mapping[str, Any]: ...
 
 # A field whose name ends in access_token or secret (client_secret, appsecret, ...)
 _NAME = r"[A-Za-z0-9_]*(?:access_token|secret)"
@@ -105,6 +112,11 @@ class SecretSet:
             for group in self._groups.values():
                 out.update(group)
             return out
+
+    def loose(self) -> list[str]:
+        """The values add() holds, oldest first."""
+        with self._lock:
+            return list(self._loose)
 
     def group(self, name: str) -> tuple[str, ...]:
         with self._lock:

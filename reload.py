@@ -31,14 +31,15 @@ from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
 import channels
-from channels.base import ChannelKind
+from channels.base import ChannelKind, lender
 from channels.wechat_api import WeChatClient
 from config import Config, ConfigError, load_config
 from config.schema import SCHEMA
-from logs import config_secrets, redact, set_secrets, setup_logging, template_secrets
+from logs import redact, set_secrets, setup_logging, template_secrets
 from ratelimit import RateLimiters
 from runtime import Runtime, process_rate, token_margin
-from templates import LoadContext, TemplateHolder, TemplateSet
+from service.wiring import adopt, load_context
+from templates import TemplateHolder, TemplateSet
 from tokens import claim_seconds
 
 log = logging.getLogger("herald.reload")
@@ -117,8 +118,7 @@ def _load(old: Config, needs: Callable[[Config], list[str]] | None) -> Config:
 
 
 def _prepare_templates(holder: TemplateHolder, new: Config) -> TemplateSet:
-    context = LoadContext(config=new, base_dir=new.templates.parent)
-    return holder.prepare(new.templates, context)
+    return holder.prepare(new.templates, load_context(new))
 
 
 def _refuse(outcome: Outcome, metrics: Any) -> Outcome:
@@ -162,17 +162,14 @@ def reload_run(rt: Runtime, daemon: Reschedulable | None = None, *,
         client = WeChatClient(new.api_base, timeout=new.http.timeout,
                               pool_size=new.dispatch.workers)
         try:
-            senders = channels.build_senders(new, client)
+            senders = channels.build_senders(new, lender(client))
         except Exception as exc:  # noqa: BLE001 - keep every running sender
             client.close()
             log.error("config not reloaded, the running configuration stays: the senders "
                       "could not be built: %s", redact(str(exc)))
             return _refuse(Outcome(False, changed, reason=str(exc)), rt.metrics)
     # -- from here on nothing can fail: the new configuration goes in force whole
-    set_secrets("config", config_secrets(new))
-    set_secrets("templates", template_secrets(fresh))
-    rt.templates.adopt(fresh, new.templates,
-                       LoadContext(config=new, base_dir=new.templates.parent))
+    adopt(rt.templates, fresh, new)
     if client is not rt.client:
         retired: list[ChannelKind | WeChatClient] = [*rt.senders.values(), rt.client]
         rt.client, rt.senders = client, senders
@@ -234,10 +231,7 @@ def reload_serve(ctx: WebSide, *, needs: Callable[[Config], list[str]] | None = 
         log.error("config not reloaded, the running configuration stays: templates %s: %s",
                   new.templates, redact(str(exc)))
         return _refuse(Outcome(False, changed, reason=str(exc)), sink)
-    set_secrets("config", config_secrets(new))
-    set_secrets("templates", template_secrets(fresh))
-    ctx.templates.adopt(fresh, new.templates,
-                        LoadContext(config=new, base_dir=new.templates.parent))
+    adopt(ctx.templates, fresh, new)
     ctx.config = new
     sink.config_reload(True)
     _say_applied(old, new, changed, fresh)

@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
-import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from peewee import Database, fn
+from peewee import Database
 
 import channels
-from channels.base import ChannelKind
+from channels.base import ChannelKind, lender
 from channels.wechat_api import WeChatClient
 from config import Config
-from db.models import MsgList
-from logs import config_secrets, set_secrets, template_secrets
 from notify import Heartbeat
 from ratelimit import RateLimiters
-from templates import LoadContext, TemplateHolder
+from service.wiring import make_daemon_id, mask_config_secrets, template_holder
+from templates import TemplateHolder
 from tokens import TokenManager, claim_seconds
-
-
-def make_daemon_id() -> str:
-    """host:pid:random, unique per process: what claimed_by records."""
-    return f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class MetricsSink(Protocol):
@@ -46,24 +37,6 @@ class NullMetrics:
     def send_duration(self, seconds: float) -> None: ...
     def job_run(self, job: str, seconds: float, ok: bool) -> None: ...
     def config_reload(self, applied: bool) -> None: ...
-
-
-def waiting_rows_naming(db: Database) -> object:
-    """A TemplateHolder guard: how many wait/sending rows name each template (by name
-    or template_id), so a reload never drops a template that rows still need."""
-
-    def count(names: Iterable[str]) -> Mapping[str, int]:
-        wanted = list(names)
-        if not wanted:
-            return {}
-        with db.connection_context():
-            query = (MsgList.select(MsgList.template, fn.COUNT(MsgList.id))
-                     .where(MsgList.status.in_(["wait", "sending"])
-                            & MsgList.template.in_(wanted))
-                     .group_by(MsgList.template))
-            return {str(t): int(n) for t, n in query.tuples()}
-
-    return count
 
 
 def process_rate(config: Config) -> float | None:
@@ -93,7 +66,7 @@ class Runtime:
     # progress reports from dispatch, read by the watchdog loop in scheduler.py
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     # dispatch.processes > 1: this process is the k-th of n and claims only the rows
-    # whose recipient falls in its share (commands/processes.py); None: every row
+    # whose recipient falls in its share (service/processes.py); None: every row
     share: tuple[int, int] | None = None
     # senders and clients a reload replaced, closed once no send can still use them:
     # (monotonic time after which they may close, the objects)
@@ -102,17 +75,14 @@ class Runtime:
     @classmethod
     def build(cls, config: Config, db: Database, *, daemon_id: str | None = None) -> Runtime:
         daemon_id = daemon_id or make_daemon_id()
-        set_secrets("config", config_secrets(config))
+        mask_config_secrets(config)
         stopping = threading.Event()
         client = WeChatClient(config.api_base, timeout=config.http.timeout,
                               pool_size=config.dispatch.workers)
         tokens = TokenManager(db, client, config.apps, daemon_id=daemon_id,
                               refresh_margin=token_margin(config),
                               claim_for=claim_seconds(config.http.timeout), stopping=stopping)
-        context = LoadContext(config=config, base_dir=config.templates.parent)
-        templates = TemplateHolder(config.templates, in_use=waiting_rows_naming(db),  # type: ignore[arg-type]
-                                   context=context)
-        set_secrets("templates", template_secrets(templates.current))
+        templates = template_holder(config, db)
         return cls(
             config=config,
             db=db,
@@ -121,7 +91,7 @@ class Runtime:
             tokens=tokens,
             daemon_id=daemon_id,
             limiters=RateLimiters(process_rate(config)),
-            senders=channels.build_senders(config, client),
+            senders=channels.build_senders(config, lender(client)),
             stopping=stopping,
         )
 

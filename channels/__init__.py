@@ -1,15 +1,18 @@
 """The ways Herald reaches a person, one module each; a template's `channel` names one.
 
-Adding a channel: a module with a ChannelKind subclass (its template keys, how a
-rendered template becomes a request, how an answer is classified), a sandbox for its
-remote API in sandbox/, and one line here.
+Adding a channel: a module with a ChannelKind subclass (its template keys and their
+checks, the app kinds that send it, how a rendered template becomes a request, its
+answer table, what its sender needs), a sandbox for its remote API in sandbox/, and one
+line in KINDS. Nothing outside this package names a channel: dispatch, the verbs, the
+console and template loading ask the kind (tests/test_channel_seam.py holds it so).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from channels.base import Answer, BuildError, Built, ChannelKind, Kind
+from channels.base import Answer, BuildError, Built, ChannelKind, Kind, Lend, TemplateLike
 from channels.oa_template import OaTemplate
 from channels.sms import Sms
 from channels.subscribe import Subscribe
@@ -17,7 +20,6 @@ from channels.uniform import Uniform
 from channels.webhook import Webhook
 
 if TYPE_CHECKING:
-    from channels.wechat_api import WeChatClient
     from config import Config
 
 KINDS: dict[str, type[ChannelKind]] = {
@@ -30,10 +32,19 @@ KINDS: dict[str, type[ChannelKind]] = {
 DEFAULT = "subscribe"
 
 
-def build_senders(config: Config, wechat: WeChatClient) -> dict[str, ChannelKind]:
-    """One sender per channel for a running Herald."""
-    return {name: kind.create(config, wechat) for name, kind in KINDS.items()}
+def build_senders(config: Config, lend: Lend) -> dict[str, ChannelKind]:
+    """One sender per channel for a running Herald; each asks `lend` for what it needs
+    beyond the config (base.lender(the WeChat client) in runtime.py)."""
+    return {name: kind.create(config, lend) for name, kind in KINDS.items()}
+
+
+def app_problem(apps: Mapping[str, Any], app: str, tpl: TemplateLike) -> str | None:
+    """Why `app` cannot send template `tpl`: not configured, or not a kind its channel
+    sends with (dispatch fails such a row unsent; `render` and `enqueue` say so)."""
+    if app not in apps:
+        return f"unknown app {app!r} (configured: {', '.join(apps)})"
+    return KINDS[tpl.channel].app_problem(tpl.name, app, apps[app].kind)
 
 
 __all__ = ["DEFAULT", "KINDS", "Answer", "BuildError", "Built", "ChannelKind", "Kind",
-           "build_senders"]
+           "app_problem", "build_senders"]

@@ -9,9 +9,13 @@ A channel is two things, kept apart on purpose:
 - a *sender* (an instance, built once per process from the config): sends one built
   request and classifies the answer into the shared Kind.
 
-A channel renders nothing (templates.py does) and knows no queue (jobs/dispatch.py
-does): dispatch, policy, outcomes and the history see only Kind and Answer. Adding a
-channel is one module with one class, its sandbox, and one line in channels/__init__.py.
+A channel renders nothing (templates/ does) and knows no queue (jobs/dispatch.py
+does): dispatch, policy, outcomes and the history see only Kind and Answer. Everything
+about a channel is declared on its class: its template keys and their checks, the app
+kinds that may send it, its answer table, what its sender needs (asked for through a
+`Lend`, so no channel is handed what it does not use). Nothing outside channels/ names
+a channel. Adding a channel is one module with one class, its sandbox, and one line in
+channels/__init__.py.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from channels.wechat_api import WeChatClient
     from config import Config
+
+T = TypeVar("T")
 
 
 class CheckContext(Protocol):
@@ -54,6 +59,14 @@ class Kind(StrEnum):
     USER_BUSY = "user_busy"  # another send to this recipient is in flight: retry in seconds
     PERMANENT = "permanent"  # resending cannot help: row ends fail now
     CREDENTIAL = "credential"  # the app's credentials/setup are wrong: alert, rows wait
+
+
+@dataclass(frozen=True, slots=True)
+class Meaning:
+    """One line of a channel's answer table: what a code means for the row."""
+
+    kind: Kind
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +128,29 @@ class TemplateLike(Protocol):
     def enums(self) -> Mapping[str, tuple[str, ...]]: ...
 
 
+class Lend(Protocol):
+    """What a running Herald lends its senders: the one shared object of a type it holds
+    (the pooled WeChat client the token manager uses too); LookupError if it holds none."""
+
+    def __call__(self, what: type[T], /) -> T: ...
+
+
+def lender(*objects: object) -> Lend:
+    """A Lend over these objects (each found by its type)."""
+
+    def lend(what: type[T], /) -> T:
+        for obj in objects:
+            if isinstance(obj, what):
+                return obj
+        raise LookupError(f"no shared {what.__name__} in this process")
+
+    return lend
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 class ChannelKind:
     """Class-level description of a channel; subclasses add a sender."""
 
@@ -127,6 +163,45 @@ class ChannelKind:
     needs_template_id: ClassVar[bool] = True
     # which errcodes count as "this recipient cannot get it here" by default
     grants: ClassVar[bool] = False  # the subscribe grant ledger applies
+    # the kinds of app (apps.<name>.kind) that may send it; None: any configured app
+    app_kinds: ClassVar[tuple[str, ...] | None] = None
+    # what the app must be, said in a refusal ("is sent by a mini program")
+    app_need: ClassVar[str] = ""
+    # the answer table: the channel's codes and what each means for a row (codes not in
+    # it are the channel's own business: WeChat's unknown codes are permanent)
+    answers: ClassVar[Mapping[Any, Meaning]] = {}
+    # whether the app's WeChat template list holds this channel's template_ids (so
+    # `check --remote` compares them)
+    listed_remotely: ClassVar[bool] = False
+
+    @classmethod
+    def app_problem(cls, template: str, app: str, app_kind: str) -> str | None:
+        """Why app `app` (of kind `app_kind`) cannot send template `template` here."""
+        if cls.app_kinds is None or app_kind in cls.app_kinds:
+            return None
+        return (f"template {template!r} (channel {cls.name}) {cls.app_need}; app {app!r} is "
+                f"{_article(app_kind)} {app_kind}")
+
+    @classmethod
+    def precheck(cls, row: RowLike) -> str | None:
+        """Why the row cannot be sent at all, said before its params are rendered (so
+        this reason comes first), or None."""
+        return None
+
+    @classmethod
+    def key_type(cls, key: str) -> str:
+        """The type a data key's name gives its value, for people (the console)."""
+        return ""
+
+    @classmethod
+    def needs_grant(cls, settings: Mapping[str, Any]) -> bool:
+        """Whether a send of a template with these settings spends a user's grant."""
+        return cls.grants
+
+    @classmethod
+    def grant_refused(cls, answer: Answer) -> bool:
+        """Whether the answer says the user has no grant left (the ledger records it)."""
+        return False
 
     @classmethod
     def check(cls, spec: Mapping[str, Any], *, name: str, data: Sequence[tuple[str, str]],
@@ -142,8 +217,9 @@ class ChannelKind:
 
     # -- the sender ---------------------------------------------------------------
     @classmethod
-    def create(cls, config: Config, wechat: WeChatClient) -> ChannelKind:
-        """The sender for a running Herald (one per process, shared by all workers)."""
+    def create(cls, config: Config, lend: Lend) -> ChannelKind:
+        """The sender for a running Herald (one per process, shared by all workers);
+        what it needs beyond the config it asks `lend` for."""
         raise NotImplementedError
 
     def send(self, built: Built, token: str | None) -> Answer:
@@ -153,4 +229,5 @@ class ChannelKind:
         pass
 
 
-__all__ = ["Answer", "BuildError", "Built", "ChannelKind", "Kind", "RowLike", "TemplateLike"]
+__all__ = ["Answer", "BuildError", "Built", "ChannelKind", "Kind", "Lend", "Meaning", "RowLike",
+           "TemplateLike", "lender"]

@@ -1,7 +1,8 @@
 """Checks and shapes that several channels share: URLs, appids, WeChat template data.
 
 Kept apart from any one channel so that uniform, oa_template and webhook judge a URL
-the same way, and the two official-account channels shape `data` the same way.
+the same way, the three WeChat channels a page path, and the two official-account
+channels shape `data` the same way.
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ def check_url(value: object, *, what: str = "an http(s) URL") -> str | None:
     return None
 
 
+def check_page(value: object) -> str | None:
+    """Why `value` is not a mini program page path (None: no page, which is fine)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > 1024:
+        return f"{value!r} must be a page path (e.g. pages/order/detail?id=1)"
+    return None
+
+
 def check_appid(value: object) -> str | None:
     if not isinstance(value, str) or not APPID_RE.fullmatch(value):
         return f"{value!r} is not an appid (wx and 16 letters or digits)"
@@ -76,5 +86,5 @@ def configured_apps(ctx: CheckContext) -> list[str] | None:
     return list(ctx.config.apps) if ctx.config is not None else None
 
 
-__all__ = ["APPID_RE", "app_kind", "check_appid", "check_data_keys", "check_url",
+__all__ = ["APPID_RE", "app_kind", "check_appid", "check_data_keys", "check_page", "check_url",
            "configured_apps", "wechat_data"]

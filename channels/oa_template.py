@@ -23,11 +23,11 @@ from channels.base import (
     ChannelKind,
     CheckContext,
     Kind,
+    Lend,
     RowLike,
     TemplateLike,
 )
-from channels.common import app_kind, check_data_keys, check_url, wechat_data
-from channels.subscribe import check_page
+from channels.common import app_kind, check_data_keys, check_page, check_url, wechat_data
 from channels.wechat_api import WeChatClient
 from channels.wechat_errors import ERRCODES, Meaning
 
@@ -60,14 +60,17 @@ ERRCODES_OA: dict[int, Meaning] = {
 class OaTemplate(ChannelKind):
     name = "oa_template"
     keys = ("url", "page", "miniprogram_app")
+    app_kinds = ("official_account",)
+    answers = ERRCODES_OA
+    app_need = "needs an official_account app"
 
     def __init__(self, client: WeChatClient, appids: Mapping[str, str]) -> None:
         self.client = client
         self.appids = dict(appids)  # mini programs a card may open: name -> appid
 
     @classmethod
-    def create(cls, config: Config, wechat: WeChatClient) -> OaTemplate:
-        return cls(wechat, {n: a.appid for n, a in config.apps.items()
+    def create(cls, config: Config, lend: Lend) -> OaTemplate:
+        return cls(lend(WeChatClient), {n: a.appid for n, a in config.apps.items()
                             if a.kind == "miniprogram"})
 
     @classmethod

@@ -21,11 +21,11 @@ from channels.base import (
     ChannelKind,
     CheckContext,
     Kind,
+    Lend,
     RowLike,
     TemplateLike,
 )
-from channels.tencent_sms import PARAM_MAX_CHARS, SmsClient, check_params, validate_phone
-from channels.wechat_api import WeChatClient
+from channels.tencent_sms import CODES, PARAM_MAX_CHARS, SmsClient, check_params, validate_phone
 
 if TYPE_CHECKING:
     from config import Config
@@ -40,13 +40,14 @@ class Sms(ChannelKind):
     name = "sms"
     keys = ("sign_name", "param_max_chars")
     data_is_list = True
+    answers = CODES  # and the code families (tencent_sms.meaning)
 
     def __init__(self, client: SmsClient | None, sign_name: str | None) -> None:
         self.client = client
         self.sign_name = sign_name
 
     @classmethod
-    def create(cls, config: Config, wechat: WeChatClient) -> Sms:
+    def create(cls, config: Config, lend: Lend) -> Sms:
         sms = config.sms
         if sms is None or sms.secret_id is None or sms.secret_key is None:
             return cls(None, None)

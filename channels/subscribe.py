@@ -19,10 +19,13 @@ from channels.base import (
     Built,
     ChannelKind,
     CheckContext,
+    Lend,
     RowLike,
     TemplateLike,
 )
+from channels.common import check_page
 from channels.wechat_api import SEND_PATH, WeChatClient
+from channels.wechat_errors import ERRCODES
 from keywords import KeywordError, check_value, keyword_type
 
 if TYPE_CHECKING:
@@ -32,25 +35,43 @@ STATES = ("developer", "trial", "formal")
 LANGS = ("zh_CN", "en_US", "zh_HK", "zh_TW")
 
 
-def check_page(value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip() or len(value) > 1024:
-        return f"{value!r} must be a page path (e.g. pages/order/detail?id=1)"
-    return None
-
-
 class Subscribe(ChannelKind):
     name = "subscribe"
     keys = ("page", "miniprogram_state", "lang", "long_term", "enums")
     grants = True
+    app_kinds = ("miniprogram",)
+    app_need = "is sent by a mini program"
+    answers = ERRCODES
+    listed_remotely = True  # the app's template list (check --remote)
 
     def __init__(self, client: WeChatClient) -> None:
         self.client = client
 
     @classmethod
-    def create(cls, config: Config, wechat: WeChatClient) -> Subscribe:
-        return cls(wechat)
+    def create(cls, config: Config, lend: Lend) -> Subscribe:
+        return cls(lend(WeChatClient))
+
+    @classmethod
+    def precheck(cls, row: RowLike) -> str | None:
+        if row.openid is None or not str(row.openid).strip():
+            return "openid is empty"
+        return None
+
+    @classmethod
+    def key_type(cls, key: str) -> str:
+        try:
+            return keyword_type(key)
+        except KeywordError:
+            return "?"
+
+    @classmethod
+    def needs_grant(cls, settings: Mapping[str, Any]) -> bool:
+        # a 长期订阅 (long-term) template needs no grant per message
+        return not settings.get("long_term", False)
+
+    @classmethod
+    def grant_refused(cls, answer: Answer) -> bool:
+        return answer.errcode == 43101
 
     @classmethod
     def check(cls, spec: Mapping[str, Any], *, name: str, data: Sequence[tuple[str, str]],
@@ -130,4 +151,4 @@ def _choices(enums: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
     return tuple(values) if values else None
 
 
-__all__ = ["LANGS", "STATES", "Subscribe", "check_page"]
+__all__ = ["LANGS", "STATES", "Subscribe", "check_page"]  # check_page: channels.common

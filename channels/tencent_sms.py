@@ -15,7 +15,7 @@ and the status), re-reads proxy variables per request, and at DEBUG logs the who
 request, Authorization header included. The tests hold this signer against the SDK's
 `tencentcloud.common.sign.Sign.sign_tc3` and its request builder on fixed inputs.
 
-Kinds use the shared vocabulary of channels/wechat_errors.py. The code table below is
+Kinds use the shared vocabulary of channels/base.py. The code table below is
 from the SendSms error page (cloud.tencent.com/document/api/382/59177), the common error
 page (cloud.tencent.com/document/api/382/52075), and the SDK's own list
 (tencentcloud/sms/v20210111/errorcodes.py in tencentcloud-sdk-python-sms 3.1.153), which
@@ -41,8 +41,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
+from channels.base import Kind, Meaning
 from channels.http import root_cause
-from channels.wechat_errors import Kind, Meaning
 from logs import CLEAN_WINDOW, MASK, add_secret, redact
 
 ACTION = "SendSms"

@@ -24,6 +24,7 @@ from channels.base import (
     ChannelKind,
     CheckContext,
     Kind,
+    Lend,
     RowLike,
     TemplateLike,
 )
@@ -31,11 +32,11 @@ from channels.common import (
     app_kind,
     check_appid,
     check_data_keys,
+    check_page,
     check_url,
     configured_apps,
     wechat_data,
 )
-from channels.subscribe import check_page
 from channels.wechat_api import WeChatClient
 from channels.wechat_errors import ERRCODES, Meaning
 
@@ -81,14 +82,17 @@ def mini_program_appids(ctx: CheckContext) -> dict[str, str]:
 class Uniform(ChannelKind):
     name = "uniform"
     keys = ("oa_appid", "url", "page")
+    app_kinds = ("miniprogram",)
+    answers = ERRCODES_UNIFORM
+    app_need = "is sent by a mini program"
 
     def __init__(self, client: WeChatClient, appids: Mapping[str, str]) -> None:
         self.client = client
         self.appids = dict(appids)
 
     @classmethod
-    def create(cls, config: Config, wechat: WeChatClient) -> Uniform:
-        return cls(wechat, {n: a.appid for n, a in config.apps.items()
+    def create(cls, config: Config, lend: Lend) -> Uniform:
+        return cls(lend(WeChatClient), {n: a.appid for n, a in config.apps.items()
                             if a.kind == "miniprogram"})
 
     @classmethod

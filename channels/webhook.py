@@ -28,10 +28,19 @@ from urllib.parse import urlsplit
 import requests
 from requests.utils import get_environ_proxies
 
-from channels.base import Answer, Built, ChannelKind, CheckContext, Kind, RowLike, TemplateLike
+from channels.base import (
+    Answer,
+    Built,
+    ChannelKind,
+    CheckContext,
+    Kind,
+    Lend,
+    Meaning,
+    RowLike,
+    TemplateLike,
+)
 from channels.common import check_url
 from channels.http import make_session, root_cause
-from channels.wechat_api import WeChatClient
 from config import Secret
 from config.credentials import read_secret_file
 from config.interpolate import interpolate
@@ -46,6 +55,12 @@ ANSWER_MAX = 64 * 1024  # bytes of an answer read at most
 MSGID_MAX = 64
 TIMESTAMP_HEADER = "X-Herald-Timestamp"
 SIGNATURE_HEADER = "X-Herald-Signature"
+# The answer table: answers are HTTP statuses, judged by their class in _judge() (2xx
+# success, 5xx transient, other 4xx and 3xx permanent); these 4xx are the exceptions.
+ANSWERS: dict[int, Meaning] = {
+    408: Meaning(Kind.TRANSIENT, "request timeout: tried again"),
+    429: Meaning(Kind.TRANSIENT, "too many requests: tried again"),
+}
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -102,6 +117,7 @@ class Webhook(ChannelKind):
     name = "webhook"
     keys = ("url", "secret", "secret_file")
     needs_template_id = False
+    answers = ANSWERS
 
     def __init__(self, timeout: float, pool_size: int, *,
                  clock: Callable[[], float] = time.time) -> None:
@@ -115,7 +131,7 @@ class Webhook(ChannelKind):
         self._lock = threading.Lock()
 
     @classmethod
-    def create(cls, config: Config, wechat: WeChatClient) -> Webhook:
+    def create(cls, config: Config, lend: Lend) -> Webhook:
         return cls(config.http.timeout, config.dispatch.workers)
 
     def close(self) -> None:
@@ -224,7 +240,9 @@ def _judge(status: int, text: bytes, note: str, sig: str) -> Answer:
         reason = "accepted by the webhook receiver" + (f" ({why})" if why else "")
         return Answer(Kind.SUCCESS, None, reason, msgid=msgid)
     said = f"webhook receiver answered HTTP {status}: {snippet!r}{extra}"
-    if status in (408, 429) or status >= 500 or status < 200:
+    if (known := ANSWERS.get(status)) is not None:
+        return Answer(known.kind, status, said)
+    if status >= 500 or status < 200:
         return Answer(Kind.TRANSIENT, status, said)
     if 300 <= status < 400:
         return Answer(Kind.PERMANENT, status, f"{said} (redirects are not followed: set the "

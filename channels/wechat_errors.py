@@ -8,16 +8,8 @@ wording of its docs (see shared notes) and what the tutorial's users ran into.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from channels.base import Kind
-
-
-@dataclass(frozen=True, slots=True)
-class Meaning:
-    kind: Kind
-    text: str
-
+from channels.base import Kind, Meaning
 
 # errcodes of the send endpoint and of the token endpoints, with a readable meaning
 ERRCODES: dict[int, Meaning] = {
@@ -69,3 +61,7 @@ def meaning(errcode: int, table: Mapping[int, Meaning] | None = None) -> Meaning
     """The meaning of an errcode; unknown codes are permanent, so nothing loops on a
     code nobody has seen (an operator can re-drive such rows with `retry`)."""
     return (ERRCODES if table is None else table).get(errcode, UNKNOWN)
+
+
+__all__ = ["CONNECTION", "ERRCODES", "HTTP_5XX", "HTTP_OTHER", "NON_JSON", "TIMEOUT", "UNKNOWN",
+           "Kind", "Meaning", "meaning"]

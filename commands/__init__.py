@@ -8,7 +8,7 @@
     show.py      show ID
     status.py    status
     render.py    render, and the row check enqueue shares with dispatch
-    processes.py run with dispatch.processes above 1: the supervisor of its processes
+    demo.py      demo: everything local, end to end
 
 Each verb takes parsed arguments and returns an exit code: 0 ok, 1 runtime failure,
 2 bad usage or bad config. Output goes to stdout; problems to stderr.

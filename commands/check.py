@@ -42,7 +42,8 @@ from db.connection import connect, dialect_of
 from db.errors import describe
 from db.schema import state
 from logs import add_secret
-from templates import TemplateSet, _key_lines, read_text
+from strict_yaml import key_lines as _key_lines
+from templates import TemplateSet, read_text
 from tokens import TokenManager, TokenUnavailable
 
 
@@ -179,11 +180,12 @@ def fetch_list(client: WeChatClient, name: str, token: str) -> list[RemoteTempla
     return parse_list((ans.payload or {}).get("data") or [])
 
 
-def subscribe_apps(tset: TemplateSet, cfg: Config) -> dict[str, list[Any]]:
-    """app -> its subscribe templates (a template without `app` is sent by default)."""
+def listed_apps(tset: TemplateSet, cfg: Config) -> dict[str, list[Any]]:
+    """app -> its templates that the app's WeChat template list holds (their channel
+    says so: ChannelKind.listed_remotely); a template without `app` is sent by default."""
     out_: dict[str, list[Any]] = {}
     for tpl in tset.templates.values():
-        if tpl.channel == "subscribe" and tpl.template_id:
+        if tpl.kind.listed_remotely and tpl.template_id:
             out_.setdefault(tpl.app or "default", []).append(tpl)
     return {a: ts for a, ts in out_.items() if a in cfg.apps}
 
@@ -191,7 +193,7 @@ def subscribe_apps(tset: TemplateSet, cfg: Config) -> dict[str, list[Any]]:
 def check_remote(cfg: Config, tset: TemplateSet, client: WeChatClient,
                  tokens: dict[str, str], found: Outcome) -> None:
     at = _at(tset)
-    for app, templates in subscribe_apps(tset, cfg).items():
+    for app, templates in listed_apps(tset, cfg).items():
         token = tokens.get(app)
         if token is None:
             found.runtime.append(f"app {app}: templates not checked against WeChat: no token")
@@ -247,7 +249,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_OK
     found = Outcome()
     out("")
-    apps = list(cfg.apps) if args.connect else list(subscribe_apps(tset, cfg))
+    apps = list(cfg.apps) if args.connect else list(listed_apps(tset, cfg))
     # --remote alone needs the database only for tokens kept there (legacy, external)
     need_db = args.connect or any(cfg.apps[a].token_source != "stable" for a in apps)
     db = check_database(cfg, found) if need_db else None

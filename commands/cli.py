@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from db.models import STATUSES
 from version import __version__
@@ -43,8 +43,34 @@ def channel_names() -> list[str]:
     return list(KINDS)
 
 
-def build(run: Mapping[str, Handler]) -> argparse.ArgumentParser:
-    """The parser; `run` holds the handlers scheduler.py owns (run, serve, demo, ...)."""
+# The long-running verbs load what they run only when they run: `herald status` needs
+# neither APScheduler nor waitress nor the sandboxes.
+def _run(args: argparse.Namespace) -> int:
+    from commands.run import cmd_run
+
+    return cmd_run(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from commands.serve import cmd_serve
+
+    return cmd_serve(args)
+
+
+def _console_password(args: argparse.Namespace) -> int:
+    from commands.serve import cmd_console_password
+
+    return cmd_console_password(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from commands.demo import main
+
+    return main(args)
+
+
+def build() -> argparse.ArgumentParser:
+    """The parser: every verb, each with its handler (args -> exit code)."""
     from commands.check import cmd_check, cmd_templates_pull
     from commands.database import cmd_init_db, cmd_schema
     from commands.holds import cmd_holds
@@ -62,7 +88,7 @@ def build(run: Mapping[str, Handler]) -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"herald {__version__}")
     sub = p.add_subparsers(dest="verb", metavar="VERB", required=True)
 
-    s = _verb(sub, "run", run["run"], "run the daemon (stop with SIGTERM or Ctrl-C)",
+    s = _verb(sub, "run", _run, "run the daemon (stop with SIGTERM or Ctrl-C)",
               "Run the daemon: dispatch due rows, keep tokens fresh, recover rows a crash "
               "left, purge old rows. SIGHUP reloads config.yaml and templates.yaml; "
               "SIGTERM/SIGINT stop claiming, finish in-flight sends and exit 0.")
@@ -70,15 +96,15 @@ def build(run: Mapping[str, Handler]) -> argparse.ArgumentParser:
                    help="run each job once (token refresh, recovery, dispatch until nothing "
                         "is due, purge) and exit: for cron instead of a service")
 
-    _verb(sub, "serve", run["serve"], "run the web side: WeChat push, SMS callbacks, console",
+    _verb(sub, "serve", _serve, "run the web side: WeChat push, SMS callbacks, console",
           "Serve WeChat message pushes and SMS status callbacks on web.listen and the "
           "operator console on console.listen. Needs no AppSecret. SIGTERM stops it; "
           "SIGHUP reloads templates.")
-    _verb(sub, "console-password", run["console-password"],
+    _verb(sub, "console-password", _console_password,
           "print a password hash for console.users",
           "Read a password on stdin and print the hash to put in "
           "console.users.<name>.password_hash.")
-    s = _verb(sub, "demo", run["demo"], "run everything locally: SQLite, sandbox, sample rows",
+    s = _verb(sub, "demo", _demo, "run everything locally: SQLite, sandbox, sample rows",
               "Build a SQLite queue in ./demo-run, start the local WeChat sandbox, insert "
               "sample rows (successes and failures), run the daemon until they settle and "
               "print them. Needs no WeChat account.")

@@ -3,7 +3,7 @@
 Dispatch decides a claimed row in this order: unreadable column, expire_at passed,
 render (template, params, keyword rules, openid), then the app (configured, and the
 right kind for the template's channel). judge() runs the same steps with the same
-functions (templates.render_row and jobs.dispatch's app check), so `render` fails
+functions (templates.render_row and channels.app_problem), so `render` fails
 exactly where a send would, and `enqueue` refuses exactly the rows dispatch would fail.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
+import channels
 import clock
 from commands.common import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, VerbError, err, load, out
 from config import Config
@@ -38,10 +38,8 @@ def templates_of(cfg: Config) -> TemplateSet:
 
 
 def app_problem(cfg: Config, app: str, request: Request) -> str | None:
-    """jobs.dispatch's own app check (it reads only .config of the runtime)."""
-    from jobs.dispatch import _app_problem
-
-    return _app_problem(cast(Any, SimpleNamespace(config=cfg)), app, request.template)
+    """Dispatch's own app check (channels.app_problem)."""
+    return channels.app_problem(cfg.apps, app, request.template)
 
 
 def judge(cfg: Config, tset: TemplateSet, *, template: str | None, openid: str | None,

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from strict_yaml import StrictLoader
+
 from .model import Config, ConfigError
 from .rules import check_rules, warnings_for
 from .schema import SCHEMA
@@ -42,30 +44,6 @@ def config_from_dict(data: Mapping[str, Any], *, base_dir: Path, env: Mapping[st
     return dataclasses.replace(config, warnings=warnings_for(config))
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys, which PyYAML otherwise lets the last one win
-    (the same silent-typo hazard as an unknown key)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[object, int] = {}
-        for key_node, _ in node.value:
-            # `<<` merges are meant to be overridden; only keys written out count.
-            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node,
-                                                                           yaml.ScalarNode):
-                continue
-            key = self.construct_object(key_node)
-            try:
-                first = seen.get(key)
-            except TypeError:  # unhashable; SafeLoader reports it itself
-                continue
-            if first is not None:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first given on line {first + 1})",
-                    key_node.start_mark)
-            seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None, *,
                 strict_secrets: bool = True) -> Config:
     """Read and validate the config file.
@@ -87,7 +65,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     except OSError as error:
         raise ConfigError([f"config file {file} cannot be read: {error.strerror}"], file) from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no object tags
+        data = yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass: no object tags
     except yaml.MarkedYAMLError as error:
         # Only line, column and problem: PyYAML's full message quotes the offending line,
         # which may hold a secret. `from None` keeps that text out of tracebacks too.

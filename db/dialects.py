@@ -41,7 +41,7 @@ _REF = re.compile(r"\b(v)\.(\w+)|:([a-z_]+)\b")
 SHARE_KEY = "COALESCE(NULLIF(openid, ''), phone, '')"
 
 
-Share = tuple[int, int]  # (k, n): the k-th of n dispatch processes (commands/processes.py)
+Share = tuple[int, int]  # (k, n): the k-th of n dispatch processes (service/processes.py)
 
 
 class UnsupportedDatabase(ValueError):

@@ -36,7 +36,6 @@ right before the request: no send starts after the stop is asked.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import math
 import random
@@ -44,21 +43,22 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from queue import Empty, SimpleQueue
 from typing import TypeVar
 
 import clock
+from channels import app_problem
 from channels.base import Answer, Kind
 from db import holds as holds_db
 from db.claim import EXPIRED, claim_batch, expire_overdue, mark_started, renew_leases
 from db.decode import BadRow, Row
 from db.dialects import dialect
-from db.grants import blocked as grants_blocked
-from db.models import MsgList
-from db.outcomes import Event, GrantUse, Hop, Outcome, record
+from db.outcomes import Event, Outcome, record
 from db.queue import due_count
+from jobs import fallback, grant_hold
+from jobs.grant_hold import NO_GRANT, NO_GRANT_CODE
 from logs import redact
 from policy import TOKEN_WAIT, decide, quota_wait
 from runtime import Runtime
@@ -81,8 +81,6 @@ PROGRESS_EVERY = 10.0  # seconds between progress lines while a long drain lasts
 LEASE_MARGIN = 2.0  # seconds a lease must outlast http.timeout for a send to start
 RENEW_RETRY = 1.0  # seconds between renewals while the database refuses them
 QUEUE_AHEAD = 0.25  # sends queued in the pool beyond its workers, as a share of them
-NO_GRANT = "no grant"
-HOLD_RECHECK = timedelta(hours=1)  # a held row is looked at again at least this often
 # While a run claims rows, the quota holds every daemon shares (quota_hold) are read
 # at most this often: a hold another daemon stored, or a lift, is seen within seconds,
 # and a run that claims nothing reads nothing.
@@ -115,6 +113,9 @@ class Job:
     seq: int = 0  # the order it was handed to the pool in (stale tokens, below)
     started: float = 0.0
     lost: bool = False  # its lease went to another daemon while it was queued: not sent
+    # the clock of the run that claimed it (run's `now`): the send thread reads it too,
+    # so a run told it is another time sends, checks leases and holds at that time
+    now: Callable[[], datetime] = clock.now
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,7 @@ class _State:
     # which at worst renews a little early); None when nothing is held
     earliest_lease: datetime | None = None
     last_progress: float = 0.0
+    now: Callable[[], datetime] = clock.now  # the run's clock (run's `now`)
 
 
 class NotSent(Exception):
@@ -188,7 +190,7 @@ def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: dict[str, float]) -
     # the wait for the rate limit ends at once when the daemon is asked to stop
     slot = rt.limiters.acquire(job.app, rt.stopping)
     try:
-        now = clock.now()
+        now = job.now()
         held = holds.get((job.request.template.channel, job.app))
         if held and held.until > now:
             raise NotSent("app held")  # quota spent meanwhile: the loop holds it in wait
@@ -213,7 +215,7 @@ def _send(rt: Runtime, job: Job, holds: Holds, stale_tokens: dict[str, float]) -
         slot.cancel()  # never sent: its place in the rate limit goes back
         raise
     answer = sender.send(job.request.built, job.token)
-    at = clock.now()
+    at = job.now()
     quota = quota_wait(answer.kind, at, rt.config.retry)
     if quota is not None:
         # the sends queued behind this one must not spend requests on a quota that is
@@ -235,7 +237,7 @@ def run(
     """One dispatch run: drain what is due, then return."""
     cfg = rt.config
     stats = Stats()
-    st = _State(last_progress=time.monotonic())
+    st = _State(last_progress=time.monotonic(), now=now)
     own_pool = pool is None
     pool = pool or ThreadPoolExecutor(cfg.dispatch.workers, thread_name_prefix="send")
     rt.heartbeat.busy(True)
@@ -437,6 +439,23 @@ def _prepare_all(rt: Runtime, st: _State, rows: list[Row | BadRow], now: datetim
         _check_grants(rt, st, jobs, now)
 
 
+def _check_grants(rt: Runtime, st: _State, jobs: list[Job], now: datetime) -> None:
+    """Each prepared row goes on to send, back to wait, or ends fail, as the grant hold
+    (jobs/grant_hold.py) says."""
+    found = grant_hold.verdicts(
+        rt.db, rt.config.grants.on_missing,
+        [(j.app, j.request.recipient, j.request.template, j.row) for j in jobs], now)
+    for job, verdict in zip(jobs, found, strict=True):
+        tpl = job.request.template
+        if verdict is None:
+            st.ready.append(job)
+        elif verdict.hold is not None:
+            _add(st, verdict.hold, tpl.name)
+        else:
+            _fail_unsent(rt, st, job.row, tpl, verdict.fail or NO_GRANT,
+                         reason_code=NO_GRANT_CODE)
+
+
 def _prepare(rt: Runtime, st: _State, row: Row | BadRow, now: datetime) -> Job | None:
     """Render a claimed row into a Job; a row that cannot be sent is decided here."""
     if isinstance(row, BadRow):
@@ -465,7 +484,7 @@ def _prepare(rt: Runtime, st: _State, row: Row | BadRow, now: datetime) -> Job |
         _fail_unsent(rt, st, row, _template_of(rt, row), exc.reason)
         return None
     app = req.app or "default"
-    problem = _app_problem(rt, app, req.template)
+    problem = app_problem(rt.config.apps, app, req.template)
     if problem:
         _fail_unsent(rt, st, row, req.template, problem)
         return None
@@ -476,7 +495,7 @@ def _prepare(rt: Runtime, st: _State, row: Row | BadRow, now: datetime) -> Job |
     lease_until = row.lease_until or now
     if st.earliest_lease is None or lease_until < st.earliest_lease:
         st.earliest_lease = lease_until
-    return Job(row=row, request=req, app=app, lease_until=lease_until)
+    return Job(row=row, request=req, app=app, lease_until=lease_until, now=st.now)
 
 
 def _log_failed(row_id: int, template: str | None, reason: str, *, sent: bool = False,
@@ -504,20 +523,6 @@ def _render(rt: Runtime, row: Row) -> Request:
                       phone=row.phone)
 
 
-def _app_problem(rt: Runtime, app: str, tpl: Template) -> str | None:
-    apps = rt.config.apps
-    if app not in apps:
-        return f"unknown app {app!r} (configured: {', '.join(apps)})"
-    kind = getattr(apps[app], "kind", "miniprogram")
-    if tpl.channel == "oa_template" and kind != "official_account":
-        return (f"template {tpl.name!r} (channel oa_template) needs an official_account app; "
-                f"app {app!r} is a {kind}")
-    if tpl.channel in ("subscribe", "uniform") and kind != "miniprogram":
-        return (f"template {tpl.name!r} (channel {tpl.channel}) is sent by a mini program; "
-                f"app {app!r} is an {kind}")
-    return None
-
-
 def _fail_unsent(rt: Runtime, st: _State, row: Row, tpl: Template | None, reason: str,
                  reason_code: str | None = None) -> None:
     """The row ends fail without a send (it may fall back to its next channel)."""
@@ -526,38 +531,8 @@ def _fail_unsent(rt: Runtime, st: _State, row: Row, tpl: Template | None, reason
                       event=Event("reject", channel=tpl.channel if tpl else None,
                                   detail=reason))
     if tpl is not None:
-        outcome = _with_hop(rt, outcome, row, tpl, None, reason_code)
+        outcome = fallback.with_hop(rt, outcome, row, tpl, None, reason_code)
     _add(st, outcome, tpl.name if tpl else row.template)
-
-
-def _check_grants(rt: Runtime, st: _State, jobs: list[Job], now: datetime) -> None:
-    """grants.on_missing hold|fail: a subscribe row whose user has no grant left for its
-    template (balance 0, or rejected) is held in wait or failed; send (the default) only
-    observes. Long-term templates need no grant per message."""
-    policy = rt.config.grants.on_missing
-    keys = {(j.app, j.request.recipient, j.request.template.template_id or "")
-            for j in jobs if _needs_grant(j.request.template)}
-    blocked = grants_blocked(rt.db, keys) if keys and policy != "send" else {}
-    for job in jobs:
-        tpl = job.request.template
-        why = blocked.get((job.app, job.request.recipient, tpl.template_id or ""))
-        if why is None:
-            st.ready.append(job)
-        elif policy == "hold":
-            until = now + HOLD_RECHECK
-            if job.row.expire_at is not None:
-                until = min(until, job.row.expire_at)
-            _add(st, Outcome(row_id=job.row.id, claim_attempts=job.row.attempts, status="wait",
-                             send_at=until, refund_attempt=True,
-                             error=f"held: {NO_GRANT} ({why}); sent when the user accepts "
-                                   "again",
-                             event=Event("hold", channel=tpl.channel, detail=why)), tpl.name)
-        else:
-            _fail_unsent(rt, st, job.row, tpl, f"{NO_GRANT}: {why}", reason_code="no_grant")
-
-
-def _needs_grant(tpl: Template) -> bool:
-    return tpl.kind.grants and not tpl.long_term
 
 
 def _add(st: _State, outcome: Outcome, template: str) -> None:
@@ -730,7 +705,8 @@ def _finished(rt: Runtime, st: _State, job: Job, fut: Future, now: datetime,
                      retry=rt.config.retry, rng=rng,
                      event=Event("attempt", channel=tpl.channel, errcode=answer.errcode,
                                  detail=detail),
-                     grant=_grant_use(job, answer))
+                     grant=grant_hold.grant_use(job.app, job.request.recipient,
+                                                          tpl, answer))
     if answer.kind in (Kind.QUOTA_DAY, Kind.QUOTA_MINUTE):
         # the app's quota is spent: hold its other rows instead of burning requests, and
         # tell every other daemon (stored at the next write, db/holds.py)
@@ -739,7 +715,7 @@ def _finished(rt: Runtime, st: _State, job: Job, fut: Future, now: datetime,
         _hold_app(st.unpublished, (tpl.channel, job.app), held)
         st.quota_deferred += 1
     if outcome.status == "fail":
-        outcome = _with_hop(rt, outcome, job.row, tpl, answer.errcode, answer.code)
+        outcome = fallback.with_hop(rt, outcome, job.row, tpl, answer.errcode, answer.code)
         _log_failed(job.row.id, job.row.template, outcome.error or answer.reason, sent=True,
                     errcode=answer.errcode)
     elif outcome.status == "wait":
@@ -748,76 +724,6 @@ def _finished(rt: Runtime, st: _State, job: Job, fut: Future, now: datetime,
     _add(st, outcome, tpl.name)
     st.busy.discard(recipient)
     _unpark(st, recipient)
-
-
-def _grant_use(job: Job, answer: Answer) -> GrantUse | None:
-    tpl = job.request.template
-    if not _needs_grant(tpl) or not tpl.template_id:
-        return None
-    if answer.kind is Kind.SUCCESS:
-        return GrantUse(job.app, job.request.recipient, tpl.template_id, used=True)
-    if answer.errcode == 43101:
-        return GrantUse(job.app, job.request.recipient, tpl.template_id, used=False)
-    return None
-
-
-# ----------------------------------------------------------------- fallback
-
-
-def _with_hop(rt: Runtime, outcome: Outcome, row: Row, tpl: Template, errcode: int | None,
-              reason_code: str | None) -> Outcome:
-    """A failed row whose template chain goes on gets its next hop."""
-    try:
-        nxt = _next_template(rt, row, tpl, errcode, reason_code)
-    except Exception as exc:  # noqa: BLE001 - a fallback lookup must not stop the batch
-        log.warning("row %s: fallback lookup failed: %s", row.id, redact(str(exc))[:160])
-        return outcome
-    if nxt is None:
-        return outcome
-    return replace(outcome, hop=Hop(template=nxt, app=row.app, openid=row.openid,
-                                    phone=row.phone, params=row.params,
-                                    priority=row.priority, expire_at=row.expire_at,
-                                    dedup_key=hop_dedup_key(row.dedup_key, row.id, nxt)))
-
-
-def _next_template(rt: Runtime, row: Row, tpl: Template, errcode: int | None,
-                   reason_code: str | None) -> str | None:
-    if row.parent_id is None:
-        if tpl.falls_back_on(errcode, reason_code):
-            return tpl.fallback[0]
-        return None
-    # a hop that fails goes on down its chain: the root's list after this hop's template
-    chain = _ancestors(rt, row.parent_id)
-    if not chain:
-        return None
-    root = rt.templates.current.templates.get(chain[-1])
-    if root is None or tpl.name not in root.fallback:
-        return tpl.fallback[0] if tpl.fallback else None
-    rest = root.fallback[root.fallback.index(tpl.name) + 1:]
-    return rest[0] if rest else None
-
-
-def _ancestors(rt: Runtime, parent_id: int) -> list[str]:
-    """Template names from the parent up to the root (at most 10 hops)."""
-    names: list[str] = []
-    current: int | None = parent_id
-    while current is not None and len(names) < 10:
-        r = (MsgList.select(MsgList.template, MsgList.parent_id)
-             .where(MsgList.id == current).tuples().first())
-        if r is None:
-            break
-        names.append(str(r[0]))
-        current = r[1]
-    return names
-
-
-def hop_dedup_key(parent_key: str | None, parent_id: int, template: str) -> str:
-    """The hop's dedup_key, derived from its parent's: a parent failed twice (re-driven)
-    still has one hop per template."""
-    key = f"{parent_key}>{template}" if parent_key else f"herald:{parent_id}>{template}"
-    if len(key) <= 191:
-        return key
-    return "herald:h:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 # ----------------------------------------------------------------- the rest
@@ -895,7 +801,7 @@ def _progress(rt: Runtime, st: _State, stats: Stats, started: float) -> None:
     held = len(st.ready) + len(st.in_flight) + sum(len(q) for q in st.parked.values())
     rate = (stats.sent + stats.failed) / max(t - started, 1e-9)
     try:
-        left = f"{due_count(clock.now()):,} due left"
+        left = f"{due_count(st.now()):,} due left"
     except Exception:  # noqa: BLE001 - a progress line must not stop the drain
         left = "due rows unknown"
     log.info("dispatch progress: sent %d, failed %d, back to wait %d, %.0f msg/s, %d held "

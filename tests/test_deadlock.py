@@ -39,7 +39,7 @@ def lock_waits(app: AppConnection) -> int:
 
 def test_a_deadlocked_stale_retry_runs_again(maria, sandbox, tmp_path, caplog):
     from runtime import Runtime
-    from scheduler import Daemon
+    from service.daemon import Daemon
 
     url, db = maria
     past = (clock.now() - timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")

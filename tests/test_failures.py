@@ -400,7 +400,7 @@ def test_locked_database_fails_the_run_and_the_next_run_carries_on(tmp_path, san
 
 
 def test_daemon_survives_a_failing_job_run(db, sandbox, runtime_factory, caplog):
-    from scheduler import Daemon
+    from service.daemon import Daemon
 
     rt = runtime_factory(db, sandbox, jobs={"dispatch": {"every": "1s"}})
     calls = []

@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 import yaml
 
-from commands.processes import SHARE_ENV, child_share
 from config import ConfigError
 from db.claim import claim_batch
 from db.connection import connect, init_schema
 from db.models import MsgList
+from service.processes import SHARE_ENV, child_share
 from tests.conftest import database_url, insert_sql
 from tests.support import DaemonProcess, clean_env, wait_for, write_config
 
@@ -285,6 +285,31 @@ def test_sighup_reaches_every_process(tmp_path: Path, sandbox: Any) -> None:
 
 
 @pytest.mark.slow
+def test_process_0_alone_serves_the_metrics_and_each_says_its_share(
+        tmp_path: Path, sandbox: Any) -> None:
+    """The metrics endpoint is process 0's (port 0: any free port, so a second listener
+    would not fail, it would show in the log); each process names its share when up."""
+    import requests
+
+    cfg, db = _setup(tmp_path, database_url("sqlite", tmp_path), sandbox)
+    data = yaml.safe_load(cfg.read_text())
+    data["metrics"] = {"listen": "127.0.0.1:0"}
+    cfg.write_text(yaml.safe_dump(data))
+    d = Supervised(cfg, tmp_path / "run.log").start()
+    try:
+        d.wait_ready()
+        served = re.findall(r"metrics on (http://\S+/metrics)", d.text())
+        assert len(served) == 1, d.tail()
+        assert "herald_" in requests.get(served[0], timeout=5).text
+        # (each process says it just after its READY)
+        assert wait_for(lambda: all(f"(dispatch process {k}/2)" in d.text() for k in (0, 1))
+                        ), d.tail()
+        assert d.stop(signal.SIGTERM, timeout=30) == 0
+    finally:
+        d.close()
+
+
+@pytest.mark.slow
 def test_watchdog_reflects_the_children_and_a_hung_one_is_replaced(
         tmp_path: Path, sandbox: Any) -> None:
     """Under systemd's watchdog (a socket of the test's own, as systemd's): READY once
@@ -358,7 +383,7 @@ def test_the_rate_limit_is_shared_between_the_processes(tmp_path: Path) -> None:
 
 def test_only_process_0_runs_the_jobs_other_than_dispatch(db, sandbox, runtime_factory
                                                           ) -> None:
-    from scheduler import Daemon
+    from service.daemon import Daemon
 
     rt = runtime_factory(db, sandbox)
     every = {j.id for j in Daemon(rt).scheduler.get_jobs()}

@@ -208,14 +208,25 @@ def test_a_reload_replaces_the_config_secrets(secret_world, tmp_path):
 
 
 def test_importing_herald_installs_no_logging():
+    """Every module of Herald, imported in a fresh interpreter: no record factory, no
+    handler, no logger level changed; only the call installs them."""
+    from tests.test_imports import modules
+
+    names = sorted(n for n in modules() if not n.startswith(("tests", "bench", "examples"))
+                   and not n.endswith("__main__"))
+    assert {"scheduler", "logs", "commands.run", "commands.serve", "commands.demo",
+            "service.shell", "service.wiring", "web.server", "runtime"} <= set(names)
     code = (
-        "import logging, sys\n"
+        "import importlib, logging, sys\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         "factory = logging.getLogRecordFactory()\n"
-        "import logs, scheduler, runtime, tokens, reload\n"
-        "from web import server\n"
+        "levels = {n: logging.getLogger(n).level for n in ('', 'urllib3', 'peewee')}\n"
+        f"for name in {names!r}:\n"
+        "    importlib.import_module(name)\n"
         "assert logging.getLogRecordFactory() is factory, 'record factory installed'\n"
         "assert logging.getLogger().handlers == [], logging.getLogger().handlers\n"
+        "assert {n: logging.getLogger(n).level for n in levels} == levels\n"
+        "import logs\n"
         "logs.install_redaction()\n"
         "assert logging.getLogRecordFactory() is not factory\n"
         "print('ok')\n"
@@ -223,6 +234,31 @@ def test_importing_herald_installs_no_logging():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean_env(),
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.fixture
+def loose_kept() -> Iterator[None]:
+    """The test fills the loose set: what other tests added before is put back after."""
+    saved = SECRETS.loose()
+    yield
+    for value in saved:
+        SECRETS.add(value)
+
+
+def test_values_met_on_the_way_are_a_bounded_set(loose_kept):
+    """add_secret() (a candidate templates file's secret, a one-shot verb's token): the
+    newest LOOSE_MAX stay masked, older ones leave, so the set never grows without end."""
+    from logs import LOOSE_MAX, add_secret
+
+    values = [f"loose-value-{i:04d}-x" for i in range(LOOSE_MAX + 1)]
+    for v in values:
+        add_secret(v)
+    assert values[0] not in SECRETS.values()
+    assert redact(values[0]) == values[0]
+    assert redact(f"{values[1]} {values[-1]}") == "<redacted> <redacted>"
+    add_secret(values[1])  # met again: newest now, so values[2] is the next to go
+    add_secret("loose-value-one-more")
+    assert values[1] in SECRETS.values() and values[2] not in SECRETS.values()
 
 
 def test_the_verbs_mask_what_a_column_holds(tmp_path, db, sandbox, runtime_factory):

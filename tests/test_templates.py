@@ -176,7 +176,7 @@ def test_the_fast_path_renders_exactly_what_jinja_renders(tmp_path, expr, params
     from jinja2 import StrictUndefined
     from jinja2.sandbox import SandboxedEnvironment
 
-    from templates import _join, _simple_plan
+    from templates.expressions import _join, _simple_plan
 
     expected = SandboxedEnvironment(undefined=StrictUndefined).from_string(expr).render(params)
     plan = _simple_plan(expr)

@@ -1,4 +1,4 @@
-"""`scheduler.py serve`: Herald's web side, in a process of its own.
+"""The web side's listeners (`herald serve`, commands/serve.py runs them in a process of its own).
 
 Two listeners, each its own waitress server and thread pool, never sharing a port:
 
@@ -18,9 +18,7 @@ the SMS callback token (Config.require lists what is missing).
 from __future__ import annotations
 
 import logging
-import signal
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,13 +27,9 @@ from peewee import Database
 from waitress import wasyncore
 from waitress.server import create_server
 
-import clock
 from config import Config
-from db import heartbeat
-from logs import config_secrets, redact, set_secrets, template_secrets
-from notify import notify, watchdog_interval
-from runtime import make_daemon_id, waiting_rows_naming
-from templates import LoadContext, TemplateHolder
+from service.wiring import make_daemon_id, mask_config_secrets, template_holder
+from templates import TemplateHolder
 from web.wsgi import WSGIApp
 
 log = logging.getLogger("herald.web")
@@ -154,12 +148,8 @@ def _close_all_but_trigger(server: Any) -> None:
 
 
 def build(cfg: Config, db: Database) -> WebContext:
-    context = LoadContext(config=cfg, base_dir=cfg.templates.parent)
-    holder = TemplateHolder(cfg.templates, in_use=waiting_rows_naming(db),  # type: ignore[arg-type]
-                            context=context)
-    set_secrets("config", config_secrets(cfg))
-    set_secrets("templates", template_secrets(holder.current))
-    return WebContext(config=cfg, db=db, templates=holder,
+    mask_config_secrets(cfg)
+    return WebContext(config=cfg, db=db, templates=template_holder(cfg, db),
                       daemon_id=make_daemon_id() + ":web")
 
 
@@ -180,92 +170,4 @@ def start(ctx: WebContext) -> list[Listener]:
     return listeners
 
 
-def main(cfg: Config) -> int:
-    """The serve verb: run until SIGTERM/SIGINT; SIGHUP reloads config.yaml and the
-    templates (whole or not at all); the templates file is also watched."""
-    from db.connection import connect
-    from db.schema import SchemaError, ensure_current
-    from jobs import events
-    from reload import reload_serve, templates_watch
-
-    db = connect(cfg.database)
-    try:
-        done = ensure_current(db)  # create or upgrade in place, like run
-    except SchemaError as exc:
-        log.error("serve: %s", exc)
-        return 1
-    if done:
-        log.info("%s", done)
-    ctx = build(cfg, db)
-    applier = events.Applier(ctx)
-    ctx.wake = applier.wake
-    stop = threading.Event()
-    reload = threading.Event()
-
-    def on_stop(_signum: int, _frame: object) -> None:
-        ctx.stopping.set()
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, lambda *_: reload.set())
-    try:
-        listeners = start(ctx)
-    except OSError as exc:
-        log.error("serve: cannot listen: %s", redact(str(exc)))
-        return 1
-    applier.start()
-    started = clock.now()
-    for line in cfg.warnings:
-        log.warning("config: %s", line)
-    where = ", ".join(f"{li.name} on {li.url}" for li in listeners) or "nothing"
-    log.info("herald serve listening: %s", where)
-    notify("READY=1", f"STATUS=serving {where}")
-    last_beat = last_ping = last_watch = 0.0
-    ping_every = watchdog_interval()
-    try:
-        while not stop.wait(0.5):
-            mono = time.monotonic()
-            if ping_every and mono - last_ping >= ping_every:
-                # only while every listener's thread still serves
-                if all(li.alive for li in listeners):
-                    notify("WATCHDOG=1")
-                    last_ping = mono
-            if reload.is_set():
-                reload.clear()
-                # config.yaml and the templates, whole or not at all (reload.py)
-                reload_serve(ctx, needs=serve_credentials)
-            elif mono - last_watch >= 2.0:
-                last_watch = mono
-                templates_watch(ctx.templates)
-            if time.monotonic() - last_beat >= heartbeat.HEARTBEAT_EVERY:
-                last_beat = time.monotonic()
-                _beat(ctx, started)
-    finally:
-        notify("STOPPING=1")
-        for listener in listeners:
-            listener.stop()
-        applier.stop()
-        try:
-            with db.connection_context():
-                heartbeat.stopped(db, ctx.daemon_id)
-        except Exception:  # noqa: BLE001 - stopping must not fail on a database away
-            pass
-        log.info("herald serve stopped")
-    return 0
-
-
-def _beat(ctx: WebContext, started: Any) -> None:
-    try:
-        with ctx.db.connection_context():
-            counts = ctx.push_receiver.snapshot() if ctx.push_receiver else {}
-            heartbeat.beat(ctx.db, daemon_id=ctx.daemon_id, role="serve", started_at=started,
-                           now=clock.now(), info={
-                               "listen": {"web": ctx.config.web.listen,
-                                          "console": ctx.config.console.listen},
-                               "pushes": counts})
-    except Exception as exc:  # noqa: BLE001 - a heartbeat must not stop the server
-        log.warning("heartbeat not written: %s", redact(str(exc))[:160])
-
-
-__all__ = ["Listener", "WebContext", "build", "main", "start"]
+__all__ = ["Listener", "WebContext", "build", "serve_credentials", "start"]

@@ -10,17 +10,15 @@ Then the browser is sent back (POST-redirect-GET) with the outcome as a note.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import clock
 from db import ops
 from web.console import inputs, ledger
 from web.console.http import Req, context, html, redirect
 from web.console.inputs import BadInput
+from web.console.parts import ConsoleParts
 from web.wsgi import Response
-
-if TYPE_CHECKING:
-    from web.console.app import Console
 
 log = logging.getLogger("herald.console")
 IDS_SHOWN = 200
@@ -75,7 +73,7 @@ def _hidden(form: dict[str, str]) -> list[tuple[str, str]]:
 
 
 class Actions:
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: ConsoleParts) -> None:
         self.c = console
 
     def retry(self, req: Req) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import clock
 import keywords
@@ -15,10 +15,8 @@ from web.console import inputs, ledger, messages
 from web.console.chart import sends_svg
 from web.console.http import Req, context, html
 from web.console.inputs import BadInput, NotFound
+from web.console.parts import ConsoleParts
 from web.wsgi import Response
-
-if TYPE_CHECKING:
-    from web.console.app import Console
 
 PARAMS_LIMIT = 8 * 1024
 # a template setting whose name says it holds a secret is never shown
@@ -39,7 +37,7 @@ def filters_of(query: dict[str, str]) -> messages.Filters:
 
 
 class Pages:
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: ConsoleParts) -> None:
         self.c = console
 
     def _page(self, req: Req, name: str, **values: Any) -> Response:
@@ -191,13 +189,7 @@ def sample_params(tpl: Template) -> list[str] | dict[str, str]:
 def _describe(tpl: Template, waiting: dict[str, int]) -> dict[str, Any]:
     keys = []
     for item in tpl.items:
-        kind = ""
-        if tpl.channel == "subscribe":
-            try:
-                kind = keywords.keyword_type(item.key)
-            except keywords.KeywordError:
-                kind = "?"
-        keys.append({"key": item.key, "type": kind, "source": item.source,
+        keys.append({"key": item.key, "type": tpl.kind.key_type(item.key), "source": item.source,
                      "enum": list(tpl.enums.get(item.key, ()))})
     settings = [(k, "(hidden)" if _SECRET_SETTING.search(k) else _setting(v))
                 for k, v in sorted(tpl.settings.items())]

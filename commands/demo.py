@@ -41,7 +41,7 @@ from sandbox.sms import DEFAULT_SDK_APP_ID, DEFAULT_SECRET_ID, DEFAULT_SECRET_KE
 from sandbox.wechat import Sandbox
 from templates import load_templates
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # the repository: its templates.yaml
 MARKER = ".herald-demo"  # the demo only ever deletes a folder it made itself
 APPID, SECRET = "wxdemo0000000001", "demo-secret-not-real"
 OA_APPID, OA_SECRET = "wxdemooa0000000001", "demo-oa-secret"
@@ -206,7 +206,7 @@ def start_sandboxes() -> tuple[Sandbox, SmsSandbox]:
 
 def main(args: argparse.Namespace) -> int:
     from jobs import events
-    from scheduler import Daemon  # the real wiring the daemon runs with
+    from service.daemon import Daemon  # the real wiring the daemon runs with
     from web import server
 
     started = time.monotonic()
