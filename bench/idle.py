@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Idle cost: CPU the real daemon (`python scheduler.py run`) burns with an empty queue.
 
-Starts the sandbox, writes a config (SQLite in a temp folder, api_base the sandbox,
-metrics off, dispatch every 60 s), runs `scheduler.py --config X init-db`, then
-`scheduler.py --config X run` in a subprocess; once it logs that it is running and a
-short settle time has passed, reads its utime+stime from /proc/<pid>/stat (all threads)
-and its context switches, waits, reads them again, and reports % of one core. Target < 1%.
+Starts the sandbox, writes a config (SQLite in a temp folder, or --dialect postgres|mysql
+on HERALD_BENCH_<D>_URL; api_base the sandbox, metrics off, dispatch every 60 s), runs
+`scheduler.py --config X init-db`, then `scheduler.py --config X run` in a subprocess;
+once it logs that it is running and a short settle time has passed, reads its
+utime+stime from /proc/<pid>/stat (all threads) and its context switches, waits, reads
+them again, and reports % of one core. Target < 1%.
 
     python bench/idle.py                 # 60 s
     python bench/idle.py --seconds 120 --json idle.json
@@ -58,14 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle", type=float, default=5.0,
                    help="seconds after start-up before measuring (first dispatch, imports)")
     p.add_argument("--every", default="60s", help="jobs.dispatch.every")
+    p.add_argument("--dialect", default="sqlite", choices=bl.DIALECTS,
+                   help="the queue's engine (servers: HERALD_BENCH_<D>_URL)")
+    p.add_argument("--no-wake", action="store_true", help="dispatch.wake: false (poll only)")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
     py = sys.executable
     res: dict[str, Any] = {"machine": bl.machine(), "seconds": args.seconds,
-                           "dispatch_every": args.every}
+                           "dispatch_every": args.every, "dialect": args.dialect,
+                           "wake": not args.no_wake}
     with bl.workdir() as wd, bl.SandboxProcess(0.0, wd) as sb:
-        cfg = write_config(wd, api_base=sb.url, appid=bl.APPID, secret=bl.SECRET,
-                           jobs={"dispatch": {"every": args.every}}, log={"level": "INFO"})
+        url, db = bl.fresh_database(args.dialect, wd)
+        db.close()
+        cfg = write_config(wd, api_base=sb.url, appid=bl.APPID, secret=bl.SECRET, database=url,
+                           jobs={"dispatch": {"every": args.every}}, log={"level": "INFO"},
+                           dispatch={"wake": not args.no_wake})
         subprocess.run([py, "scheduler.py", "--config", str(cfg), "init-db"], cwd=bl.ROOT,
                        check=True, timeout=60, stdout=subprocess.DEVNULL)
         daemon = DaemonProcess(cfg, wd / "daemon.log").start()
@@ -90,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             res["exit_code"] = daemon.stop(timeout=30)
             daemon.close()
         res["log_tail"] = daemon.tail(5).splitlines()
-    print(f"idle daemon over {res['wall_s']} s: {res['cpu_s']} CPU s = {res['pct_core']}% of "
+    wake = "off" if args.no_wake else "on"
+    print(f"{args.dialect} (wake {wake}): idle daemon over {res['wall_s']} s: "
+          f"{res['cpu_s']} CPU s = {res['pct_core']}% of "
           f"one core (target < {TARGET_PCT}%), {res['wakeups_per_s']} context switches/s, "
           f"{res['threads']} threads, RSS {res['rss_mb']} MB, exit {res['exit_code']}")
     if args.json:

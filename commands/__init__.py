@@ -1,4 +1,4 @@
-"""The operator verbs: one module per group, the parser in cli.py.
+"""Every verb: one module per group, the parser in cli.py.
 
     common.py    exit codes, messages, loading the config, opening the queue
     cli.py       every verb, its options and their help
@@ -8,7 +8,10 @@
     show.py      show ID
     status.py    status
     render.py    render, and the row check enqueue shares with dispatch
+    run.py       run (the daemon; --once for cron)
+    serve.py     serve (the web side), console-password
     demo.py      demo: everything local, end to end
+    holds.py     holds (--lift)
 
 Each verb takes parsed arguments and returns an exit code: 0 ok, 1 runtime failure,
 2 bad usage or bad config. Output goes to stdout; problems to stderr.

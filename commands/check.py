@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from commands.render import templates_of
 from config import Config
 from db.connection import connect, dialect_of
 from db.errors import describe
-from db.schema import state
+from db.schema import VERSION, ddl_text, state
 from logs import add_secret
 from strict_yaml import key_lines as _key_lines
 from templates import TemplateSet, read_text
@@ -80,9 +81,10 @@ def check_database(cfg: Config, found: Outcome) -> Database | None:
     where = safe_url(cfg.database)
     file = sqlite_path(cfg.database)
     if file is not None and not file.exists():
-        found.runtime.append(f"database {where}: the file {file} does not exist yet (run "
-                             "init-db, or start the daemon: it creates it)")
-        out(f"database  FAILED: {file} does not exist")
+        # Before the first start this is expected, not a failure: say what comes next.
+        out(f"database  not created yet: {file} does not exist")
+        for line in first_start("sqlite", file):
+            out(f"          {line}")
         return None
     db = connect(cfg.database)
     try:
@@ -98,6 +100,11 @@ def check_database(cfg: Config, found: Outcome) -> Database | None:
         found.runtime.append(describe(exc, cfg.database))
         out(f"database  FAILED: {where}")
         return None
+    if schema.version is None:
+        out(f"database  reachable, no Herald tables yet: {where}")
+        for line in first_start(dialect_of(db), file):
+            out(f"          {line}")
+        return None
     if not schema.up_to_date:
         found.runtime.append(f"database {where}: {schema.describe()}")
         out(f"database  reachable, schema NOT current: {where}")
@@ -111,6 +118,39 @@ def check_database(cfg: Config, found: Outcome) -> Database | None:
                 "then stores a bad time as 0000-00-00 instead of refusing the INSERT; set "
                 "sql_mode to include STRICT_TRANS_TABLES (the default)")
     return db
+
+
+def first_start(dialect: str, file: Path | None) -> list[str]:
+    """What `init-db` will create, and who should run it: a file made by the wrong user
+    (root, say) is one the daemon cannot write."""
+    tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", ddl_text(dialect))
+    lines = [f"init-db will create {len(tables)} tables at schema version {VERSION}: "
+             f"{', '.join(tables)}"]
+    if file is not None:
+        owner = _owner(file.parent) if file.parent.exists() else None
+        who = (f"the user the daemon runs as (the owner of {file.parent}: {owner})"
+               if owner else "the user the daemon runs as")
+        lines.append(f"run it as {who}, so the file is theirs: under systemd, "
+                     "sudo -u herald .venv/bin/herald init-db; or start the daemon, which "
+                     "creates them itself")
+        if not file.parent.exists():
+            # (a root-owned parent would name root: the folder is the daemon's to own)
+            lines.append(f"the folder {file.parent} does not exist yet: systemd makes it at "
+                         "the unit's first start (StateDirectory=), or create it owned by "
+                         f"that user: install -d -o herald -g herald -m 0700 {file.parent}")
+    else:
+        lines.append("run it with an account that may create tables (the daemon's own, or "
+                     "the database owner's); or start the daemon, which creates them itself")
+    return lines
+
+
+def _owner(path: Path) -> str | None:
+    try:
+        import pwd
+
+        return pwd.getpwuid(path.stat().st_uid).pw_name
+    except (KeyError, OSError, ImportError):
+        return None
 
 
 # ----------------------------------------------------------------- tokens

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 import clock
+from commands.human import cut
 from config import load_config
 from db.connection import connect
 from db.models import MsgList, PushEvent, SubscribeGrant
@@ -293,7 +294,7 @@ def _report(db: Any, ids: list[tuple[int, str]], rows: dict[int, MsgList], relea
             result = f"errcode {r.errcode}, {result.rsplit('; ', 1)[1]}"
         receipt = r.receipt or "-"
         print(f"{row_id:>3}  {r.status:<8} {r.attempts:>5}  {label:<34} {receipt:<10} "
-              f"{result[:80]}")
+              f"{cut(result, 80)}")
     hops = [r for r in rows.values() if r.parent_id is not None]
     if hops:
         print()
@@ -301,14 +302,14 @@ def _report(db: Any, ids: list[tuple[int, str]], rows: dict[int, MsgList], relea
         for r in hops:
             what = (f"delivered, SerialNo {r.msgid}, receipt {r.receipt or '-'}"
                     if r.status == "success" else (r.error or r.status))
-            print(f"  #{r.parent_id} -> #{r.id} {r.template}: {r.status}: {what[:80]}")
+            print(f"  #{r.parent_id} -> #{r.id} {r.template}: {r.status}: {cut(what, 80)}")
     with db.connection_context():
         grants = list(SubscribeGrant.select().order_by(SubscribeGrant.openid))
         pushes = list(PushEvent.select())
     print()
     print("grant ledger (subscribe_grant):")
     for g in grants:
-        print(f"  {g.openid:<22} {g.template_id[:12]}...  balance {g.balance}, {g.status}")
+        print(f"  {g.openid:<22} {cut(g.template_id, 13):<13}  balance {g.balance}, {g.status}")
     latency = _push_to_row(rows, pushes)
     ok = sum(1 for r in rows.values() if r.status == "success")
     received = sum(1 for p in pushes if p.source in ("wechat", "sms"))

@@ -19,6 +19,23 @@ def age(seconds: float) -> str:
     return f"{d} d {h} h" if h else f"{d} d"
 
 
+def cut(text: str, width: int) -> str:
+    """`text` in at most `width` characters: whole, or cut with an ellipsis, at a word's
+    end when one is near (a reader must see that something was left out)."""
+    if len(text) <= width:
+        return text
+    head = text[:width - 1]
+    space = head.rfind(" ")
+    if space >= width * 2 // 3:
+        head = head[:space]
+    return head.rstrip(" ,;:") + "…"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 row', '2 rows', '0 rows'."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
 def stamp(dt: object) -> str:
     """'2026-11-28 10:30:00 UTC'; '-' when unknown; a value that is no time as it is
     (readers show what a row holds, they never raise on it)."""
@@ -51,4 +68,4 @@ def iso(dt: datetime | None) -> str | None:
     return dt.isoformat() if dt is not None else None
 
 
-__all__ = ["age", "iso", "relative", "stamp", "when"]
+__all__ = ["age", "cut", "iso", "plural", "relative", "stamp", "when"]

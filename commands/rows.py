@@ -94,7 +94,12 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         err(f"refused by the database: dedup_key {args.dedup_key!r} is taken already "
             "(UNIQUE: a second insert with the same key is rejected)")
         return EXIT_RUNTIME
-    print(row_id)
+    due = send_at or clock.now()  # (the column's default: now)
+    extra = "".join(f", {name} {value}" for name, value in (
+        ("expire_at", human.stamp(expire_at) if expire_at else None),
+        ("dedup_key", args.dedup_key), ("priority", args.priority or None)) if value)
+    print(f"queued #{row_id}: template {args.template}, openid {args.openid}, "
+          f"app {args.app or 'default'}, send_at {human.when(due, clock.now())}{extra}")
     return EXIT_OK
 
 
@@ -118,7 +123,7 @@ def _note(status: str, send_at: datetime | None, error: str | None, msgid: str |
         return f"{what} {human.relative(send_at, now)}"
     if status == "success":
         return f"msgid {msgid}" if msgid else "sent"
-    return (error or "")[:70]
+    return human.cut(error or "", 70)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -169,7 +174,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in rows:
         created = human.relative(r["created_at"], now) if r["created_at"] else "?"
         out(f"{r['id']:>8}  {r['status']:<9} {(r['app'] or 'default'):<8} "
-            f"{(r['template'] or '')[:22]:<22} {(r['openid'] or '')[:18]:<18} "
+            f"{human.cut(r['template'] or '', 22):<22} {human.cut(r['openid'] or '', 18):<18} "
             f"{r['attempts'] if r['attempts'] is not None else '?':>5}  {created:<12} "
             f"{_note(r['status'], r['send_at'], r['error'], r['msgid'], now)}".rstrip())
     if len(rows) == args.limit:
@@ -190,14 +195,13 @@ def _seconds(text: str | None, name: str) -> float | None:
 
 
 def _report(verb: str, done: str, report: ops.Report, *, dry_run: bool) -> int:
+    rows = human.plural(len(report.changed), "row")
     if dry_run:
-        out(f"would {verb} {len(report.changed)} rows" +
-            (f": {_ids(report.changed)}" if report.changed else ""))
+        out(f"would {verb} {rows}" + (f": {_ids(report.changed)}" if report.changed else ""))
     else:
-        out(f"{done} {len(report.changed)} rows" +
-            (f": {_ids(report.changed)}" if report.changed else ""))
+        out(f"{done} {rows}" + (f": {_ids(report.changed)}" if report.changed else ""))
     if report.skipped:
-        out(f"left {len(report.skipped)} alone:")
+        out(f"left {human.plural(len(report.skipped), 'row')} alone:")
         for rid, why in sorted(report.skipped.items()):
             out(f"  {rid}: {why}")
         return EXIT_RUNTIME  # not everything asked for by name was done
@@ -221,7 +225,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         sending = ops.count(sel, "sending", now=now) if not sel.ids else 0
     code = _report("cancel", "cancelled", report, dry_run=args.dry_run)
     if sending:
-        out(f"left {sending} matching rows that are being sent now: "
+        out(f"left {human.plural(sending, 'matching row')} that "
+            f"{'is' if sending == 1 else 'are'} being sent now: "
             f"{ops.CANCEL_REASONS['sending']}")
     return code
 

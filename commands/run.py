@@ -10,7 +10,8 @@ from peewee import DatabaseError
 
 import commands
 from config import Config, load_config
-from db.connection import connect, dialect_of
+from db import waker
+from db.connection import connect
 from db.errors import cause, describe
 from db.queue import counts_by_status
 from db.schema import SchemaError, ensure_current
@@ -108,15 +109,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         unhealthy=f"dispatch made no progress for {hung_after:.0f}s: watchdog pings stopped",
         status=lambda: queue_status(rt)))
     shell.install()
+    # new and newly due rows go out within a second, not at the next poll (which stays
+    # as the fallback)
+    daemon.waker = waker.for_daemon(cfg.database, cfg.dispatch.wake,
+                                    lambda: daemon.wake("dispatch"))
     daemon.start()
-    wakeup = None
-    if dialect_of(rt.db) == "postgres":
-        # an INSERT trigger NOTIFYs: new rows go out in about a second, not at the next
-        # poll (which stays as the fallback)
-        from db.wakeup import PgWakeup
-
-        wakeup = PgWakeup(cfg.database, lambda: daemon.wake("dispatch"))
-        wakeup.start()
+    if daemon.waker is not None:
+        daemon.waker.start()
     shell.ready()
     log.info("herald running as %s: %d apps, %d templates, dispatch every %ss%s",
              rt.daemon_id, len(cfg.apps), len(rt.templates.current.templates),
@@ -125,8 +124,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The main thread only waits: no scheduler work runs inside a signal handler.
     stopped_by = shell.run()
     log.info("%s: stopping; no new claims, waiting for in-flight sends", stopped_by)
-    if wakeup is not None:
-        wakeup.stop()
+    if daemon.waker is not None:
+        daemon.waker.stop()
     daemon.stop()
     if server is not None:
         from metrics import stop_server

@@ -7,6 +7,10 @@ from pathlib import Path
 
 from .values import Context, Invalid
 
+# What systemd/herald-web.service's SetCredential= lines put in a credential whose
+# LoadCredential= file is missing (so a console-only set-up starts without push files).
+MISSING_MARKER = "herald-credential-file-missing"
+
 
 def read_secret_file(value: object, ctx: Context) -> tuple[str, Path]:
     """The stripped text of the file `value` names, and where it was found.
@@ -45,4 +49,8 @@ def read_secret_file(value: object, ctx: Context) -> tuple[str, Path]:
         raise Invalid(f"is not UTF-8 text ({target})") from None
     if not text:
         raise Invalid(f"is empty ({target})")
+    if text == MISSING_MARKER:
+        raise Invalid(f"is missing: systemd found no file for the credential {relative} "
+                      f"({target} holds the unit's placeholder); create the file the "
+                      "unit's LoadCredential= line names")
     return text, target

@@ -156,6 +156,11 @@ class DispatchConfig:
         Integer(1, 64), 1,
         "dispatch processes of this daemon, each with `workers` sends (one core each; "
         "more than the host's cores gains nothing)", reload=Sighup("restart", "unused"))]
+    # the waker's thread and connection are made at start
+    wake: Annotated[bool, key(
+        Bool(), True, "wake dispatch when a row is inserted or falls due, between polls "
+        "(false: rows wait for the poll, jobs.dispatch.every)",
+        reload=Sighup("restart", "unused"))]
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 
 import clock
-from db import heartbeat
+from db import heartbeat, waker
 from db.dialects import dialect
 from jobs import dispatch, events, purge, stale_retry, token_refresh
 from logs import redact
@@ -42,6 +42,7 @@ class Daemon:
         self.scheduler.add_listener(self._job_error, EVENT_JOB_ERROR)
         self._retired_pools: list[ThreadPoolExecutor] = []  # replaced by a reload
         self._wake = threading.Event()
+        self.waker: waker.Waker | None = None  # told when each dispatch run ends
         self.started_at = clock.now()
         self.last_dispatch: datetime | None = None  # when a dispatch run last finished
         self._beats = 0
@@ -107,7 +108,12 @@ class Daemon:
         # max_instances=1; the flag makes the run go round once more instead.
         while True:
             self._wake.clear()
-            dispatch.run(self.rt, pool=self.pool)
+            started = clock.now()
+            try:
+                dispatch.run(self.rt, pool=self.pool)
+            finally:
+                if self.waker is not None:  # read the next due time again
+                    self.waker.ran(started)
             while self._retired_pools:  # (resize) no run holds them any more
                 self._retired_pools.pop().shutdown(wait=False)
             self.last_dispatch = clock.now()
@@ -115,7 +121,7 @@ class Daemon:
                 return
 
     def wake(self, name: str = "dispatch") -> None:
-        """Run a job now (PostgreSQL NOTIFY: a row was inserted)."""
+        """Run a job now (db/waker.py: a row was inserted or fell due)."""
         if name == "dispatch":
             self._wake.set()
         if self.scheduler.running:

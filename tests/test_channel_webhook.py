@@ -272,10 +272,13 @@ def test_a_missing_variable_is_reported_without_any_secret(tmp_path):
     assert "environment variable NOT_SET_ANYWHERE is not set" in str(err.value)
 
 
-# -- the README's receiver example works against the real sender ---------------------------
+# -- the manual's receiver example works against the real sender ---------------------------
+
+MANUAL = Path(__file__).resolve().parent.parent / "docs" / "templates-and-channels.md"
+
 
 def readme_receiver() -> str:
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    text = MANUAL.read_text(encoding="utf-8")
     after = text.split("<!-- webhook-receiver-example -->", 1)[1]
     return after.split("```python\n", 1)[1].split("```", 1)[0]
 
@@ -288,7 +291,7 @@ def test_the_readme_receiver_accepts_herald_and_refuses_forgeries(tmp_path, monk
 
     monkeypatch.setenv("HERALD_WEBHOOK_SECRET", HOOK_SECRET)
     scope: dict = {"__name__": "readme_example"}
-    exec(compile(readme_receiver(), "README.md", "exec"), scope)  # noqa: S102
+    exec(compile(readme_receiver(), str(MANUAL), "exec"), scope)  # noqa: S102
     server = HTTPServer(("127.0.0.1", 0), scope["Hook"])
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                      daemon=True).start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -80,7 +81,8 @@ def test_init_db_enqueue_status_render(tmp_path):
     res = cli("--config", str(path), "enqueue", "order_status", "oUser",
               "--params", '["Tea", 3, "shipped", "ok"]', "--priority", "2", "--send-at", "+1h")
     assert res.returncode == 0, res.stderr
-    rid = int(res.stdout)
+    rid = int(re.match(r"queued #(\d+): template order_status, openid oUser, app default, "
+                       r"send_at .* UTC \(in (59 min|1 h)\), priority 2$", res.stdout.strip())[1])
     res = cli("--config", str(path), "render", str(rid))
     assert res.returncode == 0, res.stderr
     body = json.loads(res.stdout[res.stdout.index("{"):])

@@ -166,9 +166,10 @@ def test_no_sandbox_takes_a_port_herald_listens_on_by_default(tmp_path: Path) ->
     assert not set(defaults.values()) & herald, defaults
 
 
-def test_the_readme_points_api_base_at_the_sandbox_s_default_port() -> None:
+def test_the_docs_point_api_base_at_the_sandbox_s_default_port() -> None:
     port = _default_port(wechat.main)
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    bases = re.findall(r"api_base: http://127\.0\.0\.1:(\d+)", readme)
-    assert bases and {int(b) for b in bases} == {port}
-    assert "-m sandbox.wechat --port 8080" not in readme
+    texts = [(ROOT / name).read_text(encoding="utf-8")
+             for name in ("README.md", "docs/getting-started.md", "quickstart.yaml")]
+    bases = re.findall(r"api_base: http://127\.0\.0\.1:(\d+)", "\n".join(texts))
+    assert len(bases) >= 2 and {int(b) for b in bases} == {port}
+    assert not any("-m sandbox.wechat --port 8080" in t for t in texts)

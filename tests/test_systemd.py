@@ -18,13 +18,17 @@ import pytest
 import yaml
 
 from config import ConfigError, load_config
+from config.credentials import MISSING_MARKER
+from web.server import serve_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "herald.service"
 WEB_UNIT = ROOT / "systemd" / "herald-web.service"
 EXAMPLE = ROOT / "systemd" / "config.example.yaml"
-PROD_EXEC = "ExecStart=/opt/herald/.venv/bin/python /opt/herald/scheduler.py run"
-WEB_EXEC = "ExecStart=/opt/herald/.venv/bin/python /opt/herald/scheduler.py serve"
+PROD_EXEC = "ExecStart=/opt/herald/.venv/bin/herald run"
+WEB_EXEC = "ExecStart=/opt/herald/.venv/bin/herald serve"
+# the venv's console script beside the interpreter running the tests (make builds it)
+HERALD = Path(sys.executable).parent / "herald"
 UNITS = {"run": (UNIT, PROD_EXEC), "serve": (WEB_UNIT, WEB_EXEC)}
 MAX_EXPOSURE = 1.5
 ANALYZE = shutil.which("systemd-analyze")
@@ -50,7 +54,7 @@ def local_copy(directory: Path, text: str | None = None, verb: str = "run") -> P
     unit, exec_line = UNITS[verb]
     text = unit.read_text(encoding="utf-8") if text is None else text
     assert text.count(exec_line) == 1, "the production ExecStart line changed: update the test"
-    text = text.replace(exec_line, f"ExecStart={sys.executable} {ROOT / 'scheduler.py'} {verb}")
+    text = text.replace(exec_line, f"ExecStart={HERALD} {verb}")
     text = re.sub(r"(?m)^WorkingDirectory=.*$", f"WorkingDirectory={ROOT}", text)
     path = directory / unit.name  # the name matters: it is how systemd sees it
     path.write_text(text, encoding="utf-8")
@@ -106,7 +110,7 @@ def test_unit_verifies_clean(tmp_path: Path, verb: str) -> None:
         ("ProtectSystem=strict", "ProtectSytem=strict"),  # a typo is ignored by systemd
         ("WatchdogSec=60", "WatchdogSec=a minute"),
         ("[Install]", "[Instal]"),
-        (f"ExecStart={sys.executable}", "ExecStart=/nonexistent/bin/python"),
+        (f"ExecStart={HERALD}", "ExecStart=/nonexistent/bin/herald"),
     ],
 )
 def test_broken_units_fail_the_same_check(tmp_path: Path, old: str, new: str) -> None:
@@ -162,6 +166,9 @@ def test_web_unit_holds_no_app_secret_and_shares_the_queue() -> None:
     assert creds == ["push_token:/etc/herald/push_token",
                      "push_aes_key:/etc/herald/push_aes_key"]
     assert not any("wechat_secret" in c for c in creds)
+    # each push file is optional: a SetCredential= of the same name is systemd's fallback
+    # when the file is missing, so a console-only set-up starts (systemd.exec(5))
+    assert web["SetCredential"] == [f"{c.split(':')[0]}:{MISSING_MARKER}" for c in creds]
     # one dynamic user for both units: both open the SQLite queue in one state directory
     assert web["User"] == run["User"] == ["herald"]
     assert web["StateDirectory"] == run["StateDirectory"] == ["herald"]
@@ -209,3 +216,47 @@ def test_example_database_lives_in_the_units_state_directory() -> None:
 def test_example_config_needs_the_credential(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="secret_file"):
         _load_example(tmp_path, secret=None)
+
+
+def _web_config(tmp_path: Path, push: bool) -> Path:
+    """/etc/herald/config.yaml for herald-web, and the credentials directory systemd
+    makes when neither push file exists: the SetCredential= placeholders."""
+    etc = tmp_path / "etc"
+    etc.mkdir(exist_ok=True)
+    data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    data["templates"] = str(ROOT / "templates.yaml")
+    if push:
+        data["apps"]["default"]["push"] = {"token_file": "push_token",
+                                           "aes_key_file": "push_aes_key"}
+    (etc / "config.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    creds = tmp_path / "credentials"
+    creds.mkdir(exist_ok=True)
+    for c in settings(WEB_UNIT.read_text(encoding="utf-8"))["SetCredential"]:
+        name, _, value = c.partition(":")
+        (creds / name).write_text(value, encoding="utf-8")
+    return etc / "config.yaml"
+
+
+def test_a_console_only_web_unit_starts_without_push_files(tmp_path: Path) -> None:
+    """No apps.<name>.push: serve's configuration loads with only the placeholders."""
+    path = _web_config(tmp_path, push=False)
+    env = {"CREDENTIALS_DIRECTORY": str(tmp_path / "credentials"),
+           "WECHAT_APPID": "wx1234567890abcdef"}
+    cfg = load_config(path, env=env, strict_secrets=False)
+    assert cfg.apps["default"].push is None
+    assert serve_credentials(cfg) == []  # serve asks for nothing (only the AppSecret,
+    assert list(cfg.unresolved) == ["apps.default.secret_file"]  # which it never reads)
+
+
+def test_a_push_set_up_without_its_files_says_they_are_missing(tmp_path: Path) -> None:
+    """push named but its file absent: the placeholder is refused, naming the credential
+    and the missing file, never read as a Token."""
+    path = _web_config(tmp_path, push=True)
+    env = {"CREDENTIALS_DIRECTORY": str(tmp_path / "credentials"),
+           "WECHAT_APPID": "wx1234567890abcdef"}
+    cfg = load_config(path, env=env, strict_secrets=False)  # as serve loads it
+    with pytest.raises(ConfigError) as err:
+        cfg.require(*serve_credentials(cfg))
+    text = str(err.value)
+    for name in ("push_token", "push_aes_key"):
+        assert f"'{name}' is missing: systemd found no file for the credential {name}" in text

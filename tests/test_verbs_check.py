@@ -17,7 +17,7 @@ from sandbox.wechat import Sandbox
 from templates import load_templates
 from tests.conftest import SERVER_URLS, database_url
 from tests.support import APPID, SECRET, write_config
-from tests.verbs_support import herald, herald_child
+from tests.verbs_support import herald, herald_child, queued
 
 
 def missing_db_url(dialect: str) -> str:
@@ -60,7 +60,12 @@ def test_check_connect_on_a_good_postgres_database(tmp_path, capsys, sandbox):
         "default": {"appid": APPID, "secret": SECRET},
         "old": {"appid": APPID, "secret": SECRET, "token_source": "legacy"}}))
     ran = herald(capsys, "check", "--connect", "--config", cfg)
-    assert ran.code == 1 and "no Herald tables (run init-db)" in ran.err
+    # before the first start: not a failure; it says what init-db will create, and who
+    assert ran.code == 0, ran.text
+    assert f"database  reachable, no Herald tables yet: {url}" in ran.out
+    assert re.search(rf"init-db will create \d+ tables at schema version {VERSION}: "
+                     r"msg_list, access_token, .*herald_schema", ran.out), ran.out
+    assert "with an account that may create tables" in ran.out
     assert herald(capsys, "init-db", "--config", cfg).code == 0
     ran = herald(capsys, "check", "--connect", "--config", cfg)
     assert ran.code == 0, ran.text
@@ -99,11 +104,32 @@ def test_check_connect_unreachable_things_exit_1(tmp_path, capsys):
 
 
 def test_check_connect_on_a_missing_sqlite_file_creates_nothing(tmp_path, capsys, sandbox):
+    """Before the first start the file is absent: check --connect says so, what init-db
+    will create and who should run it (the owner of the folder: the daemon's user), and
+    carries on with the tokens instead of failing."""
+    import pwd
+
     cfg = str(write_config(tmp_path, api_base=sandbox.url))
     ran = herald(capsys, "check", "--connect", "--config", cfg)
-    assert ran.code == 1
-    assert f"the file {tmp_path}/herald.db does not exist yet (run init-db" in ran.err
+    assert ran.code == 0, ran.text
+    assert f"database  not created yet: {tmp_path}/herald.db does not exist" in ran.out
+    assert re.search(rf"init-db will create \d+ tables at schema version {VERSION}: "
+                     r"msg_list, access_token, .*herald_schema", ran.out), ran.out
+    owner = pwd.getpwuid(tmp_path.stat().st_uid).pw_name
+    assert f"run it as the user the daemon runs as (the owner of {tmp_path}: {owner})" \
+        in ran.out
+    assert "sudo -u herald .venv/bin/herald init-db" in ran.out
+    assert "app default  ok" in ran.out  # the tokens are still checked
     assert not (tmp_path / "herald.db").exists()
+    # a folder not made yet: never the owner of a folder above it (/var/lib is root's)
+    cfg = str(write_config(tmp_path, api_base=sandbox.url,
+                           database=f"sqlite:///{tmp_path}/state/herald.db"))
+    ran = herald(capsys, "check", "--connect", "--config", cfg)
+    assert ran.code == 0, ran.text
+    assert "run it as the user the daemon runs as, so the file is theirs" in ran.out
+    assert f"the folder {tmp_path}/state does not exist yet: systemd makes it" in ran.out
+    assert f"install -d -o herald -g herald -m 0700 {tmp_path}/state" in ran.out
+    assert not (tmp_path / "state").exists()
 
 
 def test_plain_check_reads_only_files(tmp_path, capsys):
@@ -246,7 +272,7 @@ def test_templates_pull_then_check_remote_then_delivered(tmp_path, capsys, wecha
     rt = runtime_factory(shop, wechat, templates=str(path))
     with shop.connection_context():
         stats = dispatch.run(rt)
-        row = MsgList.get_by_id(int(ok.out))
+        row = MsgList.get_by_id(queued(ok.out))
     assert stats.sent == 1 and row.status == "success", row.error
     [sent] = wechat.accepted
     assert sent["template_id"] == "TPL_NEW" and sent["data"]["enum5"] == {"value": "运输中"}

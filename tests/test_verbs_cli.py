@@ -12,7 +12,7 @@ import pytest
 from db.connection import connect
 from db.models import MsgList
 from tests.support import APPID, ROOT, SECRET, write_config
-from tests.verbs_support import herald, herald_child
+from tests.verbs_support import herald, herald_child, queued
 
 GOOD = '["Tea", 3, "shipped", "ok"]'
 
@@ -77,7 +77,7 @@ def test_database_verbs_run_with_no_credentials_in_the_environment(tmp_path):
     assert herald_child("init-db", "--config", cfg).code == 0
     ran = herald_child("enqueue", "order_status", "oU", "--params", GOOD, "--config", cfg)
     assert ran.code == 0, ran.text
-    rid = ran.out.strip()
+    rid = str(queued(ran.out))
     fail = herald_child("enqueue", "order_status", "oU", "--params", "[1]", "--config", cfg)
     assert fail.code == 2 and "refused: params has 1 values" in fail.err
     for argv in (["status"], ["status", "--json"], ["show", rid], ["list"],
@@ -98,10 +98,10 @@ def test_database_verbs_run_with_no_credentials_in_the_environment(tmp_path):
 def test_run_once_sends_what_is_due_and_exits(tmp_path, sandbox):
     cfg = str(write_config(tmp_path, api_base=sandbox.url))
     assert herald_child("init-db", "--config", cfg).code == 0
-    rid = int(herald_child("enqueue", "order_status", "oU", "--params", GOOD,
-                           "--config", cfg).out)
-    later = int(herald_child("enqueue", "order_status", "oU", "--params", GOOD,
-                             "--send-at", "+1h", "--config", cfg).out)
+    rid = queued(herald_child("enqueue", "order_status", "oU", "--params", GOOD,
+                              "--config", cfg).out)
+    later = queued(herald_child("enqueue", "order_status", "oU", "--params", GOOD,
+                                "--send-at", "+1h", "--config", cfg).out)
     ran = herald_child("run", "--once", "--config", cfg)
     assert ran.code == 0, ran.text
     db = connect(f"sqlite:///{tmp_path / 'herald.db'}")
@@ -144,10 +144,12 @@ def test_make_venv_builds_the_runtime_without_dev_requirements_or_tests():
 
 
 def test_readme_uses_one_spelling_of_the_command():
-    readme = (ROOT / "README.md").read_text()
-    assert "python scheduler.py" not in readme.replace("`python scheduler.py` works too", "")
-    assert re.search(r"\.venv/bin/herald (status|check|run)", readme)
-    assert not re.search(r"(?<!\.venv/bin/)(?<![\w/])herald (status|show|list|check) ", readme)
+    for path in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))):
+        text = path.read_text(encoding="utf-8")
+        assert "python scheduler.py" not in text, path.name
+        assert not re.search(r"(?<!\.venv/bin/)(?<![\w/`])herald (status|show|list|check) ",
+                             text), path.name
+    assert re.search(r"\.venv/bin/herald (status|check|run)", (ROOT / "README.md").read_text())
 
 
 @pytest.mark.parametrize("secret", [SECRET])
@@ -158,3 +160,23 @@ def test_no_verb_prints_the_secret(tmp_path, sandbox, capsys, secret):
                  ["templates", "pull"]):
         ran = herald(capsys, *argv, "--config", cfg)
         assert secret not in ran.text, argv
+
+
+@pytest.mark.parametrize("setting", ["web", "console"])
+def test_serve_names_the_address_it_could_not_listen_on(tmp_path, setting):
+    """A port another process holds: serve exits 1 naming the setting and the address
+    (the socket's own "Address already in use" names neither)."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        listen = {"web": {"listen": None}, "console": {"listen": None}}
+        listen[setting] = {"listen": f"127.0.0.1:{port}"}
+        cfg = str(write_config(tmp_path, **listen))
+        herald_child("init-db", "--config", cfg)
+        ran = herald_child("serve", "--config", cfg, timeout=60)
+    assert ran.code == 1, ran.text
+    assert f"cannot listen: [Errno 98] {setting}.listen 127.0.0.1:{port}: Address already " \
+           "in use" in ran.err, ran.err

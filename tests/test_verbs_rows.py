@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 import clock
 from db.models import MsgList
 from jobs import dispatch
+from tests.conftest import insert_sql
 from tests.support import write_config
 from tests.verbs_support import ago, clear_side_tables, event, herald, seed
 
@@ -57,7 +59,11 @@ def test_enqueue_inserts_a_good_row_with_its_options(queue, capsys):
                  "--dedup-key", "order-1", "--page", "pages/x?id=1")
     assert ran.code == 0, ran.text
     [row] = rows(db)
-    assert int(ran.out) == row.id and row.priority == 3 and row.dedup_key == "order-1"
+    assert row.priority == 3 and row.dedup_key == "order-1"
+    # it says what it queued: the id, template, openid, app, send_at and the options
+    assert re.fullmatch(rf"queued #{row.id}: template order_status, openid oU, app default, "
+                        r"send_at \S+ \S+ UTC \(in (59 min|1 h)\), expire_at \S+ \S+ UTC, "
+                        r"dedup_key order-1, priority 3", ran.out.strip()), ran.out
     assert 3500 < (row.send_at - clock.now()).total_seconds() <= 3600
     again = herald(capsys, "--config", cfg, "enqueue", "order_status", "oU", "--params", GOOD,
                    "--dedup-key", "order-1")
@@ -126,7 +132,7 @@ def test_retry_reports_what_it_left_and_why(queue, capsys):
     waiting = seed(db)
     ran = herald(capsys, "retry", str(failed), str(sent), "999", str(waiting), "--config", cfg)
     assert ran.code == 1, ran.text  # some rows named by id were left
-    assert f"re-drove 1 rows: {failed}" in ran.out
+    assert f"re-drove 1 row: {failed}" in ran.out
     assert f"  {sent}: status success: it was delivered; retry re-drives failed rows only" \
         in ran.out
     assert "  999: no such row" in ran.out
@@ -146,7 +152,7 @@ def test_retry_filters_dry_run_and_usage(queue, capsys):
     seed(db, status="fail", errcode=-1, error="z", template="vip_pay_success")
     ran = herald(capsys, "retry", "--errcode", "-1", "--template", "order_status", "--dry-run",
                  "--config", cfg)
-    assert ran.code == 0 and ran.out.startswith(f"would re-drive 1 rows: {a}")
+    assert ran.code == 0 and ran.out.startswith(f"would re-drive 1 row: {a}")
     assert all(r.status == "fail" for r in rows(db))
     assert herald(capsys, "retry", "--config", cfg).code == 2
     bad = herald(capsys, "retry", "--failed-within", "soon", "--config", cfg)
@@ -163,13 +169,13 @@ def test_cancel_waiting_rows_only(queue, capsys):
     done = seed(db, openid="oB", status="success")
     ran = herald(capsys, "cancel", str(w1), str(done), "404", "--config", cfg)
     assert ran.code == 1
-    assert f"cancelled 1 rows: {w1}" in ran.out
+    assert f"cancelled 1 row: {w1}" in ran.out
     assert f"  {done}: status success: it was delivered already" in ran.out
     assert "  404: no such row" in ran.out
     ran = herald(capsys, "cancel", "--openid", "oA", "--config", cfg)
     assert ran.code == 0, ran.text
-    assert f"cancelled 1 rows: {w2}" in ran.out
-    assert "left 1 matching rows that are being sent now" in ran.out
+    assert f"cancelled 1 row: {w2}" in ran.out
+    assert "left 1 matching row that is being sent now" in ran.out
     by = {r.id: r for r in rows(db)}
     assert by[w1].status == by[w2].status == "cancelled"
     assert by[sending].status == "sending" and by[done].status == "success"
@@ -203,6 +209,24 @@ def test_list_newest_first_with_filters_and_keyset_paging(queue, capsys):
     none = herald(capsys, "list", "--config", cfg, "--openid", "nobody")
     assert none.out.strip() == "no rows match"
     assert herald(capsys, "list", "--config", cfg, "--limit", "0").code == 2
+
+
+def test_list_marks_cut_text_with_an_ellipsis(queue, capsys):
+    """A template, openid or error too long for its column ends in "…", at a word's end
+    when one is near; text that fits is shown whole."""
+    db, cfg = queue
+    error = "amount3: 'twelve元' is not a valid amount (one optional currency sign, up to " \
+            "ten digits and two decimals)"
+    rid = insert_sql(db, template="an_uncommonly_long_template_name", openid="o" * 30,
+                     params="[]", status="fail", error=error)
+    short = insert_sql(db, template="order_status", openid="oShort", params="[]",
+                       status="fail", error="boom")
+    ran = herald(capsys, "list", "--config", cfg)
+    line = next(x for x in ran.out.splitlines() if x.split()[0] == str(rid))
+    assert "an_uncommonly_long_te… " in line and "o" * 17 + "… " in line
+    assert line.endswith("amount3: 'twelve元' is not a valid amount (one optional currency…")
+    other = next(x for x in ran.out.splitlines() if x.split()[0] == str(short))
+    assert "…" not in other and other.endswith("boom")
 
 
 # ----------------------------------------------------------------- show

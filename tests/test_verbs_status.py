@@ -88,8 +88,10 @@ def test_status_splits_waiting_rows_and_counts_per_template(queue, capsys):
     assert table[("default", "vip_pay_success")] == ["0", "0", "0", "1", "0", "0"]
     assert table[("shop", "order_status")] == ["0", "0", "0", "0", "0", "1"]
     assert "daemons: 1 alive, 1 gone" in out
-    assert re.search(r"run   \S+ pid \d+ v2\.0\.0  alive: started 2 h 5 min ago, last seen "
-                     r"5 s ago, last dispatch 12 s ago", out)
+    from version import __version__
+
+    assert re.search(rf"run   \S+ pid \d+ v{re.escape(__version__)}  alive: started 2 h 5 min "
+                     r"ago, last seen 5 s ago, last dispatch 12 s ago", out)
     assert "GONE: started 3 d ago, last seen 2 d ago, last dispatch not yet" in out
     assert re.search(r"\ndefault expires in 1 h 3[12] min, refreshed 28 min ago by "
                      r"hostA:42:abc\n", flat)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -59,6 +60,13 @@ def herald_child(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
                          env=clean_env(**(env or {})), capture_output=True, text=True,
                          timeout=timeout)
     return Ran(res.returncode, res.stdout, res.stderr)
+
+
+def queued(out: str) -> int:
+    """The row id in enqueue's "queued #ID: template ..." line."""
+    found = re.match(r"queued #(\d+): template ", out)
+    assert found, f"enqueue printed no 'queued #ID' line: {out!r}"
+    return int(found[1])
 
 
 def clear_side_tables(db: Any) -> None:

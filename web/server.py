@@ -52,18 +52,24 @@ class WebContext:
 class Listener:
     """One waitress server on its own thread."""
 
-    def __init__(self, app: WSGIApp, host: str, port: int, *, name: str, threads: int = 8
-                 ) -> None:
+    def __init__(self, app: WSGIApp, host: str, port: int, *, name: str, threads: int = 8,
+                 setting: str | None = None) -> None:
         from web.wsgi import guarded, mask_server_logs
 
         mask_server_logs()  # waitress's own lines show request paths
         self.name = name
-        self.server: Any = create_server(
-            guarded(app), host=host, port=port, threads=threads, ident="herald",
-            # a push body is at most 64 KiB; nothing Herald serves needs more
-            max_request_body_size=1024 * 1024, max_request_header_size=64 * 1024,
-            channel_timeout=30, connection_limit=256, clear_untrusted_proxy_headers=True,
-            expose_tracebacks=False)
+        try:
+            self.server: Any = create_server(
+                guarded(app), host=host, port=port, threads=threads, ident="herald",
+                # a push body is at most 64 KiB; nothing Herald serves needs more
+                max_request_body_size=1024 * 1024, max_request_header_size=64 * 1024,
+                channel_timeout=30, connection_limit=256, clear_untrusted_proxy_headers=True,
+                expose_tracebacks=False)
+        except OSError as exc:
+            # The socket's own message names no address ("Address already in use"): say
+            # which setting asked for which address, so a clash can be found and moved.
+            raise OSError(exc.errno, f"{setting or name} {host}:{port}: "
+                          f"{exc.strerror or exc}") from None
         self.port = int(self.server.effective_port)
         self.host = str(self.server.effective_host)
         self._thread = threading.Thread(target=self.server.run, name=f"web-{name}",
@@ -161,12 +167,12 @@ def start(ctx: WebContext) -> list[Listener]:
     listeners: list[Listener] = []
     if cfg.web.listen and cfg.web.host is not None and cfg.web.port is not None:
         listeners.append(Listener(push_app(ctx), cfg.web.host, cfg.web.port,
-                                  name="push").start())
+                                  name="push", setting="web.listen").start())
     if cfg.console.listen and cfg.console.host is not None and cfg.console.port is not None:
         from web.console import make_app as console_app
 
         listeners.append(Listener(console_app(ctx), cfg.console.host, cfg.console.port,
-                                  name="console").start())
+                                  name="console", setting="console.listen").start())
     return listeners
 
 
