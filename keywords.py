@@ -90,6 +90,22 @@ def keyword_type(key: str) -> str:
 
 def check_value(key: str, value: object, *, truncate: bool = True,
                 choices: tuple[str, ...] | None = None) -> tuple[str, bool]:
+    """Check one rendered value for data key `key` (see _check_value). A text value's
+    verdict is remembered: a campaign checks the same few values for thousands of rows,
+    and the check is a pure function of its arguments (an error is not remembered)."""
+    if type(value) is str:
+        return _check_text(key, value, truncate, choices)
+    return _check_value(key, value, truncate=truncate, choices=choices)
+
+
+@functools.lru_cache(maxsize=1024)  # values are at most 1,000 characters: a few MB at worst
+def _check_text(key: str, value: str, truncate: bool,
+                choices: tuple[str, ...] | None) -> tuple[str, bool]:
+    return _check_value(key, value, truncate=truncate, choices=choices)
+
+
+def _check_value(key: str, value: object, *, truncate: bool = True,
+                 choices: tuple[str, ...] | None = None) -> tuple[str, bool]:
     """Check one rendered value for data key `key`. Returns (value_to_send, was_truncated).
 
     `choices`: an enum keyword's allowed values (None: not known here, so any value

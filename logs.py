@@ -191,8 +191,12 @@ def template_secrets(tset: TemplateSet) -> list[str]:
 
 
 def redact(text: str) -> str:
-    text = _QUERY_RE.sub(lambda m: m.group(1) + MASK, text)
-    text = _FIELD_RE.sub(lambda m: m.group(1) + m.group(2) + MASK + m.group(2), text)
+    # each pattern needs a character most texts lack ('=', or ':' and a quote): the
+    # test is far cheaper than a regex scan, and every result's history line comes here
+    if "=" in text:
+        text = _QUERY_RE.sub(lambda m: m.group(1) + MASK, text)
+    if ":" in text and ('"' in text or "'" in text):
+        text = _FIELD_RE.sub(lambda m: m.group(1) + m.group(2) + MASK + m.group(2), text)
     pattern = SECRETS.pattern()
     if pattern is not None:
         text = pattern.sub(MASK, text)

@@ -52,6 +52,7 @@ from db.queue import (
     pending_events,
     receipts_since,
 )
+from db.spending import counts as spending_counts
 from logs import redact
 from version import __version__
 
@@ -125,9 +126,11 @@ class Metrics:
 
     # ---- events (called from the jobs; prometheus_client's metrics are thread-safe)
 
-    def finished(self, template: str, status: str, errcode: int | None) -> None:
+    def finished(self, template: str, status: str, errcode: int | None, n: int = 1) -> None:
+        """n rows of one template settled alike (dispatch counts a written group at
+        once: a labelled counter costs a lock and a lookup per call)."""
         label = "" if errcode is None else str(errcode)
-        self._finished.labels(self._template_label(template), status, label).inc()
+        self._finished.labels(self._template_label(template), status, label).inc(n)
 
     def send_duration(self, seconds: float) -> None:
         self._send.observe(seconds)
@@ -249,9 +252,9 @@ class QueueCollector(Collector):
 
     def _query(self) -> tuple[dict[str, int], float]:
         now = self.now()
-        oldest = oldest_due_wait(now)
+        oldest = oldest_due_wait(self.db, now)
         age = max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
-        return counts_by_status(), age
+        return counts_by_status(self.db), age
 
 
 class TruthCollector(Collector):
@@ -262,6 +265,8 @@ class TruthCollector(Collector):
     missing is the "accepted but never delivered" alert (README).
     herald_rows_held_for_grant: rows waiting for a user's grant (grants.on_missing hold).
     herald_push_events_pending: pushed facts not applied yet.
+    herald_rows_superseded, herald_rows_spending_held{reason}: the collapse's cancelled
+    rows, and rows waiting for a send window, a collapse window or a cap (docs/grants.md).
     herald_push_events_total{result}: pushes the web side (serve) stored, found to be
     duplicates, or refused by cause, summed over the live `serve` processes' heartbeats.
     """
@@ -281,6 +286,12 @@ class TruthCollector(Collector):
             GaugeMetricFamily("herald_rows_held_for_grant",
                               "Rows held until their user grants the template again"),
             GaugeMetricFamily("herald_push_events_pending", "push_event rows not applied yet"),
+            GaugeMetricFamily("herald_rows_superseded",
+                              "Rows cancelled because a newer row with their collapse_key "
+                              "came (kept until purge)"),
+            GaugeMetricFamily("herald_rows_spending_held",
+                              "Waiting rows held by a send window, a collapse window or a "
+                              "per-user cap", labels=["reason"]),
         )
 
     def describe(self) -> Iterable[Metric]:
@@ -288,7 +299,7 @@ class TruthCollector(Collector):
             "herald_push_events", "Pushes received by the web side", labels=["result"])]
 
     def collect(self) -> Iterable[Metric]:
-        receipts, held, pending = self._families()
+        receipts, held, pending, superseded, spend_held = self._families()
         pushes = CounterMetricFamily("herald_push_events", "Pushes received by the web side",
                                      labels=["result"])
         try:
@@ -297,6 +308,7 @@ class TruthCollector(Collector):
                 r = receipts_since(self.db, now - self.WINDOW, now - self.missing_after)
                 rows, _users = held_for_grant(self.db)
                 waiting = pending_events(self.db)
+                spent = spending_counts(self.db)
                 totals: dict[str, int] = {}
                 for seen_ in seen(self.db, now):
                     if seen_.role == "serve" and seen_.alive:
@@ -310,9 +322,12 @@ class TruthCollector(Collector):
             receipts.add_metric([state], getattr(r, state))
         held.add_metric([], rows)
         pending.add_metric([], waiting)
+        superseded.add_metric([], spent["superseded"])
+        for reason in ("send_window", "collapse_window", "capped"):
+            spend_held.add_metric([reason], spent[reason])
         for what, n in sorted(totals.items()):
             pushes.add_metric([what], n)
-        yield from (receipts, held, pending, pushes)
+        yield from (receipts, held, pending, superseded, spend_held, pushes)
 
 
 @contextmanager

@@ -43,7 +43,8 @@ from peewee import Database
 from channels.base import Answer, Kind
 from channels.wechat_api import WeChatClient
 from config import AppConfig
-from db.models import AccessToken
+from db import tokens as table
+from db.tokens import TokenRow
 from logs import remember_token
 
 log = logging.getLogger("herald.tokens")
@@ -139,9 +140,9 @@ class TokenManager:
             return c.token  # a short-lived token: use it while it lasts
         return self.refresh(app, now, proactive=False)
 
-    def _read_row(self, app: str) -> AccessToken | None:
+    def _read_row(self, app: str) -> TokenRow | None:
         # a plain read: no lock, no transaction left open
-        return AccessToken.select().where(AccessToken.app == app).first()
+        return table.read(self.db, app)
 
     def _remember(self, app: str, token: str, expires_at: datetime,
                   fetched_at: datetime | None = None) -> str:
@@ -184,7 +185,7 @@ class TokenManager:
         """The stored token if good enough, else the one refresh: ours or another's."""
         app = cfg.name
         # make sure the row exists, so there is something to claim (one statement)
-        AccessToken.insert(app=app).on_conflict_ignore().execute()
+        table.ensure_row(self.db, app)
         started = time.monotonic()
         waited = False
         while True:
@@ -224,23 +225,13 @@ class TokenManager:
         """Take the right to refresh `app`: one UPDATE (its own short transaction) that
         only succeeds while the stored token is not good enough and no live claim of
         another daemon stands."""
-        n = (AccessToken.update({AccessToken.claimed_by: self.daemon_id,
-                                 AccessToken.claim_until: at + self.claim_for})
-             .where((AccessToken.app == app)
-                    & (AccessToken.token.is_null() | AccessToken.expires_at.is_null()
-                       | (AccessToken.expires_at <= need_until))
-                    & (AccessToken.claimed_by.is_null() | AccessToken.claim_until.is_null()
-                       | (AccessToken.claim_until <= at)
-                       | (AccessToken.claimed_by == self.daemon_id)))
-             .execute())
-        return bool(n)
+        return table.claim(self.db, app, self.daemon_id, at=at, until=at + self.claim_for,
+                           need_until=need_until)
 
     def _release(self, app: str) -> None:
         """Give up our claim (the fetch failed): the next caller may try at once."""
         try:
-            (AccessToken.update({AccessToken.claimed_by: None, AccessToken.claim_until: None})
-             .where((AccessToken.app == app) & (AccessToken.claimed_by == self.daemon_id))
-             .execute())
+            table.release(self.db, app, self.daemon_id)
         except Exception as exc:  # noqa: BLE001 - the claim then simply runs out
             log.warning("app %s: could not release the token claim (%s); it runs out by "
                         "itself", app, type(exc).__name__)
@@ -259,15 +250,8 @@ class TokenManager:
         token = str(payload["access_token"])
         remember_token(cfg.name, token)
         expires_at = now + timedelta(seconds=float(payload["expires_in"]))
-        stored = (AccessToken.update({
-            AccessToken.token: token,
-            AccessToken.expires_at: expires_at,
-            AccessToken.refreshed_at: now,
-            AccessToken.refreshed_by: self.daemon_id,
-            AccessToken.claimed_by: None,
-            AccessToken.claim_until: None,
-        }).where((AccessToken.app == cfg.name) & (AccessToken.claimed_by == self.daemon_id))
-            .execute())
+        stored = table.store(self.db, cfg.name, self.daemon_id, token=token,
+                             expires_at=expires_at, now=now)
         self._paused_until.pop(cfg.name, None)
         self._last_problem.pop(cfg.name, None)
         self._alerts.pop(cfg.name, None)
@@ -331,12 +315,7 @@ class TokenManager:
             if self.apps[app].token_source == "external" and self.apps[app].token_file:
                 return True
             # one statement, its own short transaction
-            n = (
-                AccessToken.update({AccessToken.expires_at: now})
-                .where((AccessToken.app == app) & (AccessToken.token == failed_token))
-                .execute()
-            )
-        return bool(n)
+            return table.expire(self.db, app, failed_token, now)
 
     def refresh_all(self, now: datetime) -> dict[str, str]:
         """The token_refresh job's body: every app refreshed ahead of expiry."""

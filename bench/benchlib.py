@@ -31,9 +31,10 @@ if str(ROOT) not in sys.path:
 from peewee import Database  # noqa: E402
 
 from config import Config, config_from_dict  # noqa: E402
-from db.connection import connect, dialect_of, init_schema  # noqa: E402
+from db.connection import dialect_of, init_schema  # noqa: E402
 from db.models import MsgList  # noqa: E402
 from tests import support  # noqa: E402
+from tests.bound import connect  # noqa: E402
 
 APPID, SECRET = "wxbench00000000001", "bench-secret-0123456789"
 TEMPLATE = "order_status"

@@ -35,9 +35,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import benchlib as bl  # noqa: E402
 
-from db.connection import connect  # noqa: E402
 from db.dialects import dialect  # noqa: E402
 from db.models import MsgList  # noqa: E402
+from tests.bound import connect  # noqa: E402
 from tests.support import DaemonProcess, wait_for, write_config  # noqa: E402
 
 TARGET_P50, TARGET_P99 = 0.5, 1.0

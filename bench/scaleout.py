@@ -45,8 +45,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import benchlib as bl  # noqa: E402
 
-from db.connection import connect, init_schema, url_params  # noqa: E402
+from db.connection import init_schema, url_params  # noqa: E402
 from db.models import TABLE_NAMES  # noqa: E402
+from tests.bound import connect  # noqa: E402
 from tests.support import DaemonProcess, wait_for, write_config  # noqa: E402
 
 DB_NAME = "herald_scaleout"

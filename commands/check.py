@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -30,18 +29,20 @@ from commands.common import (
     EXIT_RUNTIME,
     EXIT_USAGE,
     VerbError,
+    database_file,
     err,
     load,
     out,
     safe_url,
-    sqlite_path,
 )
 from commands.remote import RemoteTemplate, compare, missing_id, parse_list, pull_yaml
 from commands.render import templates_of
 from config import Config
-from db.connection import connect, dialect_of
+from db.connection import connect
+from db.dialects import dialect, for_url
 from db.errors import describe
-from db.schema import VERSION, ddl_text, state
+from db.rows import ping
+from db.schema import VERSION, created_tables, state
 from logs import add_secret
 from strict_yaml import key_lines as _key_lines
 from templates import TemplateSet, read_text
@@ -79,17 +80,17 @@ def _at(tset: TemplateSet) -> Any:
 def check_database(cfg: Config, found: Outcome) -> Database | None:
     """Reach the database; its schema present and current. The Database, or None."""
     where = safe_url(cfg.database)
-    file = sqlite_path(cfg.database)
+    file = database_file(cfg.database)
     if file is not None and not file.exists():
         # Before the first start this is expected, not a failure: say what comes next.
         out(f"database  not created yet: {file} does not exist")
-        for line in first_start("sqlite", file):
+        for line in first_start(for_url(cfg.database).name, file):
             out(f"          {line}")
         return None
     db = connect(cfg.database)
     try:
         db.connect(reuse_if_open=True)
-        db.execute_sql("SELECT 1")
+        ping(db)
     except Exception as exc:  # noqa: BLE001 - every driver's failure, one sentence
         found.runtime.append(describe(exc, cfg.database))
         out(f"database  FAILED: {where}")
@@ -102,7 +103,7 @@ def check_database(cfg: Config, found: Outcome) -> Database | None:
         return None
     if schema.version is None:
         out(f"database  reachable, no Herald tables yet: {where}")
-        for line in first_start(dialect_of(db), file):
+        for line in first_start(dialect(db).name, file):
             out(f"          {line}")
         return None
     if not schema.up_to_date:
@@ -110,20 +111,15 @@ def check_database(cfg: Config, found: Outcome) -> Database | None:
         out(f"database  reachable, schema NOT current: {where}")
         return db if schema.version is not None else None
     out(f"database  ok: {where}, {schema.describe()}")
-    if dialect_of(db) == "mysql":
-        mode = str(db.execute_sql("SELECT @@GLOBAL.sql_mode").fetchone()[0] or "")
-        if "STRICT_TRANS_TABLES" not in mode and "STRICT_ALL_TABLES" not in mode:
-            found.warnings.append(
-                f"database {where}: the server's sql_mode is {mode!r}, not strict: MySQL "
-                "then stores a bad time as 0000-00-00 instead of refusing the INSERT; set "
-                "sql_mode to include STRICT_TRANS_TABLES (the default)")
+    for warning in dialect(db).setting_warnings(db):
+        found.warnings.append(f"database {where}: {warning}")
     return db
 
 
 def first_start(dialect: str, file: Path | None) -> list[str]:
     """What `init-db` will create, and who should run it: a file made by the wrong user
     (root, say) is one the daemon cannot write."""
-    tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", ddl_text(dialect))
+    tables = created_tables(dialect)
     lines = [f"init-db will create {len(tables)} tables at schema version {VERSION}: "
              f"{', '.join(tables)}"]
     if file is not None:

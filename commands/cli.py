@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from db.dialects import NAMES as DIALECTS
 from db.models import STATUSES
 from version import __version__
 
@@ -115,8 +116,8 @@ def build() -> argparse.ArgumentParser:
           "or upgrade an older schema in place. Safe to run again. Needs no app secrets.")
     s = _verb(sub, "schema", cmd_schema, "print the reference DDL for a database engine",
               "Print the SQL that init-db runs, for a DBA who applies schema changes by hand.")
-    s.add_argument("--dialect", choices=["sqlite", "postgres", "mysql"], default="sqlite",
-                   help="which engine's DDL (default: sqlite)")
+    s.add_argument("--dialect", choices=list(DIALECTS), default=DIALECTS[0],
+                   help=f"which engine's DDL (default: {DIALECTS[0]})")
 
     s = _verb(sub, "check", cmd_check, "validate config.yaml and templates.yaml",
               "Validate the config and the templates and print what is wrong, with key, "

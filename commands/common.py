@@ -10,16 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from peewee import Database
 
 import clock
 from config import Config, ConfigError, load_config, parse_duration
 from config.model import mask_url
-from db.connection import connect, dialect_of
+from db.connection import connect
 from db.errors import describe as describe_db_error
 from db.schema import SchemaState, state
+from db.urls import database_file
 from logs import config_secrets, redact, set_secrets
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -69,16 +69,6 @@ def load(args: argparse.Namespace, *, credentials: bool = True) -> Config:
     return cfg
 
 
-def sqlite_path(url: str) -> Path | None:
-    """The file of a sqlite:/// URL, else None."""
-    if not url.startswith("sqlite:"):
-        return None
-    from db.dialects import url_params
-
-    path = str(url_params(url).get("database") or "")
-    return Path(path) if path else None
-
-
 def open_queue(cfg: Config, *, need_schema: bool = True, current: bool = False) -> Database:
     """Connect to the configured database and make sure Herald's tables are there.
 
@@ -88,7 +78,7 @@ def open_queue(cfg: Config, *, need_schema: bool = True, current: bool = False) 
     the schema must be this release's (verbs that write the history table).
     """
     where = safe_url(cfg.database)
-    file = sqlite_path(cfg.database)
+    file = database_file(cfg.database)
     if need_schema and file is not None and not file.exists():
         raise VerbError(f"database {where}: the file {file} does not exist (run `init-db`, "
                         "or start the daemon: it creates the tables)")
@@ -111,8 +101,6 @@ def schema_state(db: Database, url: str) -> SchemaState:
         raise VerbError(describe_db_error(exc, url)) from None
 
 
-def dialect_name(db: Database) -> str:
-    return dialect_of(db)
 
 
 def parse_when(text: str | None, name: str, *, past: bool = False) -> datetime | None:
@@ -141,4 +129,4 @@ def _looks_like_date(text: str) -> bool:
 
 
 __all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "VerbError", "err", "load", "open_queue",
-           "out", "parse_when", "safe_url", "schema_state", "sqlite_path"]
+           "out", "parse_when", "safe_url", "schema_state", "database_file"]

@@ -12,7 +12,10 @@ until every row has settled and its receipt has come back. It shows:
   until the sandbox pushes their popup accept, then delivered; an application reports a
   grant with an INSERT into push_event;
 - a fallback chain: a user with no grant (43101) who does not follow the official
-  account (43004) is reached by SMS, each hop a row of its own.
+  account (43004) is reached by SMS, each hop a row of its own;
+- spending grants (docs/grants.md): three updates of one order with one collapse_key
+  become one message, the newest; a row outside its template's send window waits for
+  the window to open.
 
 It leaves `config.yaml` behind in the folder, so `herald --config demo-run/config.yaml
 status` (or show, list) looks at the demo's queue afterwards.
@@ -25,6 +28,7 @@ import json
 import sqlite3
 import statistics
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +38,7 @@ import clock
 from commands.human import cut
 from config import load_config
 from db.connection import connect
-from db.models import MsgList, PushEvent, SubscribeGrant
+from db.rows import Push, Row, every_grant, every_push, every_row
 from db.schema import init_schema
 from logs import setup_logging
 from runtime import Runtime
@@ -54,6 +58,8 @@ UNSUBSCRIBED = "o_user_who_said_no"
 USED_UP = "o_grants_used_up"
 LOST_ON_PHONE = "o_phone_was_off"
 ORDER_TID = "zT99mpoUCb28M02K7ohTO3h81IvBUlgt8JVRn6rkNSc"
+# the spending-grants templates' own id (a raw template_id row must name one template)
+SPEND_TID = "DEMO-order-update-0000000000000000000000000"
 ORDER = '["Flat white", 28, "shipped", "thanks for your order"]'
 
 # The shipped templates, plus the two roads the fallback takes for order_status.
@@ -68,6 +74,24 @@ order_status_oa:
   page: pages/order/detail
   params: [goods_name, goods_price, order_status, remark]
   data: {{thing2: "{{{{ goods_name }}}}", thing11: "{{{{ order_status }}}}"}}
+
+# order updates: rows with one collapse_key wait 2 s after their insert, and only the
+# newest is sent (paid, packed, shipped -> one message, one grant)
+order_update:
+  template_id: {order_tid}
+  collapse_window: 2s
+  params: [goods_name, goods_price, order_status, remark]
+  data: {{thing2: "{{{{ goods_name }}}}", amount3: "{{{{ goods_price }}}}元",
+         thing11: "{{{{ order_status }}}}", thing5: "{{{{ remark }}}}"}}
+
+# a reminder sent only inside its window (in the zone of config's timezone); the demo
+# picks a window that is closed now, so the row waits for it
+order_reminder:
+  template_id: {order_tid}
+  send_window: "{quiet_window}"
+  params: [goods_name, goods_price, order_status, remark]
+  data: {{thing2: "{{{{ goods_name }}}}", amount3: "{{{{ goods_price }}}}元",
+         thing11: "{{{{ order_status }}}}", thing5: "{{{{ remark }}}}"}}
 
 # and as an SMS (Tencent Cloud SendSms, template 1234567 takes two parameters)
 order_status_sms:
@@ -107,7 +131,17 @@ SAMPLES: list[tuple[str, str, str, dict[str, str], str]] = [
     ("order_status", "o_leo", '["Eggs", 2, "late", "x"]', {"expire_at": "-60"},
      "expired before sending"),
     ("order_status", "", '["Rice", 1, "x", "x"]', {}, "empty openid"),
+    # spending grants: one order's three updates, one message; a row held by its window
+    ("order_update", "o_nina", '["Mug", 15, "paid", "update 1"]',
+     {"collapse_key": "order:1001"}, "update 1 of 3 (collapse_key)"),
+    ("order_update", "o_nina", '["Mug", 15, "packed", "update 2"]',
+     {"collapse_key": "order:1001"}, "update 2 of 3 (collapse_key)"),
+    ("order_update", "o_nina", '["Mug", 15, "shipped", "update 3"]',
+     {"collapse_key": "order:1001"}, "update 3 of 3: the one sent"),
+    ("order_reminder", "o_olga", '["Mug", 15, "waiting", "come back"]', {},
+     "outside its send window: waits"),
 ]
+WINDOW_HELD = "held: send window"
 
 
 def _iso(offset: float) -> str:
@@ -161,7 +195,8 @@ def write_files(folder: Path, wechat_url: str, sms_url: str) -> Path:
     shipped = (HERE / "templates.yaml").read_text(encoding="utf-8")
     marker = "    thing5: \"{{ remark }}\"\n"
     assert shipped.rstrip().endswith(marker.strip()), "templates.yaml changed: update demo"
-    extra = DEMO_TEMPLATES.format(oa_appid=OA_APPID, oa_tid=OA_TID)
+    extra = DEMO_TEMPLATES.format(oa_appid=OA_APPID, oa_tid=OA_TID, order_tid=SPEND_TID,
+                                  quiet_window=_closed_window())
     (folder / "templates.yaml").write_text(shipped.rstrip("\n") + "\n" + extra.lstrip("\n"),
                                            encoding="utf-8")
     config = {
@@ -189,12 +224,23 @@ def write_files(folder: Path, wechat_url: str, sms_url: str) -> Path:
     return path
 
 
+def _closed_window() -> str:
+    """A send window that opens two hours from now (Asia/Shanghai, the default zone)."""
+    from templates import spending
+
+    local = clock.now().astimezone(spending.zone(spending.DEFAULT_TIMEZONE))
+    opens, closes = local + timedelta(hours=2), local + timedelta(hours=3)
+    return f"{opens:%H:%M}-{closes:%H:%M}"
+
+
 def start_sandboxes() -> tuple[Sandbox, SmsSandbox]:
     tset = load_templates(HERE / "templates.yaml")
     wechat = Sandbox(apps={APPID: SECRET}, latency=0.02).start()
     for tpl in tset.templates.values():
         wechat.add_template(str(tpl.template_id), {i.key: i.key for i in tpl.items},
                             title=tpl.name)
+    wechat.add_template(SPEND_TID, {k: k for k in ("thing2", "amount3", "thing11", "thing5")},
+                        title="order_update")
     wechat.add_official_account(OA_APPID, OA_SECRET, bound_to=APPID)
     wechat.add_oa_template(OA_TID, ["thing2", "thing11"])
     wechat.unsubscribe(UNSUBSCRIBED)  # subscribe send: 43101
@@ -251,9 +297,9 @@ def main(args: argparse.Namespace) -> int:
     return _report(db, ids, rows, released, folder, time.monotonic() - started)
 
 
-def _rows(db: Any) -> dict[int, MsgList]:
+def _rows(db: Any) -> dict[int, Row]:
     with db.connection_context():
-        return {r.id: r for r in MsgList.select().order_by(MsgList.id)}
+        return {r.id: r for r in every_row(db)}
 
 
 def _run_story(db: Any, wechat: Sandbox, held_id: int) -> bool:
@@ -268,13 +314,14 @@ def _run_story(db: Any, wechat: Sandbox, held_id: int) -> bool:
     return False
 
 
-def _settle(db: Any, timeout: float) -> dict[int, MsgList]:
+def _settle(db: Any, timeout: float) -> dict[int, Row]:
     """Until nothing waits or is being sent and every delivery has its receipt."""
     deadline = time.monotonic() + timeout
     rows = _rows(db)
     while time.monotonic() < deadline:
         rows = _rows(db)
-        open_rows = [r for r in rows.values() if r.status in ("wait", "sending")]
+        open_rows = [r for r in rows.values() if r.status in ("wait", "sending")
+                     and not (r.error or "").startswith(WINDOW_HELD)]
         awaiting = [r for r in rows.values() if r.status == "success" and r.receipt is None
                     and r.template != "order_status_oa"]  # uniform sends get no receipt
         if not open_rows and not awaiting:
@@ -283,17 +330,17 @@ def _settle(db: Any, timeout: float) -> dict[int, MsgList]:
     return rows
 
 
-def _report(db: Any, ids: list[tuple[int, str]], rows: dict[int, MsgList], released: bool,
+def _report(db: Any, ids: list[tuple[int, str]], rows: dict[int, Row], released: bool,
             folder: Path, took: float) -> int:
     print()
-    print(f"{'id':>3}  {'status':<8} {'tries':>5}  {'what':<34} {'receipt':<10} result")
+    print(f"{'id':>3}  {'status':<9} {'tries':>5}  {'what':<34} {'receipt':<10} result")
     for row_id, label in ids:
         r = rows[row_id]
         result = f"msgid {r.msgid}" if r.status == "success" else (r.error or "")
         if "; fell back to " in result:  # keep the hop in view: code, then the note
             result = f"errcode {r.errcode}, {result.rsplit('; ', 1)[1]}"
         receipt = r.receipt or "-"
-        print(f"{row_id:>3}  {r.status:<8} {r.attempts:>5}  {label:<34} {receipt:<10} "
+        print(f"{row_id:>3}  {r.status:<9} {r.attempts:>5}  {label:<34} {receipt:<10} "
               f"{cut(result, 80)}")
     hops = [r for r in rows.values() if r.parent_id is not None]
     if hops:
@@ -304,30 +351,43 @@ def _report(db: Any, ids: list[tuple[int, str]], rows: dict[int, MsgList], relea
                     if r.status == "success" else (r.error or r.status))
             print(f"  #{r.parent_id} -> #{r.id} {r.template}: {r.status}: {cut(what, 80)}")
     with db.connection_context():
-        grants = list(SubscribeGrant.select().order_by(SubscribeGrant.openid))
-        pushes = list(PushEvent.select())
+        grants = every_grant(db)
+        pushes = every_push(db)
     print()
     print("grant ledger (subscribe_grant):")
     for g in grants:
         print(f"  {g.openid:<22} {cut(g.template_id, 13):<13}  balance {g.balance}, {g.status}")
     latency = _push_to_row(rows, pushes)
     ok = sum(1 for r in rows.values() if r.status == "success")
+    failed = sum(1 for r in rows.values() if r.status == "fail")
     received = sum(1 for p in pushes if p.source in ("wechat", "sms"))
     print()
-    print(f"{ok} delivered, {len(rows) - ok} failed with a reason; {received} pushes received "
+    print("spending grants (docs/grants.md):")
+    keyed = [r for r in rows.values() if r.collapse_key == "order:1001"]
+    sent = [r for r in keyed if r.status == "success"]
+    shown = ", ".join(f"#{r.id} {r.status}" + (f" ({r.error})" if r.error else "")
+                      for r in keyed)
+    print(f"  collapse_key order:1001: {len(keyed)} updates -> {len(sent)} message ({shown})")
+    held = [r for r in rows.values() if (r.error or "").startswith(WINDOW_HELD)]
+    for r in held:
+        print(f"  #{r.id} {r.template}: {r.error}")
+    print()
+    print(f"{ok} delivered, {failed} failed with a reason, {len(keyed) - len(sent)} superseded, "
+          f"{len(held)} waiting for a send window; {received} pushes received "
           f"(receipts and grants), push -> row median {latency}; held row released by a "
           f"pushed accept: {'yes' if released else 'no'}; in {took:.1f}s")
     chain = next(i for i, label in ids if "fallback chain" in label)
     print(f"the queue stays in {folder}: try  .venv/bin/herald --config "
           f"{_shown(folder)}/config.yaml status   (or show {chain}, list --status fail)")
-    unsettled = [r.id for r in rows.values() if r.status in ("wait", "sending")]
-    if unsettled or not released:
+    unsettled = [r.id for r in rows.values() if r.status in ("wait", "sending")
+                 and not (r.error or "").startswith(WINDOW_HELD)]
+    if unsettled or not released or len(sent) != 1 or len(held) != 1:
         print(f"rows not settled: {unsettled}" if unsettled else "the held row was not held")
         return 1
     return 0
 
 
-def _push_to_row(rows: dict[int, MsgList], pushes: list[PushEvent]) -> str:
+def _push_to_row(rows: dict[int, Row], pushes: list[Push]) -> str:
     """From a receipt's arrival at the receiver to the row holding it."""
     by_msgid = {r.msgid: r for r in rows.values() if r.msgid and r.receipt_at}
     gaps = []

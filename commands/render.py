@@ -19,7 +19,8 @@ import clock
 from commands.common import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, VerbError, err, load, out
 from config import Config
 from db.claim import EXPIRED
-from db.decode import CLAIM_SELECT, BadRow, decode_claimed
+from db.decode import BadRow, decode_claimed
+from db.rows import claimed_form
 from templates import LoadContext, RenderError, Request, TemplateError, TemplateSet, render_row
 from templates import load_templates as _load_templates
 
@@ -63,8 +64,7 @@ def judge(cfg: Config, tset: TemplateSet, *, template: str | None, openid: str |
 
 def read_row(db: Any, row_id: int) -> Any:
     """One row decoded as dispatch decodes a claimed row (Row, BadRow or None)."""
-    raw = db.execute_sql(f"SELECT {CLAIM_SELECT} FROM msg_list WHERE id = {db.param}",
-                         (row_id,)).fetchone()
+    raw = claimed_form(db, row_id)
     return None if raw is None else decode_claimed(raw)
 
 
@@ -120,8 +120,41 @@ def cmd_render(args: argparse.Namespace) -> int:
     except Refused as exc:
         err(f"would fail: {exc}")
         return EXIT_RUNTIME
+    keyed = args.id is not None and row.collapse_key is not None
+    if req.template.spend.any or keyed:  # said first: the request's JSON stays the last thing out
+        note = _spending_note(cfg, tset, req, row if args.id is not None else None)
+        if note:
+            out(f"note: {note}")
     show_request(cfg, req)
     return EXIT_OK
+
+
+def _spending_note(cfg: Config, tset: TemplateSet, req: Request, row: Any) -> str | None:
+    """What a collapse, send window or cap would do to this row now (templates/spending_decide.py).
+    Without a row (--template): the send window only."""
+    from templates import spending_decide as spend
+
+    now = clock.now()
+    if row is None:
+        decision = spend.timing(_bare_row(now), req.template, now, cfg.timezone)
+        if isinstance(decision, spend.Hold):
+            return f"a row sent now would wait until the window opens: {decision.error}"
+        return None
+    from commands.common import open_queue
+
+    db = open_queue(cfg, current=True)
+    with db.connection_context():
+        return spend.explain(db, tset, spend.Ask(row, req.template, req.app or "default",
+                                                 req.recipient), now, cfg.timezone)
+
+
+def _bare_row(now: datetime) -> Any:
+    from db.decode import Row
+
+    return Row(id=0, attempts=0, template="", app=None, openid="", phone=None, params="[]",
+               page=None, priority=0, send_at=now, expire_at=None, dedup_key=None,
+               errcode=None, error=None, parent_id=None, status="wait", claimed_by=None,
+               lease_until=None, updated_at=None, collapse_key=None)
 
 
 __all__ = ["Refused", "app_problem", "cmd_render", "judge", "read_row", "show_request",

@@ -31,9 +31,8 @@ from commands.common import (
 )
 from commands.render import Refused, judge, templates_of
 from config import ConfigError, parse_duration
-from db import ops
+from db import ops, rows
 from db.decode import text_or_shown, ts_or_none
-from db.models import MsgList
 from db.queue import HELD_PREFIXES
 
 LIST_MAX = 1000
@@ -57,14 +56,13 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     send_at = parse_when(args.send_at, "--send-at")
     expire_at = parse_when(args.expire_at, "--expire-at")
-    sized: tuple[tuple[str | None, Any], ...] = (
-        (args.template, MsgList.template), (args.openid, MsgList.openid),
-        (args.app, MsgList.app), (args.dedup_key, MsgList.dedup_key),
-        (args.phone, MsgList.phone))
+    sized: tuple[tuple[str | None, str], ...] = (
+        (args.template, "template"), (args.openid, "openid"), (args.app, "app"),
+        (args.dedup_key, "dedup_key"), (args.phone, "phone"))
     for text, column in sized:
-        limit = getattr(column, "max_length", None)
+        limit = rows.max_length(column)
         if text is not None and limit and len(text) > limit:
-            err(f"refused: {column.name} is {len(text)} characters, at most {limit}")
+            err(f"refused: {column} is {len(text)} characters, at most {limit}")
             return EXIT_USAGE
     tset = templates_of(cfg)
     try:
@@ -77,17 +75,17 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     if send_at is not None and expire_at is not None and expire_at <= send_at:
         err("refused: --expire-at is not after --send-at: the row would expire unsent")
         return EXIT_USAGE
-    values: dict[Any, Any] = {MsgList.template: args.template, MsgList.openid: args.openid,
-                              MsgList.params: args.params, MsgList.priority: args.priority}
-    for field, value in ((MsgList.send_at, send_at), (MsgList.expire_at, expire_at),
-                         (MsgList.app, args.app), (MsgList.page, args.page),
-                         (MsgList.dedup_key, args.dedup_key), (MsgList.phone, args.phone)):
+    values: dict[str, Any] = {"template": args.template, "openid": args.openid,
+                              "params": args.params, "priority": args.priority}
+    for field, value in (("send_at", send_at), ("expire_at", expire_at), ("app", args.app),
+                         ("page", args.page), ("dedup_key", args.dedup_key),
+                         ("phone", args.phone)):
         if value is not None:
             values[field] = value
     db = open_queue(cfg)
     try:
         with db.connection_context():
-            row_id = MsgList.insert(values).execute()
+            row_id = rows.insert(db, values)
     except IntegrityError:
         if args.dedup_key is None:
             raise
@@ -132,53 +130,37 @@ def cmd_list(args: argparse.Namespace) -> int:
         err(f"--limit: {args.limit} is not between 1 and {LIST_MAX}")
         return EXIT_USAGE
     since = _since(args.since)
-    cond = MsgList.id > 0
-    if args.status:
-        cond &= MsgList.status == args.status
-    if args.template:
-        cond &= MsgList.template == args.template
-    if args.app:
-        same = MsgList.app == args.app
-        cond &= (same | MsgList.app.is_null()) if args.app == "default" else same
-    if args.openid:
-        cond &= MsgList.openid == args.openid
-    if since is not None:
-        cond &= MsgList.created_at >= since
-    if args.before_id is not None:
-        cond &= MsgList.id < args.before_id  # keyset paging: no OFFSET over millions
-    query = (MsgList.select(MsgList.id, MsgList.status, MsgList.app, MsgList.template,
-                            MsgList.openid, MsgList.attempts, MsgList.send_at,
-                            MsgList.created_at, MsgList.error, MsgList.msgid)
-             .where(cond).order_by(MsgList.id.desc()).limit(args.limit))
     db = open_queue(cfg)
     now = clock.now()
     with db.connection_context():
-        raw = db.execute(query).fetchall()
-    rows = []
+        raw = rows.listing(db, limit=args.limit, status=args.status, template=args.template,
+                           app=args.app, openid=args.openid, since=since,
+                           before_id=args.before_id)
+    found = []
     for rid, status, app, template, openid, attempts, send_at, created, error, msgid in raw:
         st = text_or_shown(status) or "?"
-        rows.append({"id": int(rid), "status": st, "app": text_or_shown(app),
-                     "template": text_or_shown(template), "openid": text_or_shown(openid),
-                     "attempts": attempts, "created_at": ts_or_none(created),
-                     "send_at": ts_or_none(send_at), "error": text_or_shown(error),
-                     "msgid": text_or_shown(msgid)})
+        found.append({"id": int(rid), "status": st, "app": text_or_shown(app),
+                      "template": text_or_shown(template), "openid": text_or_shown(openid),
+                      "attempts": attempts, "created_at": ts_or_none(created),
+                      "send_at": ts_or_none(send_at), "error": text_or_shown(error),
+                      "msgid": text_or_shown(msgid)})
     if args.json:
         print(json.dumps([{k: human.iso(v) if isinstance(v, datetime) else v
-                           for k, v in r.items()} for r in rows], ensure_ascii=False, indent=2))
+                           for k, v in r.items()} for r in found], ensure_ascii=False, indent=2))
         return EXIT_OK
-    if not rows:
+    if not found:
         out("no rows match")
         return EXIT_OK
     out(f"{'id':>8}  {'status':<9} {'app':<8} {'template':<22} {'openid':<18} {'tries':>5}  "
         f"{'created':<12} note")
-    for r in rows:
+    for r in found:
         created = human.relative(r["created_at"], now) if r["created_at"] else "?"
         out(f"{r['id']:>8}  {r['status']:<9} {(r['app'] or 'default'):<8} "
             f"{human.cut(r['template'] or '', 22):<22} {human.cut(r['openid'] or '', 18):<18} "
             f"{r['attempts'] if r['attempts'] is not None else '?':>5}  {created:<12} "
             f"{_note(r['status'], r['send_at'], r['error'], r['msgid'], now)}".rstrip())
-    if len(rows) == args.limit:
-        out(f"(newest {args.limit} shown; older: add --before-id {rows[-1]['id']})")
+    if len(found) == args.limit:
+        out(f"(newest {args.limit} shown; older: add --before-id {found[-1]['id']})")
     return EXIT_OK
 
 
@@ -222,7 +204,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         report = ops.cancel(db, sel, now=now, dry_run=args.dry_run)
         # filters also match rows on their way out right now: say so (named ids say it
         # in their own reason)
-        sending = ops.count(sel, "sending", now=now) if not sel.ids else 0
+        sending = ops.count(db, sel, "sending", now=now) if not sel.ids else 0
     code = _report("cancel", "cancelled", report, dry_run=args.dry_run)
     if sending:
         out(f"left {human.plural(sending, 'matching row')} that "

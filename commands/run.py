@@ -45,7 +45,7 @@ def queue_status(rt: Runtime) -> str:
     """One line for systemd's STATUS= (what `systemctl status` shows)."""
     try:
         with rt.db.connection_context():
-            counts = counts_by_status(("wait", "sending"))
+            counts = counts_by_status(rt.db, ("wait", "sending"))
     except Exception as exc:  # noqa: BLE001 - a status line must not kill the loop
         return f"database unavailable: {cause(exc)[:120]}"
     return f"{counts['wait']} waiting, {counts['sending']} sending"

@@ -19,6 +19,7 @@ from peewee import Database
 import clock
 from commands import human
 from commands.common import EXIT_OK, EXIT_RUNTIME, err, load, open_queue, out
+from db import rows
 from db.decode import shown, text_or_shown, ts_or_none
 from db.errors import cause
 from db.queue import HELD_PREFIXES
@@ -31,11 +32,10 @@ CHAIN_MAX = 10  # hops followed either way (a fallback list is a few templates l
 
 def read(db: Database, row_id: int) -> dict[str, Any] | None:
     """column -> decoded value (a datetime, int or text; a bad value as quoted text)."""
-    cur = db.execute_sql(f"SELECT * FROM msg_list WHERE id = {db.param}", (row_id,))
-    raw = cur.fetchone()
-    if raw is None:
+    found = rows.columns_of(db, row_id)
+    if found is None:
         return None
-    names = [c[0] for c in cur.description]
+    names, raw = found
     return {name: decode(name, value) for name, value in zip(names, raw, strict=True)}
 
 
@@ -53,11 +53,9 @@ def decode(name: str, value: object) -> Any:
 
 
 def history(db: Database, row_id: int) -> list[dict[str, Any]]:
-    cur = db.execute_sql("SELECT at, kind, channel, errcode, detail, daemon FROM msg_event "
-                         f"WHERE msg_id = {db.param} ORDER BY id", (row_id,))
     return [{"at": ts_or_none(at), "kind": text_or_shown(kind), "channel": text_or_shown(ch),
              "errcode": code, "detail": text_or_shown(detail), "daemon": text_or_shown(dmn)}
-            for at, kind, ch, code, detail, dmn in cur.fetchall()]
+            for at, kind, ch, code, detail, dmn in rows.history(db, row_id)]
 
 
 def chain(db: Database, row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -66,12 +64,10 @@ def chain(db: Database, row: dict[str, Any]) -> list[dict[str, Any]]:
         return {"id": int(r[0]), "template": text_or_shown(r[1]), "status": text_or_shown(r[2]),
                 "parent_id": r[3] if isinstance(r[3], int) else None}
 
-    p = db.param
-    pick = "SELECT id, template, status, parent_id FROM msg_list WHERE "
     up: list[dict[str, Any]] = []
     parent = row.get("parent_id")
     while isinstance(parent, int) and len(up) < CHAIN_MAX:
-        found = db.execute_sql(pick + f"id = {p}", (parent,)).fetchone()
+        found = rows.link(db, parent)
         if found is None:
             up.append({"id": parent, "template": None, "status": "purged", "parent_id": None})
             break
@@ -80,8 +76,7 @@ def chain(db: Database, row: dict[str, Any]) -> list[dict[str, Any]]:
     down: list[dict[str, Any]] = []
     frontier = [row["id"]]
     while frontier and len(down) < CHAIN_MAX:
-        found = db.execute_sql(pick + f"parent_id = {p} ORDER BY id", (frontier.pop(0),))
-        for r in found.fetchall():
+        for r in rows.links_from(db, frontier.pop(0)):
             down.append(brief(r))
             frontier.append(int(r[0]))
     if not up and not down:

@@ -24,6 +24,7 @@ from commands import human
 from commands.common import EXIT_OK, load, open_queue, out, safe_url
 from config import Config
 from db import holds
+from db import spending as spending_db
 from db.decode import text_or_shown, ts_or_none
 from db.errors import cause
 from db.heartbeat import seen
@@ -31,6 +32,7 @@ from db.models import STATUSES
 from db.queue import (
     OPEN_STATES,
     RECEIPT_WINDOW_HOURS,
+    WAIT_STATES,
     counts_by_status,
     failed_since,
     held_for_grant,
@@ -40,13 +42,16 @@ from db.queue import (
     receipts_since,
     recent_failures,
 )
+from db.rows import token_states as stored_tokens
 from db.schema import VERSION, state
 
 FAILED_WINDOW = timedelta(hours=24)
 STATE_WORDS = {
     "due": "due", "scheduled": "scheduled", "retrying": "retrying",
     "held_quota": "held for quota", "held_token": "held for a token",
-    "held_grant": "held for a grant", "sending": "sending", "stale": "past their lease",
+    "held_grant": "held for a grant", "held_window": "waiting for a send window",
+    "held_collapse": "in a collapse window", "held_cap": "waiting for a cap",
+    "sending": "sending", "stale": "past their lease",
 }
 
 
@@ -69,15 +74,18 @@ def gather(db: Database, cfg: Config, now: datetime, failures: int = 10) -> dict
                             "up_to_date": schema.up_to_date}
         if not schema.up_to_date:
             report["problems"].append(schema.describe())
-    report["counts"] = section("counts", counts_by_status) or dict.fromkeys(STATUSES, 0)
+    report["counts"] = section("counts", lambda: counts_by_status(db)) or dict.fromkeys(STATUSES, 0)
     opened = section("waiting rows", lambda: open_rows(db, now)) or []
     report["open"] = {s: sum(o.rows for o in opened if o.state == s) for s in OPEN_STATES}
-    first = section("oldest due row", lambda: oldest_due(now))
+    first = section("oldest due row", lambda: oldest_due(db, now))
     report["oldest_due"] = None if first is None else {
         "id": first[0], "send_at": human.iso(first[1]),
         "age_seconds": round(max(0.0, (now - first[1]).total_seconds()), 3)}
     # kept for scripts written against the first release's --json
     report["oldest_due_wait_seconds"] = (report["oldest_due"] or {}).get("age_seconds")
+    # rows the collapse cancelled (db/spending.py); held ones are in "open" above
+    report["superseded"] = section(
+        "superseded rows", lambda: spending_db.counts(db)["superseded"]) or 0
     failed = section("failures", lambda: failed_since(db, now - FAILED_WINDOW)) or []
     report["failed_24h"] = sum(n for _, _, n in failed)
     report["by_template"] = _by_template(opened, failed)
@@ -150,9 +158,8 @@ def _daemons(db: Database, now: datetime) -> list[dict[str, Any]]:
 def _tokens(db: Database, cfg: Config, now: datetime) -> list[dict[str, Any]]:
     """Each configured app's shared token: when it expires, who refreshed it (never the
     token itself)."""
-    cur = db.execute_sql("SELECT app, expires_at, refreshed_at, refreshed_by FROM access_token")
     rows = {text_or_shown(app): (ts_or_none(exp), ts_or_none(ref), text_or_shown(by))
-            for app, exp, ref, by in cur.fetchall()}
+            for app, exp, ref, by in stored_tokens(db)}
     out_ = []
     for name in sorted(set(cfg.apps) | {a for a in rows if a}):
         exp, ref, by = rows.get(name, (None, None, None))
@@ -176,13 +183,16 @@ def lines(report: dict[str, Any], now: datetime) -> list[str]:
     """The report as short lines for a terminal."""
     o, counts = report["open"], report["counts"]
     waits = [f"{o[s]} {STATE_WORDS[s]}" for s in
-             ("due", "scheduled", "retrying", "held_quota", "held_token", "held_grant")
+             ("due", "scheduled", "retrying", "held_quota", "held_token", "held_grant",
+              "held_window", "held_collapse", "held_cap")
              if o[s] or s in ("due", "scheduled", "retrying")]
     notes = {
         "wait": ", ".join(waits),
         "sending": (f"{o['stale']} past their lease (stale_retry recovers them)"
                     if o["stale"] else ""),
         "fail": f"{report['failed_24h']} in the last 24 h" if counts.get("fail") else "",
+        "cancelled": (f"{report['superseded']} superseded by a newer row (collapse_key)"
+                      if report.get("superseded") else ""),
     }
     text = [f"queue {report['database']} at {human.stamp(_parse(report['now']))}", ""]
     text.append(f"{'status':<10} {'rows':>9}")
@@ -250,7 +260,7 @@ def _table_head() -> str:
 
 
 def _table_row(e: dict[str, Any]) -> str:
-    values = dict(e, held=e["held_quota"] + e["held_token"] + e["held_grant"],
+    values = dict(e, held=sum(e[s] for s in WAIT_STATES if s.startswith("held_")),
                   sending=e["sending"] + e["stale"])
     return (f"{e['app']:<10} {e['template']:<24}"
             + "".join(f" {values[k]:>10}" for k, _ in _COLUMNS))

@@ -63,6 +63,7 @@ from .values import (
     one_of,
     parse_address,
 )
+from .zone import TimeZone
 
 DATABASE_ENV: Final = "HERALD_DATABASE"
 # Limits no real operator meets; they exist to catch typos (1e12, a lost unit) at start-up.
@@ -379,6 +380,9 @@ class Config:
     sms: Annotated[SmsConfig | None, section(
         "Tencent Cloud SMS for the sms channel; null: no SMS", reload=RUN_LIVE,
         toggle=Sighup("live", "restart"))]
+    timezone: Annotated[str, key(
+        TimeZone(), "Asia/Shanghai",
+        "the zone of templates' send_window times (docs/grants.md)", reload=RUN_LIVE)]
     # Sound but risky settings (a port open to other hosts...): for `check` and start-up
     # logs to show; they never stop Herald.
     warnings: tuple[str, ...] = ()

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Final, NamedTuple
 from urllib.parse import urlsplit
 
+from db.urls import normalize as normalize_database_url
+
 from .secret import Secret, mask_url
 
 
@@ -443,10 +445,6 @@ class HttpUrl(Check):
         return mask_url(text)
 
 
-_DB_SCHEMES: Final = ("sqlite", "postgres", "postgresql", "mysql")
-_DB_ALLOWED: Final = "allowed schemes: sqlite, postgres, postgresql, mysql, each optionally +pool"
-
-
 @dataclass(frozen=True, slots=True)
 class DatabaseUrl(Check):
     """A database URL; a relative SQLite path is made absolute against the config folder."""
@@ -457,41 +455,12 @@ class DatabaseUrl(Check):
         if not isinstance(value, str):
             raise Invalid("is not a database URL (e.g. sqlite:///herald.db)")
         try:
-            return _normalize_database(str(value), ctx.base_dir)
+            return normalize_database_url(str(value), ctx.base_dir)
         except ValueError as error:
             raise Invalid(str(error)) from None
 
     def mask(self, text: str) -> str:
         return mask_url(text)
-
-
-def _normalize_database(url: str, base_dir: Path) -> str:
-    match = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)", url.strip(), re.DOTALL)
-    if match is None:
-        raise ValueError(f"is not a database URL (e.g. sqlite:///herald.db; {_DB_ALLOWED})")
-    scheme, rest = match.group(1).lower(), match.group(2)
-    engine, plus, variant = scheme.partition("+")
-    if engine not in _DB_SCHEMES or (plus and variant != "pool"):
-        raise ValueError(f"has an unsupported scheme {scheme!r} ({_DB_ALLOWED})")
-    if engine == "sqlite":
-        if not rest.startswith("/"):
-            raise ValueError("names a host, which SQLite URLs have none of (use "
-                             "sqlite:///relative/path.db or sqlite:////absolute/path.db)")
-        file_part, question, query = rest[1:].partition("?")
-        # The queue must outlive the process and be shared with whoever inserts rows.
-        if file_part in ("", ":memory:") or "mode=memory" in query:
-            raise ValueError("is not a database file (an in-memory SQLite database cannot "
-                             "hold a queue; use e.g. sqlite:///herald.db)")
-        absolute = (base_dir / file_part).resolve()
-        return f"{scheme}:///{absolute}{question}{query}"
-    parts = urlsplit(url.strip())
-    try:
-        _ = parts.port  # urlsplit only validates the port when asked for it
-    except ValueError:
-        raise ValueError("has an invalid port") from None
-    if not parts.path.strip("/"):
-        raise ValueError(f"names no database (e.g. {engine}://user@host/herald)")
-    return url.strip()
 
 
 class Address(NamedTuple):

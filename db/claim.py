@@ -18,13 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from operator import itemgetter
 
 from peewee import Database
 
-from db.decode import CLAIM_SELECT, BadRow, Row, decode_claimed
+from db import spending
+from db.decode import CLAIM_SELECT, COLLAPSE_KEY_AT, BadRow, Row, decode_claimed, keyed
 from db.dialects import Share, dialect
 from db.models import MsgList
 
+_KEY = itemgetter(COLLAPSE_KEY_AT)  # a claimed row's collapse_key, undecoded
 EXPIRED = "expired: expire_at passed before the message could be sent"
 
 
@@ -32,15 +35,23 @@ def _due(now: datetime):
     return (MsgList.status == "wait") & (MsgList.send_at <= now)
 
 
+class Claimed(list[Row | BadRow]):
+    """The rows a claim returns; `taken`: how many due rows it took, the superseded
+    ones (cancelled in the claim) included. A claim that took `limit` rows says a
+    backlog is there, however many of them a newer row superseded."""
+
+    taken: int = 0
+
+
 def claim_batch(
     db: Database, *, daemon_id: str, now: datetime, lease: float, limit: int,
     share: Share | None = None,
-) -> list[Row | BadRow]:
+) -> Claimed:
     """Claim up to `limit` due rows, highest priority first, then oldest. `share` (k, n):
     only rows whose recipient falls in the k-th of n shares (dispatch.processes: the
     processes of one daemon never claim rows of one openid at the same time)."""
     if limit <= 0:
-        return []
+        return Claimed()
     d = dialect(db)
     p = d.param
     sets = (f"status = 'sending', claimed_by = {p}, lease_until = {p}, "
@@ -50,6 +61,13 @@ def claim_batch(
     with db.atomic():
         raw = d.claim(db, sets=sets, set_params=(daemon_id, d.ts(until), stamp), now=stamp,
                       limit=limit, returning=CLAIM_SELECT, share=share)
+        taken = len(raw)
+        collapsed = None
+        if raw and any(map(_KEY, raw)):  # (an empty key is no key)
+            # newest wins: rows a newer one supersedes end cancelled, unseen as claimed
+            collapsed = spending.collapse(db, d, raw, stamp=stamp, daemon_id=daemon_id)
+            if collapsed.superseded:
+                raw = [r for r in raw if r[0] not in collapsed.superseded]
         if raw:
             # the history line of each claim, in the claim's own transaction, built by
             # the database from the claimed rows (no per-row work here)
@@ -60,12 +78,31 @@ def claim_batch(
                 f"SELECT id, {p}, 'claim', {detail}, {p} FROM msg_list "
                 f"WHERE id IN ({', '.join([p] * len(ids))})",
                 (stamp, f", lease until {until:%H:%M:%S}", daemon_id, *ids))
-    rows = [decode_claimed(r) for r in raw]
+    times: dict[object, datetime] = {}  # each distinct timestamp parsed once
+    rows = [decode_claimed(r, times) for r in raw]
+    if collapsed is not None:
+        rows = [_with_collapse(r, collapsed) for r in rows]
     # RETURNING gives no order: restore the claim order (unreadable rows first: they
     # are failed at once and cost nothing)
     rows.sort(key=lambda r: (0, 0, 0, r.id) if isinstance(r, BadRow)
               else (1, -r.priority, r.send_at, r.id))
-    return rows
+    out = Claimed(rows)
+    out.taken = taken
+    return out
+
+
+def _with_collapse(row: Row | BadRow, collapsed: spending.Collapsed) -> Row | BadRow:
+    """A kept row with a key learns its created_at (its collapse window counts from it);
+    a row whose key cannot be used fails alone."""
+    if isinstance(row, BadRow):
+        return row
+    why = collapsed.bad.get(row.id)
+    if why is not None:
+        return BadRow(id=row.id, attempts=row.attempts, column="collapse_key", reason=why,
+                      template=row.template)
+    if row.id in collapsed.created:
+        return keyed(row, collapsed.created[row.id])
+    return row
 
 
 def renew_leases(db: Database, ids: Sequence[int], *, daemon_id: str,
@@ -83,14 +120,14 @@ def renew_leases(db: Database, ids: Sequence[int], *, daemon_id: str,
     until = d.ts(lease_until)
     where = f"status = 'sending' AND claimed_by = {p} AND id IN ({marks})"
     with db.atomic():
-        if d.name == "mysql":
+        if d.returning:
+            cur = db.execute_sql(f"UPDATE msg_list SET lease_until = {p} WHERE {where} "
+                                 "RETURNING id", (until, daemon_id, *ids))
+        else:
             db.execute_sql(f"UPDATE msg_list SET lease_until = {p} WHERE {where}",
                            (until, daemon_id, *ids))
             cur = db.execute_sql(f"SELECT id FROM msg_list WHERE {where} AND lease_until = {p}",
                                  (daemon_id, *ids, until))
-        else:
-            cur = db.execute_sql(f"UPDATE msg_list SET lease_until = {p} WHERE {where} "
-                                 "RETURNING id", (until, daemon_id, *ids))
         return {int(r[0]) for r in cur.fetchall()}
 
 
@@ -120,8 +157,8 @@ def expire_overdue(db: Database, *, now: datetime) -> int:
                 }
             )
             .where(_due(now) & MsgList.expire_at.is_null(False) & (MsgList.expire_at <= now))
-            .execute()
+            .execute(db)
         )
 
 
-__all__ = ["EXPIRED", "claim_batch", "expire_overdue", "mark_started", "renew_leases"]
+__all__ = ["EXPIRED", "Claimed", "claim_batch", "expire_overdue", "mark_started", "renew_leases"]

@@ -1,10 +1,14 @@
-"""Open the queue database from a URL and bind the models to it.
+"""Open the queue database from a URL.
 
 One URL names the engine: sqlite:///path (embedded default), postgresql://...,
 mysql://... (each server scheme may add +pool). The session of every connection runs
 in UTC, so timestamps written by Herald and by server defaults agree whatever the
-host's zone. What differs per engine lives in db/dialects.py; the schema and its
-upgrades in db/schema.py.
+host's zone. What differs per engine lives in db/dialects.py (its drivers in
+db/drivers.py); the schema and its upgrades in db/schema.py.
+
+The database opened here is the one handle on storage: it is passed explicitly (the
+Runtime holds it) to every function that reads or writes, and the peewee models are
+bound to none (db/models.py).
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ from __future__ import annotations
 from peewee import Database
 
 from db.dialects import NAMES as DIALECTS
-from db.dialects import dialect, for_url, url_params
-from db.models import AccessToken, MsgList, database
+from db.dialects import dialect, for_url
 from db.schema import ddl_text, init_schema, split_statements
+from db.urls import url_params
 
 
 def dialect_of(db: Database) -> str:
@@ -27,15 +31,10 @@ def open_database(url: str) -> Database:
     return for_url(url).open(url)
 
 
-def bind(db: Database) -> Database:
-    """Point the models at `db` (one database per process)."""
-    database.initialize(db)
-    return db
-
-
 def connect(url: str) -> Database:
-    return bind(open_database(url))
+    """The database a URL names (an alias of open_database: nothing is bound)."""
+    return open_database(url)
 
 
-__all__ = ["DIALECTS", "AccessToken", "MsgList", "bind", "connect", "ddl_text", "dialect_of",
-           "init_schema", "open_database", "split_statements", "url_params"]
+__all__ = ["DIALECTS", "connect", "ddl_text", "dialect_of", "init_schema", "open_database",
+           "split_statements", "url_params"]

@@ -43,6 +43,22 @@ class Row:
     claimed_by: str | None
     lease_until: datetime | None
     updated_at: datetime | None
+    collapse_key: str | None
+
+
+@dataclass(slots=True)
+class KeyedRow(Row):
+    """A claimed row with a collapse_key, and its created_at (its collapse window counts
+    from it). Read for such rows only (db/spending.py): the claim of rows without a key
+    decodes nothing more than before."""
+
+    created_at: datetime | None = None
+
+
+def keyed(row: Row, created_at: datetime | None) -> KeyedRow:
+    """`row` with its created_at."""
+    values = [getattr(row, name) for name in Row.__dataclass_fields__]
+    return KeyedRow(*values, created_at=created_at)  # type: ignore[misc]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +150,11 @@ CLAIM_COLUMNS: tuple[tuple[str, Decoder, bool], ...] = (
     ("claimed_by", _text, True),
     ("lease_until", _ts, True),
     ("updated_at", _ts, True),
+    ("collapse_key", _text, True),
 )
 CLAIM_SELECT = ", ".join(name for name, _, _ in CLAIM_COLUMNS)
 assert tuple(Row.__dataclass_fields__) == tuple(n for n, _, _ in CLAIM_COLUMNS)
+COLLAPSE_KEY_AT = len(CLAIM_COLUMNS) - 1  # its place in a claimed row, undecoded
 
 
 _TS_AT = tuple(i for i, (_, d, _) in enumerate(CLAIM_COLUMNS) if d is _ts)
@@ -146,20 +164,48 @@ _INT_AT = tuple(i for i, (_, d, n) in enumerate(CLAIM_COLUMNS) if d is _int and 
 _NINT_AT = tuple(i for i, (_, d, n) in enumerate(CLAIM_COLUMNS) if d is _int and n)
 
 
-def decode_claimed(raw: Sequence[object]) -> Row | BadRow:
+_NONE = type(None)
+# Type signatures (the type of each claimed value) known to pass the fast path's checks.
+# A claim decodes every row it takes: one set lookup of the row's signature replaces a
+# type check per column (and pays for the collapse_key column the claim now returns).
+# Bounded: nullable columns make at most a few dozen signatures in practice.
+_GOOD_TYPES: set[tuple[type, ...]] = set()
+_GOOD_TYPES_MAX = 1024
+
+
+def _fast_ok(types: tuple[type, ...]) -> bool:
+    """Every value of the type its column should hold (timestamps are parsed after)."""
+    ok = (all(types[i] is str for i in _TEXT_AT)
+          and all(types[i] is _NONE or types[i] is str for i in _NTEXT_AT)
+          and all(types[i] is int for i in _INT_AT)
+          and all(types[i] is _NONE or types[i] is int for i in _NINT_AT))
+    if ok and len(_GOOD_TYPES) < _GOOD_TYPES_MAX:
+        _GOOD_TYPES.add(types)
+    return ok
+
+
+def decode_claimed(raw: Sequence[object],
+                   times: dict[object, datetime] | None = None) -> Row | BadRow:
     """One row of CLAIM_SELECT -> Row, or BadRow naming the first unreadable column.
 
     The common case (every value of the type its column should hold) takes a fast path
-    of plain type checks; anything else goes through the column decoders one by one."""
+    of plain type checks; anything else goes through the column decoders one by one.
+    `times`: timestamps already parsed, shared by the rows of one claim (their
+    lease_until and updated_at are the claim's own, and a bulk insert gives many the
+    same send_at): each distinct value is parsed once."""
     values = list(raw)
+    types = tuple(map(type, values))
     try:
-        if (all(type(values[i]) is str for i in _TEXT_AT)
-                and all(values[i] is None or type(values[i]) is str for i in _NTEXT_AT)
-                and all(type(values[i]) is int for i in _INT_AT)
-                and all(values[i] is None or type(values[i]) is int for i in _NINT_AT)):
+        if types in _GOOD_TYPES or _fast_ok(types):
             for i in _TS_AT:
-                if values[i] is not None:
-                    values[i] = parse_utc(values[i])
+                v = values[i]
+                if v is not None:
+                    parsed = times.get(v) if times is not None else None
+                    if parsed is None:
+                        parsed = parse_utc(v)
+                        if times is not None:
+                            times[v] = parsed
+                    values[i] = parsed
             if values[_TS_AT[0]] is not None:  # send_at is NOT NULL
                 return Row(*values)  # type: ignore[arg-type]
     except (ValueError, TypeError, OverflowError):
@@ -199,5 +245,5 @@ def text_or_shown(value: object) -> str | None:
         return shown(value)
 
 
-__all__ = ["CLAIM_COLUMNS", "CLAIM_SELECT", "BadRow", "Row", "decode_claimed", "shown",
-           "text_or_shown", "ts_or_none"]
+__all__ = ["CLAIM_COLUMNS", "CLAIM_SELECT", "BadRow", "KeyedRow", "Row", "decode_claimed",
+           "keyed", "shown", "text_or_shown", "ts_or_none"]

@@ -8,30 +8,33 @@ are worth retrying (deadlocks, lock timeouts), and where its reference DDL lives
 unknown URL scheme is an error, never a silent SQLite.
 
 Callers get the dialect of an open database with `dialect(db)`, and of a URL with
-`for_url(url)`.
+`for_url(url)`. Nothing outside db/ names an engine: what differs is asked of the
+Dialect (tests/test_seams.py holds the tree to that). The driver classes under it live
+in db/drivers.py, the reading of URLs in db/urls.py.
 """
 
 from __future__ import annotations
 
+import operator
 import re
-import sqlite3
-import zlib
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from peewee import (
-    Database,
-    InterfaceError,
-    MySQLDatabase,
-    OperationalError,
-    PostgresqlDatabase,
-    SqliteDatabase,
+from peewee import Database, MySQLDatabase, PostgresqlDatabase, SqliteDatabase
+
+from db.drivers import (
+    HeraldSqlite,
+    ReconnectingMySQL,
+    ReconnectingPooledMySQL,
+    ReconnectingPooledPostgres,
+    ReconnectingPostgres,
+    naive_utc,
+    sqlite_text,
 )
-from playhouse.db_url import parse
-from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
-from playhouse.shortcuts import ReconnectMixin
+from db.urls import UnsupportedDatabase, engine_of, pooled, url_params
 
 DDL_DIR = Path(__file__).parent / "ddl"
 _FIXED = re.compile(r":([a-z_]+)\b")
@@ -39,197 +42,24 @@ _REF = re.compile(r"\b(v)\.(\w+)|:([a-z_]+)\b")
 # The recipient a row's share is taken from: its openid (WeChat answers 43108 to two
 # sends to one openid at once), or its phone when it has none (an SMS row).
 SHARE_KEY = "COALESCE(NULLIF(openid, ''), phone, '')"
-
-
 Share = tuple[int, int]  # (k, n): the k-th of n dispatch processes (service/processes.py)
+_EXCLUDED = re.compile(r"\bexcluded\.(\w+)")
+_TRIGGERS = re.compile(r"^-- herald:timestamp-triggers (.*)\n\n", re.M)
 
 
-class UnsupportedDatabase(ValueError):
-    """A database URL whose scheme names no engine Herald supports."""
-
-
-def url_params(url: str) -> dict[str, Any]:
-    """Connection parameters of a database URL (database, user, host, port, ...).
-
-    User and password are percent-decoded, as libpq and the mysql client do, so a
-    password holding '@', ':' or '/' can be written in the URL (as %40, %3A, %2F).
-    """
-    return parse(url, unquote_password=True, unquote_user=True)
-
-
-# ------------------------------------------------------------------ connection classes
-
-
-class _Reconnecting(ReconnectMixin):
-    """ReconnectMixin that keeps peewee's connection-context stack, and a rollback that
-    survives the connection it rolls back.
-
-    - ReconnectMixin reconnects with close() + connect(), and close() resets the
-      thread's state, including the stack that `connection_context()` pushed: the
-      context's exit then pops an empty list (IndexError: pop from empty list) and the
-      job that merely rode out a reconnect fails. The stack is saved and restored.
-    - A statement is retried on a fresh connection only outside a transaction (inside
-      one, the work so far is lost and the caller must know). When the server drops us
-      mid-transaction, atomic() then rolls back on the dead connection, and that second
-      error would hide the first. The server discarded the transaction with the
-      connection, so the rollback has nothing left to do: mark the connection broken
-      (the next statement outside a transaction reconnects) and let the original error
-      surface.
-    """
-
-    @property
-    def _broken(self) -> bool:
-        # per thread, like the connection itself
-        return bool(getattr(self._state, "herald_broken", False))  # type: ignore[attr-defined]
-
-    @_broken.setter
-    def _broken(self, value: bool) -> None:
-        self._state.herald_broken = value  # type: ignore[attr-defined]
-
-    def connect(self, reuse_if_open: bool = False) -> bool:
-        opened = super().connect(reuse_if_open)  # type: ignore[misc]
-        if opened:
-            self._broken = False
-        return bool(opened)
-
-    def _reconnect(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self._broken and not self.in_transaction():  # type: ignore[attr-defined]
-            self._reopen()
-        try:
-            return func(*args, **kwargs)
-        except Exception as exc:
-            # inside a transaction the work so far is gone: the caller must know
-            if self.in_transaction() or not self._is_drop(exc):  # type: ignore[attr-defined]
-                raise
-            self._reopen()
-            return func(*args, **kwargs)
-
-    def _is_drop(self, exc: Exception) -> bool:
-        fragments = self._reconnect_errors.get(type(exc), ())  # type: ignore[attr-defined]
-        text = str(exc).lower()
-        return any(f in text for f in fragments)
-
-    def _reopen(self) -> None:
-        """A new connection for this thread, keeping the connection_context() stack."""
-        ctx = list(self._state.ctx)  # type: ignore[attr-defined]
-        try:
-            self.close()  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 - the driver may refuse to close a dead socket
-            self.dispose()  # type: ignore[attr-defined]
-        self.connect()
-        self._state.ctx = ctx  # type: ignore[attr-defined]
-
-    def rollback(self) -> None:
-        try:
-            super().rollback()  # type: ignore[misc]
-        except (InterfaceError, OperationalError):
-            # inside an outer transaction (an explicit rollback) the caller must see it
-            if self.in_transaction() or self.is_connection_usable():  # type: ignore[attr-defined]
-                raise
-            self._broken = True
-
-
-PG_RECONNECT_ERRORS = ReconnectMixin.reconnect_errors + (
-    (OperationalError, "server closed the connection"),
-    (OperationalError, "terminating connection"),
-    (OperationalError, "connection already closed"),
-    (InterfaceError, "connection already closed"),
-    (OperationalError, "could not receive data"),
-    (OperationalError, "could not send data"),
-    (OperationalError, "SSL connection has been closed"),
-    (OperationalError, "SSL SYSCALL error"),
-)
-
-
-class ReconnectingPostgres(_Reconnecting, PostgresqlDatabase):
-    """Reconnects when the server dropped us (restart, pg_terminate_backend).
-
-    The first statement on a dropped connection fails with OperationalError
-    ("server closed the connection unexpectedly", or "terminating connection" on a
-    shutdown), later ones with InterfaceError ("connection already closed"). Outside a
-    transaction the statement is retried once on a new connection, so a drop costs
-    at most the transaction in progress, never the daemon.
-    """
-
-    reconnect_errors = PG_RECONNECT_ERRORS
-
-
-class ReconnectingPooledPostgres(_Reconnecting, PooledPostgresqlDatabase):
-    """postgresql+pool://: connections are kept open between job runs and requests."""
-
-    reconnect_errors = PG_RECONNECT_ERRORS
-
-
-class _MySQLSession:
-    """Sessions run in READ COMMITTED, PostgreSQL's default. Under InnoDB's REPEATABLE
-    READ every locking scan also locks the gaps and keeps every row it read locked:
-    an UPDATE over the waiting rows (expire_overdue, stale_retry) would hold all of
-    them, another daemon's claim would skip them all, an application's INSERT would
-    wait, and even two claims would queue on each other's index gaps."""
-
-    def _initialize_connection(self, conn: Any) -> None:
-        super()._initialize_connection(conn)  # type: ignore[misc]
-        with conn.cursor() as cur:
-            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-
-
-class ReconnectingMySQL(_Reconnecting, _MySQLSession, MySQLDatabase):
-    """MySQL/MariaDB: ReconnectMixin's defaults cover 2006/2013/2014/4031 and
-    PyMySQL's InterfaceError(0, '') on a dead socket (checked against KILL)."""
-
-
-class ReconnectingPooledMySQL(_Reconnecting, _MySQLSession, PooledMySQLDatabase):
-    """mysql+pool://: connections are kept open between job runs and requests."""
-
-
-class _BadText(str):
-    """A text value SQLite holds that is not valid UTF-8 (another program wrote raw
-    bytes). It is a str so that nothing that merely shows it can crash, and its own
-    type so that the row decoder can fail that row, naming the column."""
-
-    raw: bytes
-
-    def __new__(cls, raw: bytes) -> _BadText:
-        self = super().__new__(cls, raw.decode("utf-8", "replace"))
-        self.raw = raw
-        return self
-
-
-def _text_factory(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return _BadText(raw)
-
-
-def _share_hash(raw: object) -> int:
-    """SQLite's herald_share(): CRC-32 of the recipient's bytes (what MySQL's CRC32 is).
-    Fed a BLOB (the SQL casts), so no text can fail to decode and fail the claim."""
-    return zlib.crc32(raw) if isinstance(raw, bytes) else 0
-
-
-class HeraldSqlite(SqliteDatabase):
-    """SQLite with a text decoder that cannot fail a whole query, and a rollback that
-    keeps the real error.
-
-    - By default sqlite3 raises while fetching a text column that holds invalid UTF-8,
-      which fails the whole SELECT (a claim, a status report) because of one row.
-    - When a statement fails with SQLITE_FULL (disk full) or SQLITE_IOERR, SQLite has
-      already rolled the transaction back; peewee's own ROLLBACK then fails with
-      "cannot rollback - no transaction is active" and that message replaces the one
-      an operator needs ("database or disk is full").
-    """
-
-    def _initialize_connection(self, conn: sqlite3.Connection) -> None:
-        super()._initialize_connection(conn)
-        conn.text_factory = _text_factory
-        conn.create_function("herald_share", 1, _share_hash, deterministic=True)
-
-    def rollback(self) -> None:
-        conn = self._state.conn
-        if conn is not None and not conn.in_transaction:
-            return  # SQLite ended the transaction itself; nothing to undo
-        super().rollback()
+def timestamp_triggers(columns: Sequence[str]) -> str:
+    """The SQLite triggers that normalize or refuse each msg_list timestamp column
+    (a name ending in ? may be NULL): all insert triggers, then all update triggers."""
+    text = (DDL_DIR / "sqlite_timestamp_trigger.sql").read_text(encoding="utf-8")
+    template = text[text.index("DROP TRIGGER"):] + "\n"
+    out = []
+    for kind, event in (("insert", "INSERT"), ("update", "UPDATE OF {col}")):
+        for spec in columns:
+            col = spec.rstrip("?")
+            nullable = f"NEW.{col} IS NOT NULL AND " if spec.endswith("?") else ""
+            out.append(template.replace("{kind}", kind).replace("{event}", event)
+                       .replace("{nullable}", nullable).replace("{col}", col))
+    return "".join(out)
 
 
 # ------------------------------------------------------------------ the dialects
@@ -319,6 +149,15 @@ class Dialect:
         """
         raise NotImplementedError
 
+    def insert_id(self, db: Database, table: str, columns: Sequence[str],
+                  values: Sequence[object]) -> int:
+        """INSERT one row; its new id (the driver's last row id; RETURNING where the
+        driver has none)."""
+        marks = ", ".join([self.param] * len(columns))
+        cur = db.execute_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
+                             list(values))
+        return int(cur.lastrowid)
+
     def insert_many(self, cursor: Any, table: str, columns: Sequence[str],
                     rows: Sequence[tuple]) -> None:
         """INSERT many rows in one statement (or the driver's cheapest loop)."""
@@ -338,7 +177,56 @@ class Dialect:
 
         return _FIXED.sub(sub, sql), params
 
+    # -- text the console's read-only SQL needs ---------------------------------------
+    def marks(self, sql: str) -> str:
+        """'?' placeholders -> the driver's (pymysql and psycopg2 use %s, and then need a
+        literal % doubled)."""
+        if self.param == "?":
+            return sql
+        return sql.replace("%", "%%").replace("?", self.param)
+
+    def minute(self, column: str) -> str:
+        """`column` truncated to its minute, as text 'YYYY-MM-DD HH:MM' (UTC)."""
+        raise NotImplementedError
+
+    def unindexed(self, column: str) -> str:
+        """`column` written so that the planner does not pick an index on it: a filter
+        checked row by row inside an id range, where the range is the cheap part."""
+        return column
+
+    # -- schema --------------------------------------------------------------------
+    def stale_indexes(self, db: Database) -> list[str]:
+        """Indexes an earlier build made in another shape, to drop before the DDL runs
+        (it makes them again as they are now)."""
+        return []
+
+    # -- the server's own settings ----------------------------------------------------
+    def setting_warnings(self, db: Database) -> list[str]:
+        """What `check` should warn about in the server's settings."""
+        return []
+
     # -- locks -------------------------------------------------------------------
+    # appended to a SELECT that takes rows no other transaction holds, locking them
+    skip_locked: ClassVar[str] = " FOR UPDATE SKIP LOCKED"
+    # appended to a SELECT whose rows the transaction will change
+    lock_rows: ClassVar[str] = " FOR UPDATE"
+    # UPDATE ... RETURNING (MySQL has none: update, then read back)
+    returning: ClassVar[bool] = True
+
+    @contextmanager
+    def alone(self, db: Database, key: int, name: str) -> Iterator[None]:
+        """Run the block alone among every process on this database (a schema upgrade:
+        daemons on several hosts may start together). `key` names the lock on
+        PostgreSQL, `name` on MySQL."""
+        with db.atomic():  # SQLite DDL is transactional, and IMMEDIATE excludes others
+            yield
+
+    def upsert(self, insert: str, conflict: str, sets: Sequence[tuple[str, str]]) -> str:
+        """`insert` (one row) that updates the row holding the same `conflict` key
+        instead; set expressions name the refused row's values excluded.<column>."""
+        return (f"{insert} ON CONFLICT ({conflict}) DO UPDATE SET "
+                + ", ".join(f"{c} = {e}" for c, e in sets))
+
     def for_update(self, query: Any) -> Any:
         """A SELECT that locks its rows until the transaction ends."""
         return query.for_update()
@@ -379,12 +267,13 @@ class SQLite(Dialect):
         return db
 
     def ts(self, value: datetime) -> object:
-        # the form CURRENT_TIMESTAMP writes, so rows of any program compare as text.
-        # Always with six fraction digits: isoformat drops them at a whole second, and
-        # '12:00:00' sorts before the '12:00:00.000' the insert triggers write for the
-        # same instant, so a row due at exactly `now` was not yet due.
-        return value.astimezone(UTC).replace(tzinfo=None).isoformat(
-            sep=" ", timespec="microseconds")
+        return sqlite_text(value)  # the text CURRENT_TIMESTAMP writes (db/drivers.py)
+
+    def ddl(self) -> str:
+        """sqlite.sql with its timestamp triggers written out: one template
+        (ddl/sqlite_timestamp_trigger.sql), an insert and an update trigger per column."""
+        return _TRIGGERS.sub(lambda m: timestamp_triggers(m.group(1).split()),
+                             super().ddl())
 
     def claim(self, db: Database, *, sets: str, set_params: Sequence[object],
               now: object, limit: int, returning: str, share: Share | None = None
@@ -394,6 +283,10 @@ class SQLite(Dialect):
                f"RETURNING {returning}")
         return list(db.execute_sql(sql, (*set_params, now, limit)).fetchall())
 
+    # the transaction began IMMEDIATE and holds the database's write lock
+    skip_locked = ""
+    lock_rows = ""
+
     def for_update(self, query: Any) -> Any:
         # the transaction began IMMEDIATE and holds the database's write lock
         return query
@@ -401,6 +294,23 @@ class SQLite(Dialect):
     def share_of(self, key: str, n: int) -> str:
         # no hash built in: HeraldSqlite registers herald_share (CRC-32) on each connection
         return f"herald_share(CAST({key} AS BLOB)) % {n}"
+
+    def minute(self, column: str) -> str:
+        return f"substr({column}, 1, 16)"  # SQLite keeps Herald's UTC text form
+
+    def stale_indexes(self, db: Database) -> list[str]:
+        # v3: msg_list_claim became partial (waiting rows only). Looked at on every
+        # upgrade and start, not by version: databases already marked 3 may hold the
+        # full one of version 2 or of an earlier build of version 3.
+        row = db.execute_sql("SELECT sql FROM sqlite_master WHERE type = 'index' "
+                             "AND name = 'msg_list_claim'").fetchone()
+        full = bool(row) and " WHERE " not in str(row[0]).upper().replace("\n", " ")
+        return ["msg_list_claim"] if full else []
+
+    def unindexed(self, column: str) -> str:
+        # SQLite has no statistics unless someone runs ANALYZE, and then prefers any
+        # index with an equality; PostgreSQL and MySQL plan from their statistics
+        return f"+{column}"
 
     def update_from_values(self, cursor: Any, table: str, columns: Sequence[tuple[str, str]],
                            rows: Sequence[tuple], sets: Sequence[tuple[str, str]],
@@ -417,10 +327,23 @@ class SQLite(Dialect):
             return "?"
 
         sql = _REF.sub(sub, sql)
-        picks = [("v", names.index(n)) if kind == "v" else ("f", n) for kind, n in order]
-        cursor.executemany(sql, [
-            tuple(row[i] if kind == "v" else fixed[i] for kind, i in picks)  # type: ignore[index]
-            for row in rows])
+        # each row's parameters, picked in C: the row's values followed by the fixed ones
+        width = len(names)
+        extra = [fixed[n] for kind, n in order if kind == "f"]
+        positions, k = [], width
+        for kind, n in order:
+            if kind == "v":
+                positions.append(names.index(n))
+            else:
+                positions.append(k)
+                k += 1
+        pick = operator.itemgetter(*positions)
+        tail = tuple(extra)
+        if len(positions) == 1:
+            params = [(pick((*row, *tail)),) for row in rows]
+        else:
+            params = [pick((*row, *tail)) for row in rows]
+        cursor.executemany(sql, params)
         return int(cursor.rowcount)
 
     def insert_ignore(self, table: str, columns: Sequence[str], conflict: str) -> str:
@@ -441,7 +364,7 @@ class Postgres(Dialect):
         name = params.pop("database")
         params.setdefault("options", "-c timezone=UTC")
         params.setdefault("connect_timeout", 10)
-        if _pooled(url):
+        if pooled(url):
             params.setdefault("max_connections", 32)
             params.setdefault("stale_timeout", 300)
             return ReconnectingPooledPostgres(name, **params)
@@ -470,6 +393,17 @@ class Postgres(Dialect):
         # masked to 31 bits, so the remainder is never negative
         return f"MOD(hashtext({key}) & 2147483647, {n})"
 
+    def minute(self, column: str) -> str:
+        return f"to_char(date_trunc('minute', {column}), 'YYYY-MM-DD HH24:MI')"
+
+    @contextmanager
+    def alone(self, db: Database, key: int, name: str) -> Iterator[None]:
+        # PostgreSQL DDL is transactional: all of it happens or none, and no insert runs
+        # between dropping and re-creating the trigger.
+        with db.atomic():
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (key,))
+            yield
+
     def update_from_values(self, cursor: Any, table: str, columns: Sequence[tuple[str, str]],
                            rows: Sequence[tuple], sets: Sequence[tuple[str, str]],
                            where: str, fixed: dict[str, object]) -> int:
@@ -487,6 +421,13 @@ class Postgres(Dialect):
         execute_values(cursor, sql.replace("__ROWS__", "%s"), list(rows), template=template,
                        page_size=max(1, len(rows)))
         return int(cursor.rowcount)
+
+    def insert_id(self, db: Database, table: str, columns: Sequence[str],
+                  values: Sequence[object]) -> int:
+        marks = ", ".join(["%s"] * len(columns))
+        cur = db.execute_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
+                             "RETURNING id", list(values))
+        return int(cur.fetchone()[0])
 
     def insert_many(self, cursor: Any, table: str, columns: Sequence[str],
                     rows: Sequence[tuple]) -> None:
@@ -520,7 +461,7 @@ class MySQL(Dialect):
         params.setdefault("init_command", "SET time_zone = '+00:00'")
         params.setdefault("charset", "utf8mb4")
         params.setdefault("connect_timeout", 10)
-        if _pooled(url):
+        if pooled(url):
             params.setdefault("max_connections", 32)
             params.setdefault("stale_timeout", 300)
             return ReconnectingPooledMySQL(name, **params)
@@ -528,7 +469,7 @@ class MySQL(Dialect):
 
     def ts(self, value: datetime) -> object:
         # TIMESTAMP(6) converts from the session zone, which Herald sets to UTC
-        return value.astimezone(UTC).replace(tzinfo=None)
+        return naive_utc(value)
 
     def claim(self, db: Database, *, sets: str, set_params: Sequence[object],
               now: object, limit: int, returning: str, share: Share | None = None
@@ -552,14 +493,41 @@ class MySQL(Dialect):
     def insert_ignore(self, table: str, columns: Sequence[str], conflict: str) -> str:
         # not INSERT IGNORE: that would also turn a bad value into a warning
         marks = ", ".join("%s" for _ in columns)
+        first = conflict.split(",")[0].strip()
         return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
-                f"ON DUPLICATE KEY UPDATE {conflict} = {conflict}")
+                f"ON DUPLICATE KEY UPDATE {first} = {first}")
 
     def concat(self, *parts: str) -> str:
         return f"CONCAT({', '.join(parts)})"
 
     def share_of(self, key: str, n: int) -> str:
         return f"MOD(CRC32({key}), {n})"
+
+    def minute(self, column: str) -> str:
+        return f"DATE_FORMAT({column}, '%Y-%m-%d %H:%i')"
+
+    returning = False
+
+    @contextmanager
+    def alone(self, db: Database, key: int, name: str) -> Iterator[None]:
+        # MySQL commits each DDL statement itself; a named lock keeps two upgrades apart
+        db.execute_sql("SELECT GET_LOCK(%s, 60)", (name,))
+        try:
+            yield
+        finally:
+            db.execute_sql("SELECT RELEASE_LOCK(%s)", (name,))
+
+    def upsert(self, insert: str, conflict: str, sets: Sequence[tuple[str, str]]) -> str:
+        values = [(c, _EXCLUDED.sub(r"VALUES(\1)", e)) for c, e in sets]
+        return f"{insert} ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = {e}" for c, e in values)
+
+    def setting_warnings(self, db: Database) -> list[str]:
+        mode = str(db.execute_sql("SELECT @@GLOBAL.sql_mode").fetchone()[0] or "")
+        if "STRICT_TRANS_TABLES" in mode or "STRICT_ALL_TABLES" in mode:
+            return []
+        return [f"the server's sql_mode is {mode!r}, not strict: MySQL "
+                "then stores a bad time as 0000-00-00 instead of refusing the INSERT; set "
+                "sql_mode to include STRICT_TRANS_TABLES (the default)"]
 
     def update_from_values(self, cursor: Any, table: str, columns: Sequence[tuple[str, str]],
                            rows: Sequence[tuple], sets: Sequence[tuple[str, str]],
@@ -577,10 +545,6 @@ class MySQL(Dialect):
         return int(cursor.rowcount)
 
 
-def _pooled(url: str) -> bool:
-    return "+pool" in url.split(":", 1)[0].lower()
-
-
 def _qualify(columns: str, table: str) -> str:
     return ", ".join(f"{table}.{c.strip()}" for c in columns.split(","))
 
@@ -591,23 +555,11 @@ NAMES = tuple(DIALECTS)
 
 def for_url(url: str) -> Dialect:
     """The dialect a database URL names; UnsupportedDatabase for any other scheme."""
-    scheme = url.split(":", 1)[0].lower() if "://" in url else ""
-    engine, _, variant = scheme.partition("+")
-    if variant not in ("", "pool"):
-        engine = ""
-    for d in DIALECTS.values():
-        if engine in d.schemes:
-            return d
-    raise UnsupportedDatabase(
-        f"database: unsupported URL scheme {scheme or url[:20]!r} (use sqlite:///file.db, "
-        "postgresql://user@host/db or mysql://user@host/db; +pool for a connection pool)")
+    return DIALECTS[engine_of(url)]
 
 
 def dialect(db: Database) -> Dialect:
-    """The dialect of an open (or proxied) database."""
-    obj = getattr(db, "obj", None)  # a DatabaseProxy
-    if obj is not None:
-        db = obj
+    """The dialect of an open database."""
     if isinstance(db, PostgresqlDatabase):
         return DIALECTS["postgres"]
     if isinstance(db, MySQLDatabase):

@@ -40,7 +40,7 @@ def beat(db: Database, *, daemon_id: str, role: str, started_at: datetime, now: 
     }
     with db.atomic():
         changed = (HeraldDaemon.update(values)
-                   .where(HeraldDaemon.daemon_id == daemon_id).execute())
+                   .where(HeraldDaemon.daemon_id == daemon_id).execute(db))
         if not changed:
             db.execute_sql(d.insert_ignore(
                 "herald_daemon", ("daemon_id", "role", "host", "pid", "version", "started_at",
@@ -53,7 +53,7 @@ def beat(db: Database, *, daemon_id: str, role: str, started_at: datetime, now: 
 def stopped(db: Database, daemon_id: str) -> None:
     """A clean stop: the row goes (a crash leaves it, shown as not seen since)."""
     with db.atomic():
-        HeraldDaemon.delete().where(HeraldDaemon.daemon_id == daemon_id).execute()
+        HeraldDaemon.delete().where(HeraldDaemon.daemon_id == daemon_id).execute(db)
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def seen(db: Database, now: datetime) -> list[Seen]:
 def forget_old(db: Database, now: datetime) -> int:
     with db.atomic():
         return int(HeraldDaemon.delete()
-                   .where(HeraldDaemon.last_seen < now - FORGET_AFTER).execute())
+                   .where(HeraldDaemon.last_seen < now - FORGET_AFTER).execute(db))
 
 
 __all__ = ["FORGET_AFTER", "HEARTBEAT_EVERY", "STALE_AFTER", "Seen", "beat", "forget_old",

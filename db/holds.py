@@ -84,12 +84,8 @@ def publish(db: Database, new: Sequence[New], *, who: str, now: datetime) -> Non
         return
     d = dialect(db)
     p = d.param
-    if d.name == "mysql":
-        insert = (f"INSERT INTO quota_hold ({COLUMNS}) VALUES ({', '.join([p] * 8)}) "
-                  "ON DUPLICATE KEY UPDATE app = app")
-    else:
-        insert = (f"INSERT INTO quota_hold ({COLUMNS}) VALUES ({', '.join([p] * 8)}) "
-                  "ON CONFLICT (app, channel) DO NOTHING")
+    insert = d.insert_ignore("quota_hold", [c.strip() for c in COLUMNS.split(",")],
+                             "app, channel")
     update = (f"UPDATE quota_hold SET held_until = {p}, reason = {p}, set_by = {p}, "
               f"set_at = {p}, lifted_by = NULL, lifted_at = NULL "
               f"WHERE app = {p} AND channel = {p} "
@@ -151,7 +147,7 @@ def _release(db: Database, h: Hold, *, who: str, stamp: object, names: list[str]
             return 0
         where += f" AND template IN ({', '.join([p] * len(names))})"
         params += names
-    lock = "" if d.name == "sqlite" else " FOR UPDATE"  # (SQLite: BEGIN IMMEDIATE)
+    lock = d.lock_rows  # (SQLite: BEGIN IMMEDIATE)
     ids = [int(r[0]) for r in db.execute_sql(f"SELECT id FROM msg_list WHERE {where}{lock}",
                                              params).fetchall()]
     note = clean(f"quota hold on {h.channel} lifted by {who}: due now")

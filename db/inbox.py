@@ -102,7 +102,7 @@ def store(db: Database, events: Sequence[InboxEvent], now: datetime,
     received = d.ts(now)
     with db.atomic():
         if nonce is not None:
-            fresh = db.execute_sql(_claim_nonce(d.name, p), (
+            fresh = db.execute_sql(d.insert_ignore("push_nonce", NONCE_COLUMNS, "app, ts, nonce"), (
                 nonce.app, nonce.ts, nonce.nonce, nonce.body_hash)).rowcount
             if fresh != 1:
                 # The insert found the row: it waited for the transaction that wrote it
@@ -122,14 +122,6 @@ def store(db: Database, events: Sequence[InboxEvent], now: datetime,
         return new
 
 
-def _claim_nonce(engine: str, p: str) -> str:
-    sql = (f"INSERT INTO push_nonce ({', '.join(NONCE_COLUMNS)}) "
-           f"VALUES ({', '.join([p] * len(NONCE_COLUMNS))}) ")
-    if engine == "mysql":  # not INSERT IGNORE: that would turn a bad value into a warning
-        return sql + "ON DUPLICATE KEY UPDATE app = app"
-    return sql + "ON CONFLICT (app, ts, nonce) DO NOTHING"
-
-
 def purge_nonces(db: Database, before_ts: int) -> int:
     """Forget plaintext pushes whose timestamp is before `before_ts` (outside the window:
     the receiver refuses them as stale before it would look)."""
@@ -139,5 +131,73 @@ def purge_nonces(db: Database, before_ts: int) -> int:
                                   (before_ts,)).rowcount)
 
 
-__all__ = ["MSGID_MAX", "OPENID_MAX", "TEMPLATE_ID_MAX", "Forged", "InboxEvent", "Nonce",
-           "purge_nonces", "store", "unstorable"]
+# ----------------------------------------------------------------- applying the inbox
+# jobs/events.py decides what each event means; these are its statements, run inside
+# the transaction of one page of events.
+
+EVENT_SELECT = "id, app, source, kind, openid, payload, received_at"
+
+
+def unapplied(db: Database, *, now: datetime, limit: int, due: bool) -> list[tuple]:
+    """A page of events not applied yet (EVENT_SELECT), locked against other daemons:
+    due=False the new ones in the order they came (an accept, then a reject); due=True
+    the receipts waiting for their row whose next look has come."""
+    d = dialect(db)
+    p = d.param
+    if due:
+        sql = (f"SELECT {EVENT_SELECT} FROM push_event WHERE applied_at IS NULL AND "
+               f"next_check_at <= {p} ORDER BY next_check_at, id LIMIT {int(limit)}")
+        args: tuple[object, ...] = (d.ts(now),)
+    else:
+        sql = (f"SELECT {EVENT_SELECT} FROM push_event WHERE applied_at IS NULL AND "
+               f"next_check_at IS NULL ORDER BY id LIMIT {int(limit)}")
+        args = ()
+    return list(db.execute_sql(sql + d.skip_locked, args).fetchall())
+
+
+def close(db: Database, event_id: object, now: datetime, error: str | None) -> None:
+    """The event is applied (error: why it changed nothing)."""
+    p = dialect(db).param
+    db.execute_sql(f"UPDATE push_event SET applied_at = {p}, error = {p} WHERE id = {p}",
+                   (dialect(db).ts(now), error, event_id))
+
+
+def look_again(db: Database, at: datetime, ids: Sequence[int]) -> None:
+    """Receipts still waiting for their row: the next look at them is at `at`."""
+    d = dialect(db)
+    p = d.param
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        db.execute_sql(f"UPDATE push_event SET next_check_at = {p} WHERE id IN "
+                       f"({', '.join([p] * len(chunk))})", (d.ts(at), *chunk))
+
+
+def rows_with_msgids(db: Database, msgids: Sequence[str]) -> list[tuple]:
+    """(msgid, id, app, template, openid, phone) of the rows holding these msgids (SMS:
+    sids), in one query per 500."""
+    p = dialect(db).param
+    out: list[tuple] = []
+    for start in range(0, len(msgids), 500):
+        chunk = list(msgids[start:start + 500])
+        out += db.execute_sql(f"SELECT msgid, id, app, template, openid, phone FROM msg_list "
+                              f"WHERE msgid IN ({', '.join([p] * len(chunk))})",
+                              chunk).fetchall()
+    return out
+
+
+def set_receipt(db: Database, row_id: int, *, state: str, error: str | None, at: datetime,
+                now: datetime, detail: str, daemon_id: str | None) -> None:
+    """A row's receipt (delivered or failed), with a line in its history."""
+    from db.outcomes import EVENT_COLUMNS
+
+    d = dialect(db)
+    p = d.param
+    db.execute_sql(f"UPDATE msg_list SET receipt = {p}, receipt_error = {p}, "
+                   f"receipt_at = {p} WHERE id = {p}", (state, error, d.ts(at), row_id))
+    d.insert_many(db.cursor(), "msg_event", EVENT_COLUMNS, [
+        (row_id, d.ts(now), "receipt", None, None, detail, daemon_id)])
+
+
+__all__ = ["EVENT_SELECT", "Forged", "InboxEvent", "MSGID_MAX", "Nonce", "OPENID_MAX",
+           "TEMPLATE_ID_MAX", "close", "look_again", "purge_nonces", "rows_with_msgids",
+           "set_receipt", "store", "unapplied", "unstorable"]

@@ -15,17 +15,11 @@ from peewee import (
     BigIntegerField,
     CharField,
     CompositeKey,
-    DatabaseProxy,
     Field,
     IntegerField,
     Model,
     TextField,
 )
-
-from db.dialects import dialect
-
-# Bound at start-up by db.connection.bind(); one database per process.
-database = DatabaseProxy()
 
 STATUSES = ("wait", "sending", "success", "fail", "cancelled")
 FINISHED = ("success", "fail", "cancelled")
@@ -67,8 +61,10 @@ class UTCDateTimeField(Field):
         if not isinstance(value, datetime):
             raise TypeError(f"{self.name}: expected a datetime, got {type(value).__name__}")
         if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)  # naive means UTC everywhere in Herald
-        return dialect(self.model._meta.database).ts(value)
+            return value.replace(tzinfo=UTC)  # naive means UTC everywhere in Herald
+        # aware: each engine's connection class puts it in its driver's form
+        # (db/drivers.py), so a model needs no database to build its statement
+        return value
 
     def python_value(self, value: object) -> datetime | None:
         if value is None:
@@ -77,8 +73,12 @@ class UTCDateTimeField(Field):
 
 
 class BaseModel(Model):
+    """Bound to no database: every query names the one it runs on (query.execute(db),
+    db.execute(query)), the database the caller was handed through Runtime. Two
+    databases in one process never see each other's rows by accident."""
+
     class Meta:
-        database = database
+        database = None
         legacy_table_names = False
 
 
@@ -109,6 +109,7 @@ class MsgList(BaseModel):
     receipt = CharField(max_length=16, null=True)
     receipt_error = TextField(null=True)
     receipt_at = UTCDateTimeField(null=True)
+    collapse_key = CharField(max_length=128, null=True)  # v3: newest wins (db/spending.py)
 
     class Meta:
         table_name = "msg_list"

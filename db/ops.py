@@ -73,7 +73,7 @@ def _why_not(db: Database, ids: Sequence[int], wanted: str, reasons: dict[str, s
              ) -> dict[int, str]:
     """Why each asked-for id is not among the eligible rows."""
     found = {r.id: r.status for r in MsgList.select(MsgList.id, MsgList.status)
-             .where(MsgList.id.in_(list(ids)))}
+             .where(MsgList.id.in_(list(ids))).execute(db)}
     out: dict[int, str] = {}
     for i in ids:
         status = found.get(i)
@@ -93,7 +93,8 @@ def _apply(db: Database, sel: Selection, status: str, changes: dict, *, now: dat
     d = dialect(db)
     with db.atomic():
         cond = _where(sel, status, now)
-        ids = [r.id for r in MsgList.select(MsgList.id).where(cond).order_by(MsgList.id)]
+        ids = [r.id for r in MsgList.select(MsgList.id).where(cond).order_by(MsgList.id)
+               .execute(db)]
         if sel.ids:
             missing = [i for i in sel.ids if i not in set(ids)]
             if missing:
@@ -105,7 +106,7 @@ def _apply(db: Database, sel: Selection, status: str, changes: dict, *, now: dat
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start:start + CHUNK]
             # the status is checked again: a row that changed meanwhile is left alone
-            MsgList.update(changes).where(cond & MsgList.id.in_(chunk)).execute()
+            MsgList.update(changes).where(cond & MsgList.id.in_(chunk)).execute(db)
             kind, detail = event
             d.insert_many(db.cursor(), "msg_event", EVENT_COLUMNS, [
                 (i, stamp, kind, None, None, clean(f"{detail} by {actor}"), None)
@@ -140,10 +141,10 @@ def retry(db: Database, sel: Selection, *, now: datetime, dry_run: bool = False,
                   event=("retry", "re-driven"), actor=actor, reasons=RETRY_REASONS)
 
 
-def count(sel: Selection, status: str, *, now: datetime) -> int:
+def count(db: Database, sel: Selection, status: str, *, now: datetime) -> int:
     """How many rows of `status` the selection's filters match (what a verb left alone:
     e.g. rows being sent now, which a cancel would come too late for)."""
-    return int(MsgList.select().where(_where(sel, status, now)).count())
+    return int(MsgList.select().where(_where(sel, status, now)).count(db))
 
 
 def cancel(db: Database, sel: Selection, *, now: datetime, dry_run: bool = False,

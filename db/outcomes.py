@@ -392,22 +392,17 @@ def upsert_grant(d: Dialect, cursor: object, app: str, openid: str, template_id:
     p = d.param
     new_balance = 1 if balance == "+1" else balance
     if balance == "+1":
-        bal_sql = "CASE WHEN {t}.balance IS NULL THEN 1 ELSE {t}.balance + 1 END"
+        bal = ("CASE WHEN subscribe_grant.balance IS NULL THEN 1 "
+               "ELSE subscribe_grant.balance + 1 END")
     else:
-        bal_sql = "{v}"
+        bal = "excluded.balance"
     insert = ("INSERT INTO subscribe_grant (app, openid, template_id, balance, status, "
               f"updated_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p})")
     params: list[object] = [app, openid, template_id, new_balance, status or "accept", stamp]
-    if d.name == "mysql":
-        bal = bal_sql.format(t="subscribe_grant", v="VALUES(balance)")
-        st = "VALUES(status)" if status else "status"
-        sql = (f"{insert} ON DUPLICATE KEY UPDATE balance = {bal}, status = {st}, "
-               "updated_at = VALUES(updated_at)")
-    else:
-        bal = bal_sql.format(t="subscribe_grant", v="excluded.balance")
-        st = "excluded.status" if status else "subscribe_grant.status"
-        sql = (f"{insert} ON CONFLICT (app, openid, template_id) DO UPDATE SET "
-               f"balance = {bal}, status = {st}, updated_at = excluded.updated_at")
+    sql = d.upsert(insert, "app, openid, template_id", [
+        ("balance", bal),
+        ("status", "excluded.status" if status else "subscribe_grant.status"),
+        ("updated_at", "excluded.updated_at")])
     cursor.execute(sql, params)  # type: ignore[attr-defined]
 
 

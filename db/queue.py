@@ -15,52 +15,56 @@ from datetime import datetime
 from peewee import SQL, Case, Database, Expression, fn
 
 from db.decode import text_or_shown, ts_or_none
-from db.models import STATUSES, MsgList
+from db.models import STATUSES, MsgList, PushEvent
 
 # How a waiting row's error says why it waits (policy.py, jobs/dispatch.py, db/grants.py)
-HELD_PREFIXES = (("deferred", "quota"), ("no access token", "token"), ("held:", "grant"))
-WAIT_STATES = ("due", "scheduled", "retrying", "held_quota", "held_token", "held_grant")
+# (templates/spending_decide.py's holds first: they start with "held:" too)
+HELD_PREFIXES = (("deferred", "quota"), ("no access token", "token"),
+                 ("held: send window", "window"), ("held: collapse window", "collapse"),
+                 ("held: capped", "cap"), ("held:", "grant"))
+WAIT_STATES = ("due", "scheduled", "retrying", "held_quota", "held_token", "held_grant",
+               "held_window", "held_collapse", "held_cap")
 OPEN_STATES = (*WAIT_STATES, "sending", "stale")
 
 
-def counts_by_status(statuses: Iterable[str] = STATUSES) -> dict[str, int]:
+def counts_by_status(db: Database, statuses: Iterable[str] = STATUSES) -> dict[str, int]:
     """Rows per status, every asked-for status present (0 when none)."""
     wanted = tuple(statuses)
     query = MsgList.select(MsgList.status, fn.COUNT(MsgList.id)).group_by(MsgList.status)
     if wanted != STATUSES:
         query = query.where(MsgList.status.in_(wanted))
     counts = dict.fromkeys(wanted, 0)
-    rows: list[tuple[str, int]] = list(query.tuples())  # type: ignore[arg-type]
+    rows: list[tuple[str, int]] = list(query.tuples().execute(db))  # type: ignore[arg-type]
     counts.update((s, n) for s, n in rows if s in counts)
     return counts
 
 
-def oldest_due(now: datetime) -> tuple[int, datetime] | None:
+def oldest_due(db: Database, now: datetime) -> tuple[int, datetime] | None:
     """(id, send_at) of the oldest waiting row that is due (scheduled rows are not
     backlog). ORDER BY send_at LIMIT walks the (status, send_at) index; a send_at that
     cannot be read as a time (text another program wrote) is passed over, not raised."""
     query = (MsgList.select(MsgList.id, MsgList.send_at)
              .where((MsgList.status == "wait") & (MsgList.send_at <= now))
              .order_by(MsgList.send_at).limit(5))
-    for rid, send_at in MsgList._meta.database.execute(query).fetchall():
+    for rid, send_at in db.execute(query).fetchall():
         when = ts_or_none(send_at)
         if when is not None:
             return int(rid), when
     return None
 
 
-def oldest_due_wait(now: datetime) -> datetime | None:
+def oldest_due_wait(db: Database, now: datetime) -> datetime | None:
     """send_at of the oldest due waiting row (see oldest_due)."""
-    found = oldest_due(now)
+    found = oldest_due(db, now)
     return found[1] if found else None
 
 
-def due_count(now: datetime, cap: int = 100_000) -> int:
+def due_count(db: Database, now: datetime, cap: int = 100_000) -> int:
     """Due waiting rows, counted up to `cap` (a progress line's "left": an index range
     that stops at the cap however deep the backlog)."""
     inner = (MsgList.select(MsgList.id)
              .where((MsgList.status == "wait") & (MsgList.send_at <= now)).limit(cap))
-    return int(MsgList.select(fn.COUNT(SQL("*"))).from_(inner.alias("due")).scalar() or 0)
+    return int(MsgList.select(fn.COUNT(SQL("*"))).from_(inner.alias("due")).scalar(db) or 0)
 
 
 def open_state(now: datetime) -> Case:
@@ -159,7 +163,7 @@ def receipts_since(db: Database, since: datetime, missing_before: datetime) -> R
     d_missing: Expression = MsgList.sent_at < missing_before
     query = (MsgList.select(MsgList.receipt, d_missing.alias("old"), fn.COUNT(SQL("*")))
              .where(MsgList.sent_at >= since)
-             .group_by(MsgList.receipt, d_missing).tuples())
+             .group_by(MsgList.receipt, d_missing).tuples().execute(db))
     out = {"delivered": 0, "failed": 0, "missing": 0, "awaiting": 0}
     for receipt, old, n in query:
         if receipt in ("delivered", "failed"):
@@ -173,13 +177,11 @@ def held_for_grant(db: Database) -> tuple[int, int]:
     """(rows, users) waiting for a grant under grants.on_missing: hold."""
     held = (MsgList.status == "wait") & MsgList.error.startswith("held: no grant")
     row = (MsgList.select(fn.COUNT(SQL("*")), fn.COUNT(MsgList.openid.distinct()))
-           .where(held).tuples().first())
+           .where(held).tuples().first(db))
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def pending_events(db: Database) -> int:
     """push_event rows not applied yet (receipts waiting for their row, or a backlog)."""
-    from db.models import PushEvent
-
     return int(PushEvent.select(fn.COUNT(SQL("*"))).where(PushEvent.applied_at.is_null())
-               .scalar() or 0)
+               .scalar(db) or 0)

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from peewee import Database
@@ -41,6 +39,9 @@ DESCRIPTIONS: dict[int, str | list[str]] = {
         "push inbox rechecks by time (push_event.next_check_at), plaintext push nonces "
         "(push_nonce)",
         "quota holds shared by every daemon (quota_hold)",
+        "newest-wins collapse (msg_list.collapse_key)",
+        "SQLite's claim index holds waiting rows only (msg_list_claim ... WHERE status = "
+        "'wait')",
     ],
 }
 
@@ -73,6 +74,22 @@ V3_PUSH_EVENT_COLUMNS: dict[str, dict[str, str]] = {
     "next_check_at": {"sqlite": "DATETIME", "postgres": "TIMESTAMPTZ",
                       "mysql": "TIMESTAMP(6) NULL DEFAULT NULL"},
 }
+
+# Version 3, spending grants: msg_list.collapse_key. Added by an idempotent step that
+# runs on every upgrade, not only from version 2: databases made while version 3 was
+# being built (before this column) say version 3 too, and get it the same way.
+V3_COLLAPSE_COLUMNS: dict[str, dict[str, str]] = {
+    "collapse_key": {
+        "sqlite": "VARCHAR(128) CONSTRAINT msg_list_collapse_key_check CHECK (collapse_key "
+                  "IS NULL OR (typeof(collapse_key) = 'text' AND length(collapse_key) <= 128))",
+        "postgres": "VARCHAR(128)",
+        # wider than allowed, with a CHECK: sql_mode = '' would cut a VARCHAR(128) silently
+        "mysql": "VARCHAR(255) NULL, ADD CONSTRAINT msg_list_collapse_key_check "
+                 "CHECK (CHAR_LENGTH(collapse_key) <= 128)",
+    },
+}
+# MySQL keeps msg_list's indexes inside CREATE TABLE, which an existing table skips.
+V3_INDEXES = {"mysql": ("CREATE INDEX msg_list_collapse ON msg_list (collapse_key, openid, id)",)}
 
 # MySQL keeps msg_list's indexes inside CREATE TABLE, which an existing table skips.
 V2_MYSQL_INDEXES = (
@@ -131,6 +148,11 @@ def ddl_text(name: str) -> str:
     return DIALECTS[name].ddl()
 
 
+def created_tables(name: str) -> list[str]:
+    """The tables the engine's DDL creates, in its order (what init-db will make)."""
+    return re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", ddl_text(name))
+
+
 def split_statements(sql: str) -> list[str]:
     """Split a DDL script on ';' outside quotes, comments, $$ bodies and the
     BEGIN ... END of SQLite triggers."""
@@ -183,6 +205,10 @@ _TRIGGER = re.compile(r"CREATE\s+TRIGGER\b", re.I)
 _CREATE_INDEX = re.compile(
     r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(IF\s+NOT\s+EXISTS\s+)?(\w+)\s+ON\s+(\w+)", re.I)
 
+# what version 2 needs beyond its columns, per engine: SQLite's rows another program
+# wrote in a form that does not compare as a time, MySQL's indexes
+V2_FIXUPS: dict[str, tuple[str, ...]] = {"sqlite": tuple(_sqlite_v2_fixups()),
+                                         "mysql": V2_MYSQL_INDEXES}
 INIT_LOCK_KEY = 0x4845_5241_4C44  # "HERALD": the advisory lock of upgrades
 
 
@@ -190,14 +216,20 @@ INIT_LOCK_KEY = 0x4845_5241_4C44  # "HERALD": the advisory lock of upgrades
 class SchemaState:
     version: int | None  # None: no Herald tables at all
     current: int = VERSION
+    # columns of the current version the database lacks although it records that
+    # version (made by a build from before the column joined the version)
+    missing: tuple[str, ...] = ()
 
     @property
     def up_to_date(self) -> bool:
-        return self.version == self.current
+        return self.version == self.current and not self.missing
 
     def describe(self) -> str:
         if self.version is None:
             return "no Herald tables (run init-db)"
+        if self.missing and self.version == self.current:
+            return (f"schema version {self.version} without {', '.join(self.missing)} (run "
+                    "init-db, or start run/serve: they add it in place)")
         if self.version < self.current:
             return (f"schema version {self.version}, this release needs {self.current} "
                     "(run init-db, or start run/serve: they upgrade in place)")
@@ -216,7 +248,12 @@ def state(db: Database) -> SchemaState:
         if "herald_schema" not in tables:
             return SchemaState(1)
         row = db.execute_sql("SELECT MAX(version) FROM herald_schema").fetchone()
-        return SchemaState(int(row[0]) if row and row[0] is not None else 1)
+        version = int(row[0]) if row and row[0] is not None else 1
+        missing: tuple[str, ...] = ()
+        if version == VERSION:
+            have = {c.name for c in db.get_columns("msg_list")}
+            missing = tuple(c for c in V3_COLLAPSE_COLUMNS if c not in have)
+        return SchemaState(version, missing=missing)
 
 
 class SchemaError(RuntimeError):
@@ -229,8 +266,17 @@ def ensure_current(db: Database) -> str:
     upgrade an older one in place, refuse a newer one. Returns what it did, for the log.
     """
     before = state(db)
-    if before.up_to_date:
+    if before.up_to_date and not _stale_indexes(db):
         return ""
+    if before.missing and before.version == VERSION:
+        try:
+            init_schema(db)
+        except Exception as exc:
+            from logs import redact
+
+            raise SchemaError(f"the schema could not be completed ({redact(str(exc))}): run "
+                              "`init-db` with an account that may alter tables") from None
+        return f"added {', '.join(before.missing)} to schema version {VERSION}"
     if before.version is not None and before.version > VERSION:
         raise SchemaError(before.describe())
     try:
@@ -243,6 +289,8 @@ def ensure_current(db: Database) -> str:
         raise SchemaError(f"the schema could not be {what} ({redact(str(exc))}): "
                           "run `init-db` with an account that may create and alter tables"
                           ) from None
+    if before.version == VERSION:
+        return "replaced SQLite's claim index by the partial one (waiting rows only)"
     return (f"created the schema (version {VERSION})" if before.version is None
             else f"upgraded the schema from version {before.version} to {VERSION}")
 
@@ -253,22 +301,28 @@ def init_schema(db: Database) -> list[int]:
     Returns the versions applied (empty when the database was current).
     """
     d = dialect(db)
-    with db.connection_context(), _exclusive(db, d):
+    with db.connection_context(), d.alone(db, INIT_LOCK_KEY, "herald_schema"):
         before = state(db).version
         if before is not None and before > VERSION:
             raise RuntimeError(SchemaState(before).describe())
         if before is not None and before < 2:
             _add_columns(db, d, V2_COLUMNS)
-            if d.name == "sqlite":
-                for stmt in _sqlite_v2_fixups():
-                    db.execute_sql(stmt)
-            if d.name == "mysql":
-                _run(db, d, V2_MYSQL_INDEXES)
+            _run(db, d, V2_FIXUPS.get(d.name, ()))
         if before is not None and before < 3:
             _add_columns(db, d, V3_TOKEN_COLUMNS, table="access_token")  # v3: token claims
         if before is not None and before < 3 and "push_event" in db.get_tables():
             # version 3, the push inbox: the DDL's index needs the column first
             _add_columns(db, d, V3_PUSH_EVENT_COLUMNS, table="push_event")
+        if before is not None:
+            # version 3, spending grants: from v2, and from a v3 made before the column
+            _add_columns(db, d, V3_COLLAPSE_COLUMNS)
+            _run(db, d, V3_INDEXES.get(d.name, ()))
+        if before == VERSION:
+            # the description names every change of the version, the late ones too
+            db.execute_sql(f"UPDATE herald_schema SET description = {d.param} "
+                           f"WHERE version = {d.param}", (describe(VERSION), VERSION))
+        for index in d.stale_indexes(db):  # the DDL makes them again, as they are now
+            db.execute_sql(f"DROP INDEX {index}")
         _run(db, d, split_statements(d.ddl()))
         applied = [VERSION] if before is None else list(range(before + 1, VERSION + 1))
         for version in applied:
@@ -277,6 +331,11 @@ def init_schema(db: Database) -> list[int]:
         if applied and before is not None:
             log.info("schema upgraded from version %d to %d", before, VERSION)
         return applied
+
+
+def _stale_indexes(db: Database) -> list[str]:
+    with db.connection_context():
+        return dialect(db).stale_indexes(db)
 
 
 def describe(version: int) -> str:
@@ -306,26 +365,5 @@ def _run(db: Database, d: Dialect, statements: tuple[str, ...] | list[str]) -> N
         db.execute_sql(stmt)
 
 
-@contextmanager
-def _exclusive(db: Database, d: Dialect) -> Iterator[None]:
-    """Run the upgrade alone (daemons on several hosts may start together)."""
-    if d.name == "postgres":
-        # PostgreSQL DDL is transactional: all of it happens or none, and no insert runs
-        # between dropping and re-creating the trigger.
-        with db.atomic():
-            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (INIT_LOCK_KEY,))
-            yield
-    elif d.name == "mysql":
-        # MySQL commits each DDL statement itself; a named lock keeps two upgrades apart
-        db.execute_sql("SELECT GET_LOCK('herald_schema', 60)")
-        try:
-            yield
-        finally:
-            db.execute_sql("SELECT RELEASE_LOCK('herald_schema')")
-    else:
-        with db.atomic():  # SQLite DDL is transactional, and IMMEDIATE excludes others
-            yield
-
-
-__all__ = ["VERSION", "SchemaError", "SchemaState", "ddl_text", "ensure_current", "init_schema",
-           "split_statements", "state"]
+__all__ = ["SchemaError", "SchemaState", "VERSION", "created_tables", "ddl_text",
+           "ensure_current", "init_schema", "split_statements", "state"]

@@ -29,7 +29,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from db.connection import url_params
+from db.urls import url_params
 
 log = logging.getLogger("herald.wakeup")
 

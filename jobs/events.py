@@ -41,10 +41,10 @@ from typing import Any, NamedTuple
 from peewee import Database
 
 import clock
-from db.dialects import dialect
+from db import inbox
 from db.grants import record_grant, release_held
 from db.inbox import MSGID_MAX, OPENID_MAX, TEMPLATE_ID_MAX, unstorable
-from db.outcomes import EVENT_COLUMNS, clean
+from db.outcomes import clean
 from logs import redact
 
 log = logging.getLogger("herald.events")
@@ -119,23 +119,12 @@ Known = dict[str, list[Row]]  # msgid (SMS: sid) -> the rows that have it
 
 def _apply_page(db: Database, done: Applied, now: datetime, templates: Any, limit: int,
                 daemon_id: str | None, *, due: bool) -> int:
-    d = dialect(db)
-    p = d.param
-    cols = "id, app, source, kind, openid, payload, received_at"
-    if due:  # receipts waiting for their row, whose next look has come
-        sql = (f"SELECT {cols} FROM push_event WHERE applied_at IS NULL AND "
-               f"next_check_at <= {p} ORDER BY next_check_at, id LIMIT {int(limit)}")
-        args: tuple[object, ...] = (d.ts(now),)
-    else:  # new events, in the order they came (an accept, then a reject)
-        sql = (f"SELECT {cols} FROM push_event WHERE applied_at IS NULL AND "
-               f"next_check_at IS NULL ORDER BY id LIMIT {int(limit)}")
-        args = ()
-    if d.name != "sqlite":
-        sql += " FOR UPDATE SKIP LOCKED"
     with db.atomic():
-        rows = db.execute_sql(sql, args).fetchall()
-        known = _rows_by_msgid(db, d, rows, templates)
-        waiting: dict[object, list[int]] = {}  # next_check_at -> event ids
+        # due: receipts waiting for their row, whose next look has come; else new
+        # events, in the order they came (an accept, then a reject)
+        rows = inbox.unapplied(db, now=now, limit=limit, due=due)
+        known = _rows_by_msgid(db, rows, templates)
+        waiting: dict[datetime, list[int]] = {}  # next_check_at -> event ids
         for event_id, app, source, kind, openid, payload, received_at in rows:
             done.examined += 1
             done.rechecked += int(due)
@@ -144,14 +133,14 @@ def _apply_page(db: Database, done: Applied, now: datetime, templates: Any, limi
                 if kind in RECEIPT_KINDS and not _receipt_ready(kind, payload, known):
                     raise Pending()
                 with db.savepoint():
-                    what = _apply_one(db, d, app or "default", str(source), str(kind), openid,
+                    what = _apply_one(db, app or "default", str(source), str(kind), openid,
                                       payload, now, templates, daemon_id, known)
             except Pending:
                 if _older_than(received_at, now, RECEIPT_PATIENCE):
                     error = "no row has this msgid (another system's message, or purged)"
                 else:
                     done.pending += 1
-                    waiting.setdefault(d.ts(_next_check(received_at, now)), []).append(
+                    waiting.setdefault(_next_check(received_at, now), []).append(
                         int(event_id))
                     continue
             except EventError as exc:
@@ -166,13 +155,9 @@ def _apply_page(db: Database, done: Applied, now: datetime, templates: Any, limi
                 done.per_kind[str(kind)] = done.per_kind.get(str(kind), 0) + 1
             if error is not None:
                 done.failed += 1
-            db.execute_sql(f"UPDATE push_event SET applied_at = {p}, error = {p} WHERE id = {p}",
-                           (d.ts(now), _text(error, 300) if error else None, event_id))
+            inbox.close(db, event_id, now, _text(error, 300) if error else None)
         for at, ids in waiting.items():  # one statement per distinct next look
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
-                db.execute_sql(f"UPDATE push_event SET next_check_at = {p} WHERE id IN "
-                               f"({', '.join([p] * len(chunk))})", (at, *chunk))
+            inbox.look_again(db, at, ids)
     return len(rows)
 
 
@@ -214,19 +199,14 @@ def _receipt_ids(kind: object, payload: object) -> list[str]:
     return [i["msgid"] for i in items if isinstance(i, dict) and _id_ok(i.get("msgid"))]
 
 
-def _rows_by_msgid(db: Database, d: Any, rows: list[tuple], templates: Any) -> Known:
+def _rows_by_msgid(db: Database, rows: list[tuple], templates: Any) -> Known:
     """The rows every receipt of this page is about, in one query per 500 msgids."""
     wanted = sorted({m for r in rows if r[3] in RECEIPT_KINDS for m in _receipt_ids(r[3], r[5])})
     found: Known = {}
-    p = d.param
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start:start + 500]
-        cur = db.execute_sql(f"SELECT msgid, id, app, template, openid, phone FROM msg_list "
-                             f"WHERE msgid IN ({', '.join([p] * len(chunk))})", chunk)
-        for msgid, row_id, app, template, openid, phone in cur.fetchall():
-            found.setdefault(str(msgid), []).append(Row(
-                int(row_id), _sending_app(app, template, templates), str(openid or "").strip(),
-                str(phone or "")))
+    for msgid, row_id, app, template, openid, phone in inbox.rows_with_msgids(db, wanted):
+        found.setdefault(str(msgid), []).append(Row(
+            int(row_id), _sending_app(app, template, templates), str(openid or "").strip(),
+            str(phone or "")))
     return found
 
 
@@ -270,12 +250,12 @@ def _json(payload: object) -> dict[str, Any]:
     return data
 
 
-def _apply_one(db: Database, d: Any, app: str, source: str, kind: str, openid: Any,
+def _apply_one(db: Database, app: str, source: str, kind: str, openid: Any,
                payload: object, now: datetime, templates: Any, daemon_id: str | None,
                known: Known) -> dict[str, int]:
     data = _json(payload)
     if kind in RECEIPT_KINDS:
-        return _receipts(db, d, app, kind, openid, data, now, daemon_id, known)
+        return _receipts(db, app, kind, openid, data, now, daemon_id, known)
     if kind in ("subscribe_msg_popup_event", "subscribe_msg_change_event"):
         _check_user(openid, "no openid")
         counts = {"grants": 0, "released": 0}
@@ -354,7 +334,7 @@ def _grant(db: Database, app: str, openid: str, template_id: str, result: str,
     return release_held(db, app, openid, names, now)
 
 
-def _receipts(db: Database, d: Any, app: str, kind: str, openid: object,
+def _receipts(db: Database, app: str, kind: str, openid: object,
               data: dict[str, Any], now: datetime, daemon_id: str | None,
               known: Known) -> dict[str, int]:
     if kind == "sms_status":
@@ -389,17 +369,13 @@ def _receipts(db: Database, d: Any, app: str, kind: str, openid: object,
         if not mine:
             raise EventError(_not_theirs(found, app, kind))
         targets.append((mine, ok, why, at))
-    p = d.param
     applied = 0
     for mine, ok, why, at in targets:
         state = "delivered" if ok else "failed"
         for row in mine:
-            db.execute_sql(f"UPDATE msg_list SET receipt = {p}, receipt_error = {p}, "
-                           f"receipt_at = {p} WHERE id = {p}",
-                           (state, None if ok else _text(why, 300), d.ts(at), row.id))
-            d.insert_many(db.cursor(), "msg_event", EVENT_COLUMNS, [
-                (row.id, d.ts(now), "receipt", None, None,
-                 _text(f"{state}: {why} ({kind})", 300), daemon_id)])
+            inbox.set_receipt(db, row.id, state=state, error=None if ok else _text(why, 300),
+                              at=at, now=now, detail=_text(f"{state}: {why} ({kind})", 300),
+                              daemon_id=daemon_id)
             applied += 1
     return {"receipts": applied}
 

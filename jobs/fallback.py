@@ -11,8 +11,8 @@ import hashlib
 import logging
 from dataclasses import replace
 
+from db import rows as db_rows
 from db.decode import Row
-from db.models import MsgList
 from db.outcomes import Hop, Outcome
 from logs import redact
 from runtime import Runtime
@@ -56,16 +56,7 @@ def next_template(rt: Runtime, row: Row, tpl: Template, errcode: int | None,
 
 def ancestors(rt: Runtime, parent_id: int) -> list[str]:
     """Template names from the parent up to the root (at most 10 hops)."""
-    names: list[str] = []
-    current: int | None = parent_id
-    while current is not None and len(names) < 10:
-        r = (MsgList.select(MsgList.template, MsgList.parent_id)
-             .where(MsgList.id == current).tuples().first())
-        if r is None:
-            break
-        names.append(str(r[0]))
-        current = r[1]
-    return names
+    return db_rows.ancestors(rt.db, parent_id)
 
 
 def hop_dedup_key(parent_key: str | None, parent_id: int, template: str) -> str:

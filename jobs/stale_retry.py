@@ -23,18 +23,12 @@ from collections.abc import Callable
 from datetime import datetime
 
 import clock
-from db.dialects import dialect
-from db.models import MsgList
-from db.outcomes import EVENT_COLUMNS
+from db.stale import BATCH, LOST, MAYBE_SENT, NEVER_SENT, RESENDING, recover_batch
 from runtime import Runtime
 
 log = logging.getLogger("herald.stale_retry")
 
-BATCH = 1000
-LOST = "lease expired while sending (the daemon holding it stopped)"
-MAYBE_SENT = f"{LOST}; on_stale: fail, so not resent: WeChat may or may not have delivered it"
-NEVER_SENT = f"{LOST} before its send started; back to wait"
-RESENDING = f"{LOST}; resending (on_stale: retry: a duplicate is possible)"
+__all__ = ["BATCH", "LOST", "MAYBE_SENT", "NEVER_SENT", "RESENDING", "run"]
 
 
 def run(rt: Runtime, *, now: Callable[[], datetime] = clock.now) -> int:
@@ -49,62 +43,16 @@ def run(rt: Runtime, *, now: Callable[[], datetime] = clock.now) -> int:
 
 def _recover_batch(rt: Runtime, t: datetime) -> int:
     cfg = rt.config
-    max_attempts = cfg.retry.max_attempts
-    # A row 'sending' with no lease at all was never claimed by Herald (every claim sets
-    # one): another program wrote it so. No daemon will ever renew it, so it is stale
-    # now; otherwise it would sit in 'sending' forever.
-    stale = (MsgList.status == "sending") & ((MsgList.lease_until < t)
-                                             | MsgList.lease_until.is_null())
-    d = dialect(rt.db)
-    with rt.db.atomic():
-        # locked: a late result cannot land between this read and the updates below
-        rows = list(d.for_update(MsgList.select(MsgList.id, MsgList.claimed_by,
-                                                MsgList.attempts, MsgList.started_at)
-                                 .where(stale).order_by(MsgList.id).limit(BATCH)))
-        if not rows:
-            return 0
-        holders = sorted({r.claimed_by or "?" for r in rows})
-        fail_mode = cfg.dispatch.on_stale == "fail"
-        groups: dict[str, list[int]] = {"spent": [], "maybe": [], "never": [], "retry": []}
-        for r in rows:
-            if fail_mode and r.started_at is None:
-                groups["never"].append(r.id)  # refunded: never reached a send
-            elif r.attempts >= max_attempts:
-                groups["spent"].append(r.id)
-            elif fail_mode:
-                groups["maybe"].append(r.id)
-            else:
-                groups["retry"].append(r.id)
-        common = {MsgList.lease_until: None, MsgList.updated_at: t}
-        changes = {
-            "spent": {MsgList.status: "fail",
-                      MsgList.error: f"gave up after {max_attempts} attempts: {LOST}", **common},
-            "maybe": {MsgList.status: "fail", MsgList.error: MAYBE_SENT, **common},
-            "never": {MsgList.status: "wait", MsgList.send_at: t, MsgList.claimed_by: None,
-                      MsgList.attempts: MsgList.attempts - 1, MsgList.error: NEVER_SENT,
-                      **common},
-            "retry": {MsgList.status: "wait", MsgList.send_at: t, MsgList.claimed_by: None,
-                      MsgList.error: RESENDING, **common},
-        }
-        recovered: list[tuple[int, str]] = []
-        for name, ids in groups.items():
-            if not ids:
-                continue
-            # the stale condition is repeated: a row finished meanwhile is left alone
-            MsgList.update(changes[name]).where(stale & MsgList.id.in_(ids)).execute()
-            recovered += [(i, name) for i in ids]
-        stamp = d.ts(t)
-        detail = {"spent": "lease expired; attempts spent", "maybe": "lease expired after "
-                  "its send started", "never": "lease expired before its send started",
-                  "retry": "lease expired; back to wait"}
-        d.insert_many(rt.db.cursor(), "msg_event", EVENT_COLUMNS, [
-            (i, stamp, "stale", None, None, detail[name], rt.daemon_id)
-            for i, name in recovered])
-    counts = {name: len(ids) for name, ids in groups.items() if ids}
-    log.warning("%d rows had an expired lease (held by %s): %s", len(rows), ", ".join(holders),
+    found = recover_batch(rt.db, t, max_attempts=cfg.retry.max_attempts,
+                          fail_mode=cfg.dispatch.on_stale == "fail", daemon_id=rt.daemon_id)
+    if not found.rows:
+        return 0
+    counts = found.counts
+    log.warning("%d rows had an expired lease (held by %s): %s", found.rows,
+                ", ".join(found.holders),
                 ", ".join(f"{n} {what}" for what, n in (
                     ("failed (attempts spent)", counts.get("spent", 0)),
                     ("failed (may have been delivered)", counts.get("maybe", 0)),
                     ("back to wait (never sent)", counts.get("never", 0)),
                     ("back to wait", counts.get("retry", 0))) if n))
-    return len(rows)
+    return found.rows

@@ -14,10 +14,10 @@ import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 
-from peewee import Database, fn
+from peewee import Database
 
 from config import Config
-from db.models import MsgList
+from db.rows import open_rows_naming
 from logs import config_secrets, set_secrets, template_secrets
 from templates import LoadContext, TemplateHolder, TemplateSet
 
@@ -39,11 +39,7 @@ def waiting_rows_naming(db: Database) -> InUse:
         if not wanted:
             return {}
         with db.connection_context():
-            query = (MsgList.select(MsgList.template, fn.COUNT(MsgList.id))
-                     .where(MsgList.status.in_(["wait", "sending"])
-                            & MsgList.template.in_(wanted))
-                     .group_by(MsgList.template))
-            return {str(t): int(n) for t, n in query.tuples()}
+            return open_rows_naming(db, wanted)
 
     return count
 

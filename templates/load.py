@@ -19,10 +19,14 @@ from config import Config
 from strict_yaml import StrictLoader, key_lines
 from templates.expressions import _env, _simple_plan, check_expression
 from templates.model import DEFAULT_FALLBACK_ON, DataItem, Template, TemplateError, TemplateSet
+from templates.spending import KEYS as SPENDING_KEYS
+from templates.spending import check_groups as check_spending_groups
+from templates.spending import parse as parse_spending
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-COMMON_KEYS = ("channel", "template_id", "app", "params", "data", "fallback", "fallback_on")
+COMMON_KEYS = ("channel", "template_id", "app", "params", "data", "fallback", "fallback_on",
+               *SPENDING_KEYS)
 
 
 @dataclass
@@ -74,6 +78,7 @@ def parse_templates(text: str, path: Path, *, context: LoadContext | None = None
         if tpl is not None:
             result[name] = tpl
     problems.extend(_check_fallbacks(result, raw, at))
+    problems.extend(check_spending_groups({n: t.spend for n, t in result.items()}, at))
     if problems:
         raise TemplateError(path, problems)
     by_id: dict[str, list[Template]] = {}
@@ -174,6 +179,8 @@ def _one(name: str, spec: dict[str, Any], at: Callable[..., str], ctx: LoadConte
                             "of errcodes or words (no_grant, or an SMS code)")
         else:
             fallback_on = frozenset(str(x) for x in on)
+    spend, found_spend = parse_spending(spec, name)
+    problems.extend(f"{at(name, key)}: {name}.{key}: {message}" for key, message in found_spend)
     if problems:
         return None, problems
     enums = settings.get("enums") or {}
@@ -182,6 +189,7 @@ def _one(name: str, spec: dict[str, Any], at: Callable[..., str], ctx: LoadConte
         app=app, params=tuple(params), items=tuple(items), line=int(at(name).split(":")[-1]),
         settings=settings, fallback=tuple(fallback), fallback_on=fallback_on,
         enums={k: tuple(v) for k, v in enums.items()}, data_is_list=kind.data_is_list,
+        spend=spend,
     ), []
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import channels
 from channels.base import Built, ChannelKind
 from templates.expressions import Plan
+from templates.spending import NO_RULES, Rules
 
 DEFAULT_FALLBACK_ON = frozenset({"43101", "43107", "no_grant"})
 
@@ -57,6 +58,7 @@ class Template:
     fallback_on: frozenset[str] = DEFAULT_FALLBACK_ON
     enums: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     data_is_list: bool = False
+    spend: Rules = NO_RULES  # collapse_window, send_window, per_user
 
     @property
     def kind(self) -> type[ChannelKind]:

@@ -64,6 +64,39 @@ def render_values(tpl: Template, values: Mapping[str, Any]) -> dict[str, str] | 
         out[item.key] = text
     return list(out.values()) if tpl.data_is_list else out
 
+# A campaign sends the same params to many rows (only the recipient differs), so the
+# data items rendered from one template and one params text are kept: the JSON decode,
+# the checks and the renders run once per distinct params, not once per row. Keyed by
+# id(template), with the template itself kept in the entry (so its id cannot be reused
+# while the entry lives; a reload makes new Template objects, so edits are never served
+# stale). Bounded: only short params are kept, and the cache is cleared when full
+# (rows with params of their own each cost one lookup more, and a clear now and then).
+RENDER_CACHE_MAX = 256
+RENDER_CACHE_PARAMS = 2048  # characters: longer params are rendered each time (memory)
+_RENDERED: dict[tuple[int, str], tuple[Template, dict[str, str] | list[str]]] = {}
+
+
+def _rendered(tpl: Template, params: Any) -> dict[str, str] | list[str]:
+    """The data items of `tpl` rendered over the params column (RenderError if it
+    cannot be); a fresh copy each call, so a channel's build may not spoil the cache."""
+    key = ((id(tpl), params) if type(params) is str and len(params) <= RENDER_CACHE_PARAMS
+           else None)
+    hit = _RENDERED.get(key) if key is not None else None
+    if hit is not None and hit[0] is tpl:
+        data = hit[1]
+    else:
+        values = _params(params, tpl)
+        for k, v in values.items():
+            if v is None:
+                raise RenderError(f"param {k!r} is null")
+        data = render_values(tpl, values)
+        if key is not None:
+            if len(_RENDERED) >= RENDER_CACHE_MAX:
+                _RENDERED.clear()
+            _RENDERED[key] = (tpl, data)
+    return list(data) if isinstance(data, list) else dict(data)
+
+
 def render_row(
     templates: TemplateSet,
     *,
@@ -88,11 +121,7 @@ def render_row(
         problem = tpl.kind.precheck(fields)  # e.g. no recipient: said before the params
         if problem is not None:
             raise RenderError(problem)
-        values = _params(params, tpl)
-        for k, v in values.items():
-            if v is None:
-                raise RenderError(f"param {k!r} is null")
-        data = render_values(tpl, values)
+        data = _rendered(tpl, params)
         use_app = app or tpl.app or "default"
         try:
             built = tpl.kind.build(tpl, data, fields, use_app)

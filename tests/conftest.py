@@ -20,12 +20,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from config import Config, config_from_dict  # noqa: E402
-from db.connection import connect, init_schema  # noqa: E402
+from db.connection import init_schema  # noqa: E402
 from db.models import AccessToken, MsgList  # noqa: E402
 from logs import install_redaction  # noqa: E402
 from runtime import Runtime  # noqa: E402
 from sandbox.wechat import Sandbox  # noqa: E402
 from templates import load_templates  # noqa: E402
+from tests.bound import connect  # noqa: E402
 from tests.support import APPID, SECRET, config_data, drop_herald_tables  # noqa: E402
 
 # what the daemons and the CLI do at start (importing logs installs nothing): caplog

@@ -20,8 +20,9 @@ from typing import IO, Any, Self
 
 import yaml
 
-from db.connection import connect, init_schema
+from db.connection import init_schema
 from db.models import TABLE_NAMES
+from tests.bound import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 APPID, SECRET = "wxtest0000000001", "test-secret-0123456789"

@@ -24,7 +24,7 @@ SHIPPED = Path(__file__).parent.parent / "config.yaml"
 SECRET_VALUE = "s3cr3t-VALUE-never-shown"
 ENV = {"WECHAT_APPID": "wx0123456789abcdef", "WECHAT_SECRET": SECRET_VALUE}
 ALLOWED_TOP = ("database, api_base, templates, apps, jobs, dispatch, retry, http, retention, "
-               "metrics, log, web, console, grants, receipts, sms")
+               "metrics, log, web, console, grants, receipts, sms, timezone")
 
 
 def write(folder: Path, text: str, name: str = "config.yaml") -> Path:

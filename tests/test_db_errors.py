@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from db.connection import connect
 from db.errors import cause, describe
+from tests.bound import connect
 from tests.conftest import SERVER_URLS
 
 

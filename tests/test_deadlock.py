@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 import clock
-from db.connection import connect, init_schema
+from db.connection import init_schema
 from db.models import MsgList
+from tests.bound import connect
 from tests.conftest import database_url, insert_sql, make_config
 from tests.hostile_support import AppConnection
 from tests.support import wait_for

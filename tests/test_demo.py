@@ -35,6 +35,10 @@ def test_demo_tells_the_whole_story_and_leaves_its_queue(tmp_path: Path) -> None
         "no grant (43101): fallback chain": ("fail", "-"),
         "malformed amount": ("fail", "-"),
         "expired before sending": ("fail", "-"),
+        "update 1 of 3 (collapse_key)": ("cancelled", "-"),
+        "update 2 of 3 (collapse_key)": ("cancelled", "-"),
+        "update 3 of 3: the one sent": ("success", "delivered"),
+        "outside its send window: waits": ("wait", "-"),
     }
     for label, (status, receipt) in expected.items():
         line = next(li for li in out.splitlines() if label in li)
@@ -43,14 +47,17 @@ def test_demo_tells_the_whole_story_and_leaves_its_queue(tmp_path: Path) -> None
     assert "order_status_oa: fail: 43004" in out
     assert "order_status_sms: success: delivered, SerialNo" in out and "receipt delivered" in out
     assert "held row released by a pushed accept: yes" in out
+    assert "order:1001: 3 updates -> 1 message" in out and out.count("superseded by #19") == 4
+    assert "held: send window" in out
     assert "o_mallory" in out and "balance 1" in out  # the application's reported grant
     # the operator verbs work on the queue it left, without credentials in the environment
     cfg = str(folder / "config.yaml")
     report_run = herald("--config", cfg, "status", "--json")
     assert report_run.returncode == 0, report_run.stderr
     report = json.loads(report_run.stdout)
-    assert report["counts"]["success"] == 10 and report["counts"]["wait"] == 0
-    assert report["receipts"]["delivered"] == 9 and report["receipts"]["failed"] == 1
+    assert report["counts"]["success"] == 11 and report["counts"]["wait"] == 1
+    assert report["open"]["held_window"] == 1 and report["superseded"] == 2
+    assert report["receipts"]["delivered"] == 10 and report["receipts"]["failed"] == 1
     shown = herald("--config", cfg, "show", "10")
     assert "fallback chain" in shown.stdout and "order_status_sms (success)" in shown.stdout
     # run twice: the demo empties the folder it made and starts again

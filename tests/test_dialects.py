@@ -19,10 +19,11 @@ import pytest
 from peewee import Database, InterfaceError, OperationalError
 
 from db.claim import claim_batch, expire_overdue
-from db.connection import connect, dialect_of, init_schema, url_params
+from db.connection import dialect_of, init_schema, url_params
 from db.dialects import dialect
 from db.models import MsgList
 from db.wakeup import PgWakeup
+from tests.bound import connect
 from tests.conftest import SERVER_URLS, database_url, insert_sql
 from tests.hostile_support import claim_statements, explain
 

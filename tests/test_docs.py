@@ -406,8 +406,8 @@ def test_the_applications_role_may_queue_and_read_and_nothing_else(tmp_path: Pat
     nor read a token."""
     from urllib.parse import urlsplit, urlunsplit
 
-    from db.connection import connect
     from db.schema import init_schema
+    from tests.bound import connect
     from tests.conftest import database_url
 
     url = database_url(engine, tmp_path)  # Herald's tables dropped: a fresh database

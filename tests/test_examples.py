@@ -33,9 +33,10 @@ from pathlib import Path
 import pytest
 from peewee import Database
 
-from db.connection import bind, connect, init_schema
+from db.connection import init_schema
 from db.models import MsgList
 from sandbox.wechat import Sandbox
+from tests.bound import bind, connect
 from tests.conftest import database_url, template_keys
 from tests.support import APPID, ROOT, SECRET, DaemonProcess, write_config
 

@@ -379,12 +379,15 @@ def test_a_slow_daemon_cannot_overwrite_its_successors_result(db):
 
 # -- the database going away ---------------------------------------------------------------
 def test_locked_database_fails_the_run_and_the_next_run_carries_on(tmp_path, sandbox):
-    from db.connection import bind, init_schema
+    from db.connection import init_schema
+    from db.drivers import HeraldSqlite
     from runtime import Runtime
+    from tests.bound import bind
 
     path = tmp_path / "herald.db"
-    db = bind(peewee.SqliteDatabase(str(path), pragmas={"journal_mode": "wal",
-                                                         "busy_timeout": 200}, timeout=0.2))
+    # Herald's SQLite class (it puts timestamps in SQLite's form), with a short lock wait
+    db = bind(HeraldSqlite(str(path), pragmas={"journal_mode": "wal", "busy_timeout": 200},
+                           timeout=0.2))
     init_schema(db)
     rid = insert_sql(db, template="order_status", openid="o1", params=GOOD)
     rt = Runtime.build(make_config(f"sqlite:///{path}", sandbox.url, tmp_path), db)

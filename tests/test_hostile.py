@@ -29,13 +29,14 @@ import pytest
 
 import clock
 from commands.status import gather as status_gather
-from db.connection import bind, connect, init_schema
+from db.connection import init_schema
 from db.ops import Selection
 from db.ops import retry as ops_retry
 from jobs import dispatch, stale_retry
 from metrics import QueueCollector
 from runtime import Runtime
 from sandbox.wechat import Sandbox
+from tests.bound import bind, connect
 from tests.conftest import database_url, make_config, template_keys
 from tests.hostile_support import AppConnection, Raw, seen, wipe
 from tests.support import APPID, SECRET

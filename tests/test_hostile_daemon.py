@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from db.connection import connect, init_schema
+from db.connection import init_schema
+from tests.bound import connect
 from tests.conftest import ROOT, insert_sql
 from tests.support import SECRET, DaemonProcess, SandboxProcess, wait_for, write_config
 

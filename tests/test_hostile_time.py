@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 import clock
-from db.connection import connect, init_schema
+from db.connection import init_schema
 from db.models import parse_utc
 from db.schema import VERSION, split_statements
 from jobs import dispatch
+from tests.bound import connect
 from tests.conftest import ROOT, make_config
 
 PARAMS = '["Tea", 3, "shipped", "ok"]'

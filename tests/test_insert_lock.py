@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from db.connection import connect, init_schema
+from db.connection import init_schema
+from tests.bound import connect
 from tests.support import DaemonProcess, SandboxProcess, wait_for, write_config
 
 pytestmark = pytest.mark.slow

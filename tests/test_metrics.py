@@ -114,6 +114,7 @@ def test_counters_and_histograms(serve) -> None:
     m.finished("order_status", "fail", 43101)
     m.finished("order_status", "wait", None)  # put back for retry, no errcode (timeout)
     m.finished("welcome", "fail", None)
+    m.finished("welcome", "success", 0, 5)  # a written group of five alike rows
     for seconds in (0.005, 0.03, 0.2, 0.2, 7.0, 30.0):
         m.send_duration(seconds)
     m.job_run("dispatch", 1.5, ok=True)
@@ -125,6 +126,7 @@ def test_counters_and_histograms(serve) -> None:
     assert value(s, name, template="order_status", status="fail", errcode="43101") == 1
     assert value(s, name, template="order_status", status="wait", errcode="") == 1
     assert value(s, name, template="welcome", status="fail", errcode="") == 1
+    assert value(s, name, template="welcome", status="success", errcode="0") == 5
 
     assert value(s, "herald_send_duration_seconds_count") == 6
     assert value(s, "herald_send_duration_seconds_sum") == pytest.approx(37.435)

@@ -15,9 +15,10 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from db.connection import connect, init_schema
+from db.connection import init_schema
 from db.models import MsgList
 from reload import reload_config
+from tests.bound import connect
 from tests.conftest import ROOT, insert_sql
 from tests.support import wait_for, write_config
 

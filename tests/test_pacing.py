@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from db.connection import connect, init_schema
+from db.connection import init_schema
 from db.models import MsgList
+from tests.bound import connect
 from tests.conftest import insert_sql
 from tests.support import DaemonProcess, wait_for, write_config
 

@@ -12,9 +12,10 @@ from playhouse.pool import PooledDatabase
 
 import clock
 from db.claim import claim_batch
-from db.connection import connect, init_schema
+from db.connection import init_schema
 from db.outcomes import Outcome, record
 from jobs import dispatch
+from tests.bound import connect
 from tests.conftest import database_url, insert_sql, row
 
 GOOD = '["Tea", 3, "shipped", "ok"]'

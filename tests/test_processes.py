@@ -23,9 +23,10 @@ import yaml
 
 from config import ConfigError
 from db.claim import claim_batch
-from db.connection import connect, init_schema
+from db.connection import init_schema
 from db.models import MsgList
 from service.processes import SHARE_ENV, child_share
+from tests.bound import connect
 from tests.conftest import database_url, insert_sql
 from tests.support import DaemonProcess, clean_env, wait_for, write_config
 

@@ -17,9 +17,10 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from db.connection import connect, init_schema
+from db.connection import init_schema
 from sandbox.sms import DEFAULT_SECRET_KEY, DEFAULT_SIGN_NAME, SmsSandbox
 from sandbox.webhook import WebhookSandbox
+from tests.bound import connect
 from tests.channel_support import (
     HOOK_SECRET,
     PARAMS,

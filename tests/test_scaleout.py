@@ -27,8 +27,9 @@ from pathlib import Path
 import pytest
 from peewee import Database, fn
 
-from db.connection import connect, url_params
+from db.connection import url_params
 from db.models import MsgList
+from tests.bound import connect
 from tests.conftest import database_url
 from tests.support import ROOT, DaemonProcess, SandboxProcess, clean_env, wait_for, write_config
 

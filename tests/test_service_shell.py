@@ -22,9 +22,10 @@ import yaml
 
 import clock
 from db import heartbeat
-from db.connection import connect, init_schema
+from db.connection import init_schema
 from service.shell import Service, Shell
 from templates import TemplateHolder
+from tests.bound import connect
 from tests.conftest import ROOT
 from tests.support import clean_env, config_data, wait_for
 from tests.test_operations import NotifyListener, free_port

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from db.connection import connect, init_schema
+from db.connection import init_schema
 from db.models import MsgList
+from tests.bound import connect
 from tests.conftest import insert_sql
 from tests.support import DaemonProcess, wait_for, write_config
 

@@ -13,9 +13,10 @@ import pytest
 
 import clock
 from channels.wechat_api import WeChatClient
-from db.connection import connect, dialect_of
+from db.connection import dialect_of
 from db.models import AccessToken
 from db.schema import VERSION, init_schema, split_statements, state
+from tests.bound import connect
 from tests.conftest import APPID, ROOT, SECRET
 from tests.io_guard import LockProbe, NetworkWatch, open_transaction
 from tokens import TokenManager, TokenUnavailable

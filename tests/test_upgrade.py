@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from db.connection import connect, dialect_of
+from db.connection import dialect_of
 from db.models import MsgList, PushEvent, SubscribeGrant
 from db.schema import VERSION, init_schema, split_statements, state
 from jobs import dispatch
+from tests.bound import connect
 from tests.conftest import ROOT, insert_sql
 from tests.support import clean_env, write_config
 

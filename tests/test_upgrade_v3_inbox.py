@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from db.connection import connect, dialect_of
+from db.connection import dialect_of
 from db.models import PushEvent, PushNonce, SubscribeGrant
 from db.schema import VERSION, init_schema, split_statements, state
 from jobs import events
+from tests.bound import connect
 from tests.conftest import ROOT
 
 V2 = ROOT / "tests" / "fixtures" / "schema_v2"

@@ -9,12 +9,12 @@ import textwrap
 import pytest
 import yaml
 
-from db.connection import connect
 from db.models import MsgList
 from db.schema import VERSION
 from jobs import dispatch
 from sandbox.wechat import Sandbox
 from templates import load_templates
+from tests.bound import connect
 from tests.conftest import SERVER_URLS, database_url
 from tests.support import APPID, SECRET, write_config
 from tests.verbs_support import herald, herald_child, queued

@@ -9,8 +9,8 @@ import tomllib
 
 import pytest
 
-from db.connection import connect
 from db.models import MsgList
+from tests.bound import connect
 from tests.support import APPID, ROOT, SECRET, write_config
 from tests.verbs_support import herald, herald_child, queued
 

@@ -264,5 +264,5 @@ def test_due_count_for_the_progress_line(queue):
     db, _ = queue
     fill(db)
     with db.connection_context():
-        assert due_count(clock.now()) == 2
-        assert due_count(clock.now(), cap=1) == 1
+        assert due_count(db, clock.now()) == 2
+        assert due_count(db, clock.now(), cap=1) == 1

@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from db.connection import connect, init_schema
+from db.connection import init_schema
 from db.dialects import dialect
 from db.waker import Waker
+from tests.bound import connect
 from tests.conftest import database_url
 from tests.support import DaemonProcess, SandboxProcess, wait_for, write_config
 

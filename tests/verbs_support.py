@@ -36,19 +36,13 @@ class Ran:
 def herald(capsys: pytest.CaptureFixture[str], *args: str) -> Ran:
     """`herald ARGS` in this process: scheduler.main, its exit code and output."""
     import scheduler
-    from db.models import database
 
     capsys.readouterr()
-    bound = database.obj  # the verb binds the models to its own connection: put ours back
+    # the verb opens its own database and binds nothing: the test's models stay bound
     try:
         code = scheduler.main(list(args))
     except SystemExit as exc:  # argparse: --help, --version, usage errors
         code = int(exc.code or 0)
-    finally:
-        if bound is not None and database.obj is not bound:
-            if not database.obj.is_closed():
-                database.obj.close()
-            database.initialize(bound)
     captured = capsys.readouterr()
     return Ran(code, captured.out, captured.err)
 

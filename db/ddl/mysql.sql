@@ -39,6 +39,12 @@ CREATE TABLE IF NOT EXISTS msg_list (
     receipt     VARCHAR(16) NULL,                   -- delivered | failed (from WeChat or SMS reports)
     receipt_error TEXT NULL,
     receipt_at  TIMESTAMP(6) NULL DEFAULT NULL,
+    -- v3 (spending grants): among waiting rows with the same app, openid and
+    -- collapse_key only the newest is sent. Wider than the 128 characters allowed, with
+    -- a CHECK: with sql_mode = '' a VARCHAR(128) would cut a longer key silently (and
+    -- two different keys could then cancel each other's rows); the CHECK refuses it.
+    collapse_key VARCHAR(255) NULL,
+    CONSTRAINT msg_list_collapse_key_check CHECK (CHAR_LENGTH(collapse_key) <= 128),
     CONSTRAINT msg_list_status_check
         CHECK (status IN ('wait', 'sending', 'success', 'fail', 'cancelled')),
     UNIQUE KEY msg_list_dedup_key (dedup_key),
@@ -57,7 +63,9 @@ CREATE TABLE IF NOT EXISTS msg_list (
     KEY msg_list_parent (parent_id),
     KEY msg_list_openid (openid, id),
     -- the console's sends per minute and receipts over the last hours (index only)
-    KEY msg_list_sent (sent_at, receipt)
+    KEY msg_list_sent (sent_at, receipt),
+    -- v3: a claimed row with a collapse_key looks for a newer row with the same key
+    KEY msg_list_collapse (collapse_key, openid, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE IF NOT EXISTS access_token (

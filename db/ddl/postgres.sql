@@ -32,7 +32,10 @@ CREATE TABLE IF NOT EXISTS msg_list (
     started_at  TIMESTAMPTZ,                        -- when the send of the current claim began
     receipt     VARCHAR(16),                        -- delivered | failed (from WeChat or SMS reports)
     receipt_error TEXT,
-    receipt_at  TIMESTAMPTZ
+    receipt_at  TIMESTAMPTZ,
+    -- v3 (spending grants): among waiting rows with the same app, openid and
+    -- collapse_key only the newest is sent; the older ones end cancelled
+    collapse_key VARCHAR(128)
 );
 
 -- The claim: WHERE status = 'wait' AND send_at <= $1 ORDER BY priority DESC, send_at, id
@@ -56,6 +59,10 @@ CREATE INDEX IF NOT EXISTS msg_list_status ON msg_list (status, updated_at);
 -- The console's sends per minute and receipts over the last hours: a range of sent_at,
 -- answered from the index alone.
 CREATE INDEX IF NOT EXISTS msg_list_sent ON msg_list (sent_at, receipt) WHERE sent_at IS NOT NULL;
+-- v3: a claimed row with a collapse_key looks for a newer row with the same key
+-- (db/spending.py); rows without one are not in this index at all.
+CREATE INDEX IF NOT EXISTS msg_list_collapse ON msg_list (collapse_key, openid, id)
+    WHERE collapse_key IS NOT NULL;
 
 -- Wake idle daemons at once when a row arrives (they LISTEN herald_msg_list; polling
 -- stays the fallback). Once per statement: a bulk insert is one notification, and

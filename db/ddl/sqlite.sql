@@ -32,12 +32,24 @@ CREATE TABLE IF NOT EXISTS msg_list (
     started_at  DATETIME,                           -- when the send of the current claim began
     receipt     VARCHAR(16),                        -- delivered | failed (from WeChat or SMS reports)
     receipt_error TEXT,
-    receipt_at  DATETIME
+    receipt_at  DATETIME,
+    -- v3 (spending grants): among waiting rows with the same app, openid and
+    -- collapse_key only the newest is sent; the older ones end cancelled
+    collapse_key VARCHAR(128) CONSTRAINT msg_list_collapse_key_check
+                CHECK (collapse_key IS NULL OR (typeof(collapse_key) = 'text'
+                                                AND length(collapse_key) <= 128))
 );
 -- The claim path: WHERE status = 'wait' AND send_at <= now ORDER BY priority DESC,
 -- send_at, id LIMIT n. This index serves the filter and the order, so a claim reads
--- about n entries however many finished rows, or due rows, the table holds.
-CREATE INDEX IF NOT EXISTS msg_list_claim ON msg_list (status, priority DESC, send_at, id);
+-- about n entries however many finished rows, or due rows, the table holds. It holds
+-- waiting rows only (v3; before, every row under a status prefix): a claim takes a
+-- row out of it and no later write of that row touches it, which spares two index
+-- writes per message, and finished rows do not grow it.
+-- (status leads although it is always 'wait' here: the planner then sees the claim's
+-- equality on it and picks this index, as it did the full one, rather than a range of
+-- msg_list_status and a sort of every due row.)
+CREATE INDEX IF NOT EXISTS msg_list_claim ON msg_list (status, priority DESC, send_at, id)
+    WHERE status = 'wait';
 -- Due-row scans that do not sort (expiry, the oldest waiting row, stale_retry by
 -- status) and counts per status.
 CREATE INDEX IF NOT EXISTS msg_list_status ON msg_list (status, send_at);
@@ -50,6 +62,10 @@ CREATE INDEX IF NOT EXISTS msg_list_openid ON msg_list (openid, id);
 -- The console's sends per minute and receipts over the last hours: a range of sent_at,
 -- answered from the index alone.
 CREATE INDEX IF NOT EXISTS msg_list_sent ON msg_list (sent_at, receipt) WHERE sent_at IS NOT NULL;
+-- v3: a claimed row with a collapse_key looks for a newer row with the same key
+-- (db/spending.py); rows without one are not in this index at all.
+CREATE INDEX IF NOT EXISTS msg_list_collapse ON msg_list (collapse_key, openid, id)
+    WHERE collapse_key IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS access_token (
     app          VARCHAR(32) PRIMARY KEY,           -- configured app name
@@ -140,113 +156,7 @@ CREATE TABLE IF NOT EXISTS herald_schema (
 -- SQLite cannot read is NULL, which `=` would have let through ('0000-00-00 00:00:00').
 -- The triggers are dropped and created again on every init-db/start, so a database
 -- made by an earlier build gets the current bodies.
-DROP TRIGGER IF EXISTS msg_list_send_at_insert;
-CREATE TRIGGER msg_list_send_at_insert AFTER INSERT ON msg_list
-WHEN NOT (typeof(NEW.send_at) = 'text' AND substr(NEW.send_at, 1, 19) IS datetime(substr(NEW.send_at, 1, 19), '+0 seconds')
-         AND (length(NEW.send_at) = 19 OR (substr(NEW.send_at, 20, 1) = '.' AND length(NEW.send_at) BETWEEN 21 AND 26
-              AND substr(NEW.send_at, 21) NOT GLOB '*[^0-9]*')))
-BEGIN
-    SELECT RAISE(ABORT, 'msg_list.send_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
-        WHERE (CASE WHEN typeof(NEW.send_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, 'unixepoch')
-           WHEN typeof(NEW.send_at) = 'text' AND NEW.send_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
-                AND strftime('%Y-%m-%d %H:%M:%f', NEW.send_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds')
-           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds') END) IS NULL;
-    UPDATE msg_list SET send_at = CASE WHEN typeof(NEW.send_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, 'unixepoch')
-           WHEN typeof(NEW.send_at) = 'text' AND NEW.send_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
-                AND strftime('%Y-%m-%d %H:%M:%f', NEW.send_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds')
-           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds') END
-    WHERE id = NEW.id;
-END;
-
-DROP TRIGGER IF EXISTS msg_list_expire_at_insert;
-CREATE TRIGGER msg_list_expire_at_insert AFTER INSERT ON msg_list
-WHEN NEW.expire_at IS NOT NULL AND NOT (typeof(NEW.expire_at) = 'text' AND substr(NEW.expire_at, 1, 19) IS datetime(substr(NEW.expire_at, 1, 19), '+0 seconds')
-         AND (length(NEW.expire_at) = 19 OR (substr(NEW.expire_at, 20, 1) = '.' AND length(NEW.expire_at) BETWEEN 21 AND 26
-              AND substr(NEW.expire_at, 21) NOT GLOB '*[^0-9]*')))
-BEGIN
-    SELECT RAISE(ABORT, 'msg_list.expire_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
-        WHERE (CASE WHEN typeof(NEW.expire_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, 'unixepoch')
-           WHEN typeof(NEW.expire_at) = 'text' AND NEW.expire_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
-                AND strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds')
-           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds') END) IS NULL;
-    UPDATE msg_list SET expire_at = CASE WHEN typeof(NEW.expire_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, 'unixepoch')
-           WHEN typeof(NEW.expire_at) = 'text' AND NEW.expire_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
-                AND strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds')
-           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds') END
-    WHERE id = NEW.id;
-END;
-
-DROP TRIGGER IF EXISTS msg_list_created_at_insert;
-CREATE TRIGGER msg_list_created_at_insert AFTER INSERT ON msg_list
-WHEN NOT (typeof(NEW.created_at) = 'text' AND substr(NEW.created_at, 1, 19) IS datetime(substr(NEW.created_at, 1, 19), '+0 seconds')
-         AND (length(NEW.created_at) = 19 OR (substr(NEW.created_at, 20, 1) = '.' AND length(NEW.created_at) BETWEEN 21 AND 26
-              AND substr(NEW.created_at, 21) NOT GLOB '*[^0-9]*')))
-BEGIN
-    SELECT RAISE(ABORT, 'msg_list.created_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
-        WHERE (CASE WHEN typeof(NEW.created_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, 'unixepoch')
-           WHEN typeof(NEW.created_at) = 'text' AND NEW.created_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
-                AND strftime('%Y-%m-%d %H:%M:%f', NEW.created_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds')
-           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds') END) IS NULL;
-    UPDATE msg_list SET created_at = CASE WHEN typeof(NEW.created_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, 'unixepoch')
-           WHEN typeof(NEW.created_at) = 'text' AND NEW.created_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
-                AND strftime('%Y-%m-%d %H:%M:%f', NEW.created_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds')
-           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds') END
-    WHERE id = NEW.id;
-END;
-
-DROP TRIGGER IF EXISTS msg_list_send_at_update;
-CREATE TRIGGER msg_list_send_at_update AFTER UPDATE OF send_at ON msg_list
-WHEN NOT (typeof(NEW.send_at) = 'text' AND substr(NEW.send_at, 1, 19) IS datetime(substr(NEW.send_at, 1, 19), '+0 seconds')
-         AND (length(NEW.send_at) = 19 OR (substr(NEW.send_at, 20, 1) = '.' AND length(NEW.send_at) BETWEEN 21 AND 26
-              AND substr(NEW.send_at, 21) NOT GLOB '*[^0-9]*')))
-BEGIN
-    SELECT RAISE(ABORT, 'msg_list.send_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
-        WHERE (CASE WHEN typeof(NEW.send_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, 'unixepoch')
-           WHEN typeof(NEW.send_at) = 'text' AND NEW.send_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
-                AND strftime('%Y-%m-%d %H:%M:%f', NEW.send_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds')
-           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds') END) IS NULL;
-    UPDATE msg_list SET send_at = CASE WHEN typeof(NEW.send_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, 'unixepoch')
-           WHEN typeof(NEW.send_at) = 'text' AND NEW.send_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
-                AND strftime('%Y-%m-%d %H:%M:%f', NEW.send_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds')
-           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.send_at, '+0 seconds') END
-    WHERE id = NEW.id;
-END;
-
-DROP TRIGGER IF EXISTS msg_list_expire_at_update;
-CREATE TRIGGER msg_list_expire_at_update AFTER UPDATE OF expire_at ON msg_list
-WHEN NEW.expire_at IS NOT NULL AND NOT (typeof(NEW.expire_at) = 'text' AND substr(NEW.expire_at, 1, 19) IS datetime(substr(NEW.expire_at, 1, 19), '+0 seconds')
-         AND (length(NEW.expire_at) = 19 OR (substr(NEW.expire_at, 20, 1) = '.' AND length(NEW.expire_at) BETWEEN 21 AND 26
-              AND substr(NEW.expire_at, 21) NOT GLOB '*[^0-9]*')))
-BEGIN
-    SELECT RAISE(ABORT, 'msg_list.expire_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
-        WHERE (CASE WHEN typeof(NEW.expire_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, 'unixepoch')
-           WHEN typeof(NEW.expire_at) = 'text' AND NEW.expire_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
-                AND strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds')
-           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds') END) IS NULL;
-    UPDATE msg_list SET expire_at = CASE WHEN typeof(NEW.expire_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, 'unixepoch')
-           WHEN typeof(NEW.expire_at) = 'text' AND NEW.expire_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
-                AND strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds')
-           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.expire_at, '+0 seconds') END
-    WHERE id = NEW.id;
-END;
-
-DROP TRIGGER IF EXISTS msg_list_created_at_update;
-CREATE TRIGGER msg_list_created_at_update AFTER UPDATE OF created_at ON msg_list
-WHEN NOT (typeof(NEW.created_at) = 'text' AND substr(NEW.created_at, 1, 19) IS datetime(substr(NEW.created_at, 1, 19), '+0 seconds')
-         AND (length(NEW.created_at) = 19 OR (substr(NEW.created_at, 20, 1) = '.' AND length(NEW.created_at) BETWEEN 21 AND 26
-              AND substr(NEW.created_at, 21) NOT GLOB '*[^0-9]*')))
-BEGIN
-    SELECT RAISE(ABORT, 'msg_list.created_at is not a time: write UTC as YYYY-MM-DD HH:MM:SS, ISO 8601 with Z or an offset, or Unix epoch seconds')
-        WHERE (CASE WHEN typeof(NEW.created_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, 'unixepoch')
-           WHEN typeof(NEW.created_at) = 'text' AND NEW.created_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
-                AND strftime('%Y-%m-%d %H:%M:%f', NEW.created_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds')
-           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds') END) IS NULL;
-    UPDATE msg_list SET created_at = CASE WHEN typeof(NEW.created_at) IN ('integer', 'real') THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, 'unixepoch')
-           WHEN typeof(NEW.created_at) = 'text' AND NEW.created_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'
-                AND strftime('%Y-%m-%d %H:%M:%f', NEW.created_at) = strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds')
-           THEN strftime('%Y-%m-%d %H:%M:%f', NEW.created_at, '+0 seconds') END
-    WHERE id = NEW.id;
-END;
+-- herald:timestamp-triggers send_at expire_at? created_at
 
 DROP TRIGGER IF EXISTS msg_list_priority_insert;
 CREATE TRIGGER msg_list_priority_insert AFTER INSERT ON msg_list

@@ -12,8 +12,8 @@ from typing import Any
 
 from peewee import Database
 
+from db import console as reads
 from db import heartbeat
-from web.console import sql
 from web.console.values import Bad, count, num, ts, txt
 
 GROUPS_SHOWN = 200
@@ -31,9 +31,7 @@ class FailureGroup:
 
 
 def failure_groups(db: Database) -> tuple[list[FailureGroup], bool]:
-    found = sql.rows(db, "SELECT errcode, template, COUNT(*), MAX(updated_at), MAX(error) "
-                         "FROM msg_list WHERE status = 'fail' GROUP BY errcode, template "
-                         f"ORDER BY COUNT(*) DESC LIMIT {GROUPS_SHOWN + 1}")
+    found = reads.failure_groups(db, GROUPS_SHOWN + 1)
     groups = [FailureGroup(num(code), txt(tpl), count(n), ts(last), txt(example))
               for code, tpl, n, last, example in found[:GROUPS_SHOWN]]
     return groups, len(found) > GROUPS_SHOWN
@@ -42,12 +40,7 @@ def failure_groups(db: Database) -> tuple[list[FailureGroup], bool]:
 def null_errcode_ids(db: Database, template: str | None) -> list[int]:
     """Failed rows of one template that have no errcode (a render error, an expiry):
     db/ops selects by errcode value only, so these are named by id."""
-    if template is None:
-        found = sql.rows(db, "SELECT id FROM msg_list WHERE status = 'fail' AND errcode IS NULL"
-                             f" AND template IS NULL ORDER BY id LIMIT {NULL_GROUP_IDS}")
-    else:
-        found = sql.rows(db, "SELECT id FROM msg_list WHERE status = 'fail' AND errcode IS NULL"
-                             f" AND template = ? ORDER BY id LIMIT {NULL_GROUP_IDS}", (template,))
+    found = reads.failed_without_errcode(db, template, NULL_GROUP_IDS)
     return [int(r[0]) for r in found]
 
 
@@ -66,10 +59,7 @@ def grants(db: Database, openid: str, apps: Iterable[str]) -> list[Grant]:
     names = sorted(set(apps))
     if not names:
         return []
-    marks = ", ".join("?" * len(names))
-    found = sql.rows(db, "SELECT app, template_id, balance, status, updated_at FROM "
-                         f"subscribe_grant WHERE app IN ({marks}) AND openid = ? "
-                         f"ORDER BY app, template_id LIMIT {GRANTS_SHOWN}", [*names, openid])
+    found = reads.grants(db, openid, names, GRANTS_SHOWN)
     return [Grant(txt(a), txt(t), num(b), txt(s), ts(u)) for a, t, b, s, u in found]
 
 
@@ -82,8 +72,7 @@ class TokenState:
 
 
 def token_states(db: Database) -> list[TokenState]:
-    found = sql.rows(db, "SELECT app, expires_at, refreshed_at, refreshed_by FROM access_token "
-                         "ORDER BY app LIMIT 100")
+    found = reads.token_states(db)
     return [TokenState(txt(a) or "?", ts(e), ts(r), txt(b)) for a, e, r, b in found]
 
 
@@ -116,8 +105,7 @@ def daemons(db: Database, now: datetime) -> list[Daemon]:
 
 def _seen_one_by_one(db: Database, now: datetime) -> list[heartbeat.Seen]:
     out = []
-    for raw in sql.rows(db, "SELECT daemon_id, role, host, pid, version, started_at, "
-                            "last_seen, last_dispatch, info FROM herald_daemon"):
+    for raw in reads.daemons(db):
         daemon_id, role, host, pid, version, started, last, dispatched, info = raw
         last_seen = ts(last)
         pid_value = num(pid)

@@ -12,8 +12,8 @@ rows as with a hundred:
   next WINDOW rows down from `before`, filtered row by row. A window may hold fewer
   matches than a page; the page then says which ids it searched and links on.
 - no filter: the primary key, newest first.
-Filters that are not the plan's own are checked row by row (sql.unindexed), so SQLite
-never trades the plan's index for a worse one.
+Filters that are not the plan's own are checked row by row, so SQLite never trades
+the plan's index for a worse one. The statements are db/console.py's.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from urllib.parse import urlencode
 
 from peewee import Database
 
+from db import console as reads
 from db.decode import shown
 from templates import TemplateSet, render_row
-from web.console import sql
 from web.console.values import Bad, num, ts, txt
 
 PAGE = 50
@@ -37,8 +37,7 @@ INDEX_PATH_MAX = 20_000
 EVENTS_SHOWN = 500
 CHAIN_HOPS = 20
 
-LIST_COLUMNS = ("id", "app", "template", "openid", "status", "attempts", "errcode", "error",
-                "created_at", "send_at", "sent_at", "receipt", "parent_id")
+LIST_COLUMNS = reads.LIST_COLUMNS
 
 # every msg_list column, in the order the message page shows them, with its kind
 ALL_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -107,80 +106,20 @@ def _list_row(raw: tuple) -> ListRow:
                    txt(receipt), num(parent))
 
 
-def _residual(db: Database, f: Filters, skip: set[str]) -> tuple[list[str], list[Any]]:
-    """The filters the plan does not answer itself, checked row by row."""
-    conds: list[str] = []
-    params: list[Any] = []
-    for name in ("status", "template", "openid"):
-        value = getattr(f, name)
-        if value is not None and name not in skip:
-            conds.append(f"{sql.unindexed(db, name)} = ?")
-            params.append(value)
-    if f.app is not None and "app" not in skip:
-        if f.app == "default":  # rows with app NULL use the default app (as db/ops)
-            conds.append(f"({sql.unindexed(db, 'app')} = ? OR app IS NULL)")
-        else:
-            conds.append(f"{sql.unindexed(db, 'app')} = ?")
-        params.append(f.app)
-    return conds, params
-
-
-def _select(db: Database, where: list[str], params: list[Any], limit: int) -> list[ListRow]:
-    clause = " AND ".join(where) if where else "1 = 1"
-    found = sql.rows(db, f"SELECT {', '.join(LIST_COLUMNS)} FROM msg_list WHERE {clause} "
-                         f"ORDER BY id DESC LIMIT {int(limit)}", params)
-    return [_list_row(r) for r in found]
-
-
-def _id_bounds(db: Database) -> tuple[int, int] | None:
-    # two subqueries: SQLite answers MIN and MAX from the key only one at a time
-    (low, high), = sql.rows(db, "SELECT (SELECT MIN(id) FROM msg_list), "
-                                "(SELECT MAX(id) FROM msg_list)")
-    if low is None or high is None:
-        return None
-    return int(low), int(high)
-
-
-def _few(db: Database, status: str) -> bool:
-    """Whether `status` has at most INDEX_PATH_MAX rows: a count that stops there, so
-    it reads at most that many index entries however many rows the status has."""
-    (n,), = sql.rows(db, "SELECT COUNT(*) FROM (SELECT 1 AS one FROM msg_list WHERE "
-                         f"status = ? LIMIT {INDEX_PATH_MAX + 1}) AS capped", (status,))
-    return int(n) <= INDEX_PATH_MAX
-
-
 def search(db: Database, f: Filters, before: int | None = None) -> Page:
-    params: list[Any]
+    asked = reads.Search(q=f.q, q_id=int(f.q) if f.q and _as_id(f.q) else None,
+                     status=f.status, template=f.template, app=f.app, openid=f.openid)
+    found = reads.search(db, asked, before, page=PAGE, window=WINDOW, few_max=INDEX_PATH_MAX)
+    rows = [_list_row(r) for r in found.rows]
     if f.q:
-        as_id = _as_id(f.q)
-        where = ["(dedup_key = ? OR msgid = ?" + (" OR id = ?)" if as_id else ")")]
-        params = [f.q, f.q, *([int(f.q)] if as_id else [])]
-        more, more_params = _residual(db, f, set())
-        return Page(_select(db, where + more, params + more_params, PAGE), "dedup_key/msgid")
-    for plan, leading, value in (("openid", "openid = ?", f.openid),
-                                 ("status", "status = ?", f.status)):
-        if value is None or (plan == "status" and not _few(db, value)):
-            continue
-        where, params = [leading], [value]
-        if before is not None:
-            where.append("id < ?")
-            params.append(before)
-        more, more_params = _residual(db, f, {plan})
-        return _paged(_select(db, where + more, params + more_params, PAGE + 1), plan)
-    if not f.any:
-        where, params = ([], []) if before is None else (["id < ?"], [before])
-        return _paged(_select(db, where, params, PAGE + 1), "id")
-    bounds = _id_bounds(db)
-    if bounds is None:
-        return Page([], "window")
-    high = min(before, bounds[1] + 1) if before is not None else bounds[1] + 1
-    low = max(high - WINDOW, bounds[0])
-    more, more_params = _residual(db, f, set())
-    found = _select(db, ["id >= ?", "id < ?", *more], [low, high, *more_params], PAGE + 1)
-    page = _paged(found, "window")
-    page.window = (low, high)
-    if page.next_before is None and low > bounds[0]:
-        page.next_before = low  # nothing more in this window: search the next one down
+        return Page(rows, found.plan)
+    if found.plan == "window" and found.window is None:
+        return Page([], "window")  # no rows at all
+    page = _paged(rows, found.plan)
+    if found.window is not None:
+        page.window = found.window
+        if page.next_before is None and found.more_below:
+            page.next_before = found.window[0]  # nothing more here: search the next one down
     return page
 
 
@@ -240,14 +179,13 @@ class Message:
 
 def load(db: Database, row_id: int, templates: TemplateSet) -> Message | None:
     names = [name for name, _ in ALL_COLUMNS]
-    found = sql.rows(db, f"SELECT {', '.join(names)} FROM msg_list WHERE id = ?", (row_id,))
+    found = reads.message(db, row_id, names)
     if not found:
         return None
     raw = dict(zip(names, found[0], strict=True))
     values = {name: _DECODE[kind](raw[name]) for name, kind in ALL_COLUMNS}
     msg = Message(id=row_id, columns=[(n, values[n]) for n, _ in ALL_COLUMNS], values=values)
-    ev = sql.rows(db, "SELECT id, at, kind, channel, errcode, detail, daemon FROM msg_event "
-                      f"WHERE msg_id = ? ORDER BY id LIMIT {EVENTS_SHOWN + 1}", (row_id,))
+    ev = reads.events(db, row_id, EVENTS_SHOWN + 1)
     msg.events = [Event(int(i), ts(at), txt(k), txt(ch), num(code), txt(d), txt(dm))
                   for i, at, k, ch, code, d, dm in ev[:EVENTS_SHOWN]]
     msg.events_capped = len(ev) > EVENTS_SHOWN
@@ -266,25 +204,22 @@ def _hop(raw: tuple, this_id: int) -> Hop:
 def chain(db: Database, row_id: int, parent: object) -> list[Hop]:
     """The fallback chain through this row: its ancestors (via parent_id), itself, and
     the hops made from it, oldest first; bounded, and safe against a cycle."""
-    cols = "id, status, template, errcode, parent_id"
     seen = {row_id}
     up: list[Hop] = []
     next_id = parent if isinstance(parent, int) else None
     while next_id is not None and next_id not in seen and len(up) < CHAIN_HOPS:
         seen.add(next_id)
-        found = sql.rows(db, f"SELECT {cols} FROM msg_list WHERE id = ?", (next_id,))
+        found = reads.hop(db, next_id)
         if not found:
             break
         hop = _hop(found[0], row_id)
         up.append(hop)
         next_id = hop.parent_id
-    this = sql.rows(db, f"SELECT {cols} FROM msg_list WHERE id = ?", (row_id,))
+    this = reads.hop(db, row_id)
     down: list[Hop] = []
     frontier = [row_id]
     while frontier and len(down) < CHAIN_HOPS:
-        marks = ", ".join("?" * len(frontier))
-        found = sql.rows(db, f"SELECT {cols} FROM msg_list WHERE parent_id IN ({marks}) "
-                             f"ORDER BY id LIMIT {CHAIN_HOPS}", frontier)
+        found = reads.hops_from(db, frontier, CHAIN_HOPS)
         frontier = []
         for raw in found:
             hop = _hop(raw, row_id)

@@ -28,11 +28,12 @@ from datetime import datetime, timedelta
 
 from peewee import Database
 
+from db import console as reads
 from db import holds
 from db.holds import Hold
 from db.models import STATUSES
+from db.spending import counts as spending_counts
 from logs import redact
-from web.console import sql
 from web.console.values import Bad, count, num, ts, txt
 
 log = logging.getLogger("herald.console")
@@ -66,6 +67,8 @@ class Snapshot:
     due: int
     missing_after: float = 0.0
     holds: list[Hold] = field(default_factory=list)  # quota holds in force (db/holds.py)
+    # rows superseded, and waiting for a send window, collapse window or cap (db/spending.py)
+    spending: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -84,30 +87,25 @@ def take(db: Database, now: datetime, *, missing_after: float) -> Snapshot:
     """Compute every overview number now (the cache decides when)."""
     started = time.monotonic()
     totals = dict.fromkeys(STATUSES, 0)
-    for status, n in sql.rows(db, "SELECT status, COUNT(*) FROM msg_list GROUP BY status"):
+    for status, n in reads.status_totals(db):
         key = txt(status) or "?"
         totals[key] = totals.get(key, 0) + count(n)
 
-    cases = ", ".join(f"SUM(CASE WHEN status = '{s}' THEN 1 ELSE 0 END)" for s in STATUSES)
     grid = []
-    found = sql.rows(db, f"SELECT app, template, {cases}, COUNT(*) FROM msg_list "
-                         f"GROUP BY app, template ORDER BY COUNT(*) DESC LIMIT {GRID_ROWS + 1}")
+    found = reads.grid(db, STATUSES, GRID_ROWS + 1)
     for app, template, *rest in found[:GRID_ROWS]:
         counts = {s: count(v) for s, v in zip(STATUSES, rest[:-1], strict=True)}
         grid.append(GridRow(txt(app), txt(template), counts, count(rest[-1])))
     grid.sort(key=lambda g: (g.app or "", g.template or ""))
 
-    failures = [(num(code), count(n)) for code, n in sql.rows(
-        db, "SELECT errcode, COUNT(*) FROM msg_list WHERE status = 'fail' GROUP BY errcode "
-            f"ORDER BY COUNT(*) DESC LIMIT {ERRCODES_SHOWN}")]
+    failures = [(num(code), count(n))
+                for code, n in reads.failures_by_errcode(db, ERRCODES_SHOWN)]
 
     end = _floor_minute(now) + timedelta(minutes=1)
     start = end - timedelta(minutes=CHART_MINUTES)
     per_minute = [0] * CHART_MINUTES
     receipts = {"delivered": 0, "failed": 0, "missing": 0, "awaiting": 0}
-    for stamp, receipt, n in sql.rows(
-            db, f"SELECT {sql.minute(db, 'sent_at')}, receipt, COUNT(*) FROM msg_list "
-                "WHERE sent_at >= ? GROUP BY 1, 2", (sql.ts(db, start),)):
+    for stamp, receipt, n in reads.sent_per_minute(db, start):
         try:
             at = datetime.strptime(str(stamp), "%Y-%m-%d %H:%M").replace(tzinfo=start.tzinfo)
         except ValueError:
@@ -119,26 +117,21 @@ def take(db: Database, now: datetime, *, missing_after: float) -> Snapshot:
         if kind in ("delivered", "failed"):
             receipts[kind] += count(n)
     cutoff = now - timedelta(seconds=missing_after)
-    (no_receipt,), = sql.rows(db, "SELECT COUNT(*) FROM msg_list WHERE sent_at >= ? "
-                                  "AND receipt IS NULL", (sql.ts(db, start),))
-    missing = sql.rows(db, "SELECT COUNT(*) FROM msg_list WHERE sent_at >= ? AND sent_at < ? "
-                           "AND receipt IS NULL", (sql.ts(db, start), sql.ts(db, cutoff)))
-    receipts["missing"] = count(missing[0][0])
+    no_receipt = reads.without_receipt(db, start)
+    receipts["missing"] = count(reads.without_receipt(db, start, cutoff))
     receipts["awaiting"] = max(0, count(no_receipt) - receipts["missing"])
 
     oldest_due: datetime | Bad | None = None
-    first = sql.rows(db, "SELECT send_at FROM msg_list WHERE status = 'wait' AND send_at <= ? "
-                         "ORDER BY send_at LIMIT 1", (sql.ts(db, now),))
+    first = reads.oldest_due(db, now)
     if first:
         oldest_due = ts(first[0][0])
-    (due,), = sql.rows(db, "SELECT COUNT(*) FROM msg_list WHERE status = 'wait' "
-                           "AND send_at <= ?", (sql.ts(db, now),))
+    due = reads.due(db, now)
 
     return Snapshot(at=now, took=time.monotonic() - started, totals=totals, grid=grid,
                     grid_capped=len(found) > GRID_ROWS, failures=failures,
                     chart_start=start, per_minute=per_minute, receipts=receipts,
                     oldest_due=oldest_due, due=count(due), missing_after=missing_after,
-                    holds=holds.active(db, now))
+                    holds=holds.active(db, now), spending=spending_counts(db))
 
 
 class SnapshotCache:
