@@ -37,7 +37,7 @@ from config import Config, ConfigError, load_config
 from config.schema import SCHEMA
 from logs import redact, set_secrets, setup_logging, template_secrets
 from ratelimit import RateLimiters
-from runtime import Runtime, token_margin
+from runtime import Runtime, process_rate, token_margin
 from service.wiring import adopt, load_context
 from templates import TemplateHolder, TemplateSet
 from tokens import claim_seconds
@@ -178,7 +178,7 @@ def reload_run(rt: Runtime, daemon: Reschedulable | None = None, *,
     rt.tokens.configure(rt.client, new.apps, refresh_margin=token_margin(new),
                         claim_for=claim_seconds(new.http.timeout))
     if new.dispatch.rate_limit != old.dispatch.rate_limit:
-        rt.limiters = RateLimiters(new.dispatch.rate_limit)
+        rt.limiters = RateLimiters(process_rate(new))
     if daemon is not None:
         for name, job in new.jobs.items():
             if job.every != old.jobs[name].every:

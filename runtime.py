@@ -41,6 +41,13 @@ class NullMetrics:
     def config_reload(self, applied: bool) -> None: ...
 
 
+def process_rate(config: Config) -> float | None:
+    """dispatch.rate_limit for one dispatch process: the daemon's rate shared between
+    its processes, so that together they never start more sends a second than it says."""
+    rate = config.dispatch.rate_limit
+    return rate / config.dispatch.processes if rate else rate
+
+
 def token_margin(config: Config) -> float:
     """How far ahead of expiry token_refresh renews a token: one job interval and 5 min."""
     return config.jobs["token_refresh"].every + 300
@@ -60,6 +67,9 @@ class Runtime:
     metrics: MetricsSink = field(default_factory=NullMetrics)
     # progress reports from dispatch, read by the watchdog loop in scheduler.py
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    # dispatch.processes > 1: this process is the k-th of n and claims only the rows
+    # whose recipient falls in its share (service/processes.py); None: every row
+    share: tuple[int, int] | None = None
     # senders and clients a reload replaced, closed once no send can still use them:
     # (monotonic time after which they may close, the objects)
     retired: list[tuple[float, list[Any]]] = field(default_factory=list)
@@ -82,7 +92,7 @@ class Runtime:
             client=client,
             tokens=tokens,
             daemon_id=daemon_id,
-            limiters=RateLimiters(config.dispatch.rate_limit),
+            limiters=RateLimiters(process_rate(config)),
             senders=channels.build_senders(config, lender(client)),
             stopping=stopping,
         )

@@ -19,6 +19,7 @@ from jobs import dispatch, purge, stale_retry, token_refresh
 from logs import redact, setup_logging
 from reload import reload_config
 from runtime import Runtime
+from service import processes
 from service.daemon import Daemon
 from service.shell import Service, Shell
 
@@ -62,11 +63,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, strict_secrets=False)
     cfg.require(*run_credentials(cfg))
     setup_logging(cfg.log.format, cfg.log.level, sql=cfg.log.sql)
+    # dispatch.processes > 1: this `run` supervises that many, each a `run` told its
+    # share (service/processes.py); child 0 also runs the other jobs and the metrics
+    share = processes.child_share()
+    if share is None and cfg.dispatch.processes > 1 and not args.once:
+        return processes.supervise(cfg)
+    first = share is None or share[0] == 0
     rt = build(cfg)
+    rt.share = share
     if args.once:
         return run_once(rt)
     server = None
-    if cfg.metrics.listen and cfg.metrics.host is not None and cfg.metrics.port is not None:
+    if (first and cfg.metrics.listen and cfg.metrics.host is not None
+            and cfg.metrics.port is not None):
         from metrics import Metrics, start_server
 
         rt.metrics = Metrics(db=rt.db, token_expiry=lambda: {
@@ -80,13 +89,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.error("metrics.listen %s: cannot listen: %s", cfg.metrics.listen, exc)
             return commands.EXIT_RUNTIME
     try:
-        with rt.db.connection_context():
-            token_refresh.run(rt)
+        if first:  # the other dispatch processes read what child 0 stored
+            with rt.db.connection_context():
+                token_refresh.run(rt)
     except token_refresh.TokenRefreshFailed as exc:
         for app, reason in exc.problems.items():
             log.error("app %s: no access token at start: %s (rows wait until it works)",
                       app, reason)
-    daemon = Daemon(rt)
+    daemon = Daemon(rt, only_dispatch=not first)
     # a dispatch run that makes no progress for this long is hung: stop the pings and
     # let systemd restart us (sends are bounded by http.timeout, writes by busy waits)
     hung_after = max(120.0, 3 * cfg.http.timeout)
@@ -107,9 +117,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if daemon.waker is not None:
         daemon.waker.start()
     shell.ready()
-    log.info("herald running as %s: %d apps, %d templates, dispatch every %ss",
+    log.info("herald running as %s: %d apps, %d templates, dispatch every %ss%s",
              rt.daemon_id, len(cfg.apps), len(rt.templates.current.templates),
-             cfg.jobs["dispatch"].every)
+             cfg.jobs["dispatch"].every,
+             f" (dispatch process {share[0]}/{share[1]})" if share else "")
     # The main thread only waits: no scheduler work runs inside a signal handler.
     stopped_by = shell.run()
     log.info("%s: stopping; no new claims, waiting for in-flight sends", stopped_by)

@@ -150,6 +150,13 @@ class DispatchConfig:
     rate_limit: Annotated[float | None, key(
         Number(0, 10000, low_open=True, nullable=True, unit="messages per second per app"),
         None, "at most this many sends start per second per app (null: unlimited)")]
+    # A process is one Python interpreter, so one core at most (the GIL): N processes of
+    # one daemon use N cores on one queue. Each claims only the rows whose recipient
+    # falls in its share (never two sends to one openid at once, WeChat 43108).
+    processes: Annotated[int, key(
+        Integer(1, 64), 1,
+        "dispatch processes of this daemon, each with `workers` sends (one core each; "
+        "more than the host's cores gains nothing)", reload=Sighup("restart", "unused"))]
     # the waker's thread and connection are made at start
     wake: Annotated[bool, key(
         Bool(), True, "wake dispatch when a row is inserted or falls due, between polls "

@@ -24,7 +24,7 @@ from peewee import Database
 
 from db import spending
 from db.decode import CLAIM_SELECT, COLLAPSE_KEY_AT, BadRow, Row, decode_claimed, keyed
-from db.dialects import dialect
+from db.dialects import Share, dialect
 from db.models import MsgList
 
 _KEY = itemgetter(COLLAPSE_KEY_AT)  # a claimed row's collapse_key, undecoded
@@ -44,9 +44,12 @@ class Claimed(list[Row | BadRow]):
 
 
 def claim_batch(
-    db: Database, *, daemon_id: str, now: datetime, lease: float, limit: int
+    db: Database, *, daemon_id: str, now: datetime, lease: float, limit: int,
+    share: Share | None = None,
 ) -> Claimed:
-    """Claim up to `limit` due rows, highest priority first, then oldest."""
+    """Claim up to `limit` due rows, highest priority first, then oldest. `share` (k, n):
+    only rows whose recipient falls in the k-th of n shares (dispatch.processes: the
+    processes of one daemon never claim rows of one openid at the same time)."""
     if limit <= 0:
         return Claimed()
     d = dialect(db)
@@ -57,7 +60,7 @@ def claim_batch(
     until = now + timedelta(seconds=lease)
     with db.atomic():
         raw = d.claim(db, sets=sets, set_params=(daemon_id, d.ts(until), stamp), now=stamp,
-                      limit=limit, returning=CLAIM_SELECT)
+                      limit=limit, returning=CLAIM_SELECT, share=share)
         taken = len(raw)
         collapsed = None
         if raw and any(map(_KEY, raw)):  # (an empty key is no key)

@@ -39,6 +39,10 @@ from db.urls import UnsupportedDatabase, engine_of, pooled, url_params
 DDL_DIR = Path(__file__).parent / "ddl"
 _FIXED = re.compile(r":([a-z_]+)\b")
 _REF = re.compile(r"\b(v)\.(\w+)|:([a-z_]+)\b")
+# The recipient a row's share is taken from: its openid (WeChat answers 43108 to two
+# sends to one openid at once), or its phone when it has none (an SMS row).
+SHARE_KEY = "COALESCE(NULLIF(openid, ''), phone, '')"
+Share = tuple[int, int]  # (k, n): the k-th of n dispatch processes (service/processes.py)
 _EXCLUDED = re.compile(r"\bexcluded\.(\w+)")
 _TRIGGERS = re.compile(r"^-- herald:timestamp-triggers (.*)\n\n", re.M)
 
@@ -102,15 +106,29 @@ class Dialect:
     # at all is sent again), so the count stops just below the top of the range.
     next_attempt: ClassVar[str] = "LEAST(attempts, 2147483646) + 1"
 
-    def pick_sql(self, columns: str = "id") -> str:
+    def pick_sql(self, columns: str = "id", share: Share | None = None) -> str:
         """The claim's SELECT of due rows (one shape on every engine): what the claim
-        index serves. Parameters: now, limit."""
+        index serves. Parameters: now, limit. `share` (k, n): only the rows whose
+        recipient hashes to k of n (dispatch.processes: each process claims its own)."""
         p = self.param
-        return (f"SELECT {columns} FROM msg_list WHERE status = 'wait' AND send_at <= {p} "
-                f"ORDER BY priority DESC, send_at, id LIMIT {p}")
+        where = ""
+        if share is not None:
+            k, n = share
+            if not (isinstance(k, int) and isinstance(n, int) and 0 <= k < n):
+                raise ValueError(f"bad dispatch share {share!r}")
+            where = f" AND {self.share_of(SHARE_KEY, n)} = {k}"
+        return (f"SELECT {columns} FROM msg_list WHERE status = 'wait' AND send_at <= {p}"
+                f"{where} ORDER BY priority DESC, send_at, id LIMIT {p}")
+
+    def share_of(self, key: str, n: int) -> str:
+        """SQL for the share (0 to n-1) of the text expression `key`: a hash of it
+        modulo n, the same for one value in every session of this engine. (MOD(), not
+        %: the drivers of the servers read % as a parameter mark.)"""
+        raise NotImplementedError
 
     def claim(self, db: Database, *, sets: str, set_params: Sequence[object],
-              now: object, limit: int, returning: str) -> list[tuple]:
+              now: object, limit: int, returning: str, share: Share | None = None
+              ) -> list[tuple]:
         """Move up to `limit` due rows to sending (inside the caller's transaction) and
         return their `returning` columns, undecoded."""
         raise NotImplementedError
@@ -258,9 +276,10 @@ class SQLite(Dialect):
                              super().ddl())
 
     def claim(self, db: Database, *, sets: str, set_params: Sequence[object],
-              now: object, limit: int, returning: str) -> list[tuple]:
+              now: object, limit: int, returning: str, share: Share | None = None
+              ) -> list[tuple]:
         # SQLite has one writer: BEGIN IMMEDIATE (lock_type) already excludes others.
-        sql = (f"UPDATE msg_list SET {sets} WHERE id IN ({self.pick_sql()}) "
+        sql = (f"UPDATE msg_list SET {sets} WHERE id IN ({self.pick_sql(share=share)}) "
                f"RETURNING {returning}")
         return list(db.execute_sql(sql, (*set_params, now, limit)).fetchall())
 
@@ -271,6 +290,10 @@ class SQLite(Dialect):
     def for_update(self, query: Any) -> Any:
         # the transaction began IMMEDIATE and holds the database's write lock
         return query
+
+    def share_of(self, key: str, n: int) -> str:
+        # no hash built in: HeraldSqlite registers herald_share (CRC-32) on each connection
+        return f"herald_share(CAST({key} AS BLOB)) % {n}"
 
     def minute(self, column: str) -> str:
         return f"substr({column}, 1, 16)"  # SQLite keeps Herald's UTC text form
@@ -348,12 +371,13 @@ class Postgres(Dialect):
         return ReconnectingPostgres(name, **params)
 
     def claim(self, db: Database, *, sets: str, set_params: Sequence[object],
-              now: object, limit: int, returning: str) -> list[tuple]:
+              now: object, limit: int, returning: str, share: Share | None = None
+              ) -> list[tuple]:
         # A materialized CTE runs the locking SELECT exactly once. With
         # `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` the planner may rescan
         # the subquery (the inner side of a nested loop), and each rescan skips the
         # rows the previous one locked: more than n rows claimed.
-        sql = (f"WITH picked AS MATERIALIZED ({self.pick_sql()} FOR UPDATE SKIP LOCKED) "
+        sql = (f"WITH picked AS MATERIALIZED ({self.pick_sql(share=share)} FOR UPDATE SKIP LOCKED) "
                f"UPDATE msg_list SET {sets} FROM picked WHERE msg_list.id = picked.id "
                f"RETURNING {_qualify(returning, 'msg_list')}")
         # the CTE comes first in the statement, so do its parameters
@@ -363,6 +387,11 @@ class Postgres(Dialect):
         marks = ", ".join("%s" for _ in columns)
         return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
                 f"ON CONFLICT ({conflict}) DO NOTHING")
+
+    def share_of(self, key: str, n: int) -> str:
+        # hashtext: int4, stable for a value on one server (what hash indexes use);
+        # masked to 31 bits, so the remainder is never negative
+        return f"MOD(hashtext({key}) & 2147483647, {n})"
 
     def minute(self, column: str) -> str:
         return f"to_char(date_trunc('minute', {column}), 'YYYY-MM-DD HH24:MI')"
@@ -443,7 +472,8 @@ class MySQL(Dialect):
         return naive_utc(value)
 
     def claim(self, db: Database, *, sets: str, set_params: Sequence[object],
-              now: object, limit: int, returning: str) -> list[tuple]:
+              now: object, limit: int, returning: str, share: Share | None = None
+              ) -> list[tuple]:
         """SELECT ... FOR UPDATE SKIP LOCKED, UPDATE by id, read back: one transaction.
 
         No UPDATE ... RETURNING on MySQL. READ COMMITTED: InnoDB then takes no gap
@@ -451,7 +481,7 @@ class MySQL(Dialect):
         rows it read but did not match (a high-priority row scheduled for later), so
         only the claimed rows stay locked.
         """
-        cur = db.execute_sql(self.pick_sql() + " FOR UPDATE SKIP LOCKED", (now, limit))
+        cur = db.execute_sql(self.pick_sql(share=share) + " FOR UPDATE SKIP LOCKED", (now, limit))
         ids = [r[0] for r in cur.fetchall()]
         if not ids:
             return []
@@ -469,6 +499,9 @@ class MySQL(Dialect):
 
     def concat(self, *parts: str) -> str:
         return f"CONCAT({', '.join(parts)})"
+
+    def share_of(self, key: str, n: int) -> str:
+        return f"MOD(CRC32({key}), {n})"
 
     def minute(self, column: str) -> str:
         return f"DATE_FORMAT({column}, '%Y-%m-%d %H:%i')"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 import ssl
 import threading
+import zlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -247,6 +248,12 @@ def _text_factory(raw: bytes) -> str:
         return _BadText(raw)
 
 
+def _share_hash(raw: object) -> int:
+    """SQLite's herald_share(): CRC-32 of the recipient's bytes (what MySQL's CRC32 is).
+    Fed a BLOB (the SQL casts), so no text can fail to decode and fail the claim."""
+    return zlib.crc32(raw) if isinstance(raw, bytes) else 0
+
+
 class HeraldSqlite(_SqliteStamps, SqliteDatabase):
     """SQLite with a text decoder that cannot fail a whole query, and a rollback that
     keeps the real error.
@@ -262,6 +269,8 @@ class HeraldSqlite(_SqliteStamps, SqliteDatabase):
     def _initialize_connection(self, conn: sqlite3.Connection) -> None:
         super()._initialize_connection(conn)
         conn.text_factory = _text_factory
+        # dispatch.processes: the claim's share of a recipient (db/dialects.py)
+        conn.create_function("herald_share", 1, _share_hash, deterministic=True)
 
     def rollback(self) -> None:
         conn = self._state.conn

@@ -364,7 +364,8 @@ def _drain(rt: Runtime, st: _State, stats: Stats, pool: ThreadPoolExecutor,
 
 
 def _claim(rt: Runtime, now: datetime, lease: float, limit: int) -> list[Row | BadRow]:
-    return claim_batch(rt.db, daemon_id=rt.daemon_id, now=now, lease=lease, limit=limit)
+    return claim_batch(rt.db, daemon_id=rt.daemon_id, now=now, lease=lease, limit=limit,
+                       share=rt.share)
 
 
 def claim_limit(batch_size: int, rate_limit: float | None, lease: float) -> int:

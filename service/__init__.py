@@ -6,4 +6,5 @@
                 holder with its in-use guard, the secrets the logs mask
     daemon.py   `run`'s jobs on APScheduler (dispatch, token refresh, recovery, purge,
                 events), the send pool and a graceful stop
+    processes.py `run` with dispatch.processes above 1: the supervisor of its processes
 """

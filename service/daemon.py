@@ -28,7 +28,7 @@ JOB_TRIES = 3  # runs of a job that a deadlock or lock timeout cut short, in a r
 class Daemon:
     """APScheduler wiring for one running Herald: jobs, reload, graceful stop."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, *, only_dispatch: bool = False) -> None:
         self.rt = rt
         cfg = rt.config
         self.pool = ThreadPoolExecutor(cfg.dispatch.workers, thread_name_prefix="send")
@@ -53,6 +53,8 @@ class Daemon:
             "purge": lambda: purge.run(rt),
             "events": lambda: events.run(rt),
         }
+        if only_dispatch:  # dispatch process 1.. of N: process 0 runs the other jobs
+            self.jobs = {"dispatch": self.jobs["dispatch"]}
         for name, body in self.jobs.items():
             extra = {}
             if name == "dispatch":
@@ -88,7 +90,8 @@ class Daemon:
         return job
 
     def reschedule(self, name: str, every: float) -> None:
-        self.scheduler.reschedule_job(name, trigger="interval", seconds=every)
+        if name in self.jobs:  # (a dispatch process other than 0 runs dispatch only)
+            self.scheduler.reschedule_job(name, trigger="interval", seconds=every)
 
     def resize(self, workers: int) -> None:
         """A reload changed dispatch.workers: the next dispatch run sends on a pool of

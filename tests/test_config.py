@@ -159,7 +159,7 @@ log: {format: json, level: debug}
     assert config.jobs["dispatch"].every == 5.0
     assert config.jobs["token_refresh"].every == 300.0  # unnamed jobs keep their default
     assert config.jobs["purge"].every == 86400.0
-    assert config.dispatch == type(config.dispatch)(10000, 1, 10.0, "fail", 2.5, True)
+    assert config.dispatch == type(config.dispatch)(10000, 1, 10.0, "fail", 2.5, 1, True)
     assert config.retry.max_attempts == 100
     assert config.retry.backoff == type(config.retry.backoff)(60.0, 1.0, 60.0, 0.0)
     assert config.retry.daily_quota_reset == QuotaReset(23, 30, -330)
@@ -251,7 +251,7 @@ metrics: {port: 9}
         "events)",
         "jobs.dispatch.when: unknown key (allowed: every)",
         "dispatch.wokers: unknown key, did you mean 'workers'? "
-        "(allowed: batch_size, workers, lease, on_stale, rate_limit, wake)",
+        "(allowed: batch_size, workers, lease, on_stale, rate_limit, processes, wake)",
         "retry.backoff.bse: unknown key, did you mean 'base'? (allowed: base, factor, max, jitter)",
         "metrics.port: unknown key (allowed: listen)",
     ]
@@ -266,7 +266,7 @@ def test_unknown_key_value_is_not_shown(tmp_path: Path) -> None:
 def test_section_must_be_a_mapping(tmp_path: Path) -> None:
     assert problems(tmp_path, "dispatch: 5\nlog: [text]\n") == [
         "dispatch: 5 is not a mapping (allowed keys: batch_size, workers, lease, on_stale, "
-        "rate_limit, wake)",
+        "rate_limit, processes, wake)",
         "log: a list is not a mapping (allowed keys: format, level, sql)",
     ]
 
