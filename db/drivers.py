@@ -197,6 +197,17 @@ class _PreferredTLSConnection(pymysql.connections.Connection):
         return super()._create_ssl_ctx(sslp)  # type: ignore[misc]
 
 
+class _MySQLConnecting(MySQLDatabase):
+    """MySQLDatabase opening its connections with the class above. It comes last in
+    the classes below, under the pool (whose _connect hands out kept connections and
+    calls this one only for a new connection)."""
+
+    def _connect(self) -> Any:
+        # peewee's MySQLDatabase._connect, with the connection class above
+        return _PreferredTLSConnection(database=self.database, autocommit=True,
+                                       **self.connect_params)
+
+
 class _MySQLSession:
     """Sessions run in READ COMMITTED, PostgreSQL's default. Under InnoDB's REPEATABLE
     READ every locking scan also locks the gaps and keeps every row it read locked:
@@ -204,13 +215,6 @@ class _MySQLSession:
     them, another daemon's claim would skip them all, an application's INSERT would
     wait, and even two claims would queue on each other's index gaps."""
 
-    database: Any
-    connect_params: dict[str, Any]
-
-    def _connect(self) -> Any:
-        # peewee's MySQLDatabase._connect, with the connection class above
-        return _PreferredTLSConnection(database=self.database, autocommit=True,
-                                       **self.connect_params)
 
     def _initialize_connection(self, conn: Any) -> None:
         super()._initialize_connection(conn)  # type: ignore[misc]
@@ -218,13 +222,13 @@ class _MySQLSession:
             cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
 
-class ReconnectingMySQL(_Reconnecting, _MySQLSession, _MySQLStamps, MySQLDatabase):
+class ReconnectingMySQL(_Reconnecting, _MySQLSession, _MySQLStamps, _MySQLConnecting):
     """MySQL/MariaDB: ReconnectMixin's defaults cover 2006/2013/2014/4031 and
     PyMySQL's InterfaceError(0, '') on a dead socket (checked against KILL)."""
 
 
 class ReconnectingPooledMySQL(_Reconnecting, _MySQLSession, _MySQLStamps,
-                              PooledMySQLDatabase):
+                              PooledMySQLDatabase, _MySQLConnecting):
     """mysql+pool://: connections are kept open between job runs and requests."""
 
 

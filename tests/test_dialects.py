@@ -159,11 +159,13 @@ def test_mysql_times_from_a_plus8_session_are_utc(tmp_path):
     db.close()
 
 
-def test_mysql_connections_share_one_default_tls_context(tmp_path):
+@pytest.mark.parametrize("scheme", ["mysql://", "mysql+pool://"])
+def test_mysql_connections_share_one_default_tls_context(tmp_path, scheme):
     """A plain mysql:// URL opens a connection per job run; PyMySQL built a new TLS
     context (the system CA store read again) for each, 22 of 25 ms of CPU, which kept
-    an idle daemon over 1 % of a core. Herald's connections share one."""
-    url = database_url("mysql", tmp_path)
+    an idle daemon over 1 % of a core. Herald's connections share one (pooled ones
+    too, still kept by their pool: tests/test_pool_urls.py)."""
+    url = database_url("mysql", tmp_path).replace("mysql://", scheme, 1)
     contexts = []
     for db in (connect(url), connect(url)):
         with db.connection_context():
