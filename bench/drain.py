@@ -4,8 +4,11 @@
 One run, one sandbox (a child process, so its CPU does not share our GIL), in this order:
 
   bare #1    W threads posting N send requests over one pooled requests.Session (the one
-             channels/wechat_api.py builds), nothing else: the ceiling for a Python sender
-             using Herald's HTTP stack on this machine
+             channels/wechat_api.py builds) with session.post, nothing else: what a
+             Python team's own sender would do on this machine. Herald's send threads
+             skip requests' per-call work (channels/http.py's Caller), so Herald can
+             beat it; `--bare urllib3` makes the reference use that same call, the
+             ceiling for Herald's HTTP stack
   herald     N rows in msg_list, then jobs.dispatch.run(rt, pool=ThreadPoolExecutor(W))
              until the queue is empty (one run should do it: it claims while batches
              come back full)
@@ -41,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import benchlib as bl  # noqa: E402
 
+from channels.http import TransportError  # noqa: E402
 from channels.wechat_api import WeChatClient  # noqa: E402
 from db.models import MsgList  # noqa: E402
 from jobs import dispatch, token_refresh  # noqa: E402
@@ -72,9 +76,15 @@ def _session(base: str, workers: int) -> requests.Session:
     return WeChatClient(base, timeout=10.0, pool_size=workers).session
 
 
-def bare_pool(sb: bl.SandboxProcess, n: int, workers: int) -> dict[str, Any]:
-    """W threads, one shared pooled session, N posts of Herald's body (one openid each)."""
-    session = _session(sb.url, workers)
+def bare_pool(sb: bl.SandboxProcess, n: int, workers: int, stack: str = "requests"
+              ) -> dict[str, Any]:
+    """W threads, one shared pooled session, N posts of Herald's body (one openid each).
+
+    stack "requests": session.post, as a Python team would write it (the issue's
+    reference). stack "urllib3": the session's Caller (channels/http.py), the very call
+    Herald's send threads make, so the ratio shows only what Herald does around it."""
+    client = WeChatClient(sb.url, timeout=10.0, pool_size=workers)
+    session = client.session
     token = get_token(session, sb.url)
     template = sample_body(0)
     url = sb.url + SEND_PATH
@@ -89,13 +99,21 @@ def bare_pool(sb: bl.SandboxProcess, n: int, workers: int) -> dict[str, Any]:
                 return
             body = {**template, "touser": bl.openid(i)}
             try:
-                r = session.post(url, params={"access_token": token}, json=body,
-                                 timeout=(5, 10))
-                if r.json().get("errcode") == 0:
+                if stack == "urllib3":
+                    reply = client.caller.exchange(
+                        "POST", SEND_PATH, query={"access_token": token},
+                        body=json.dumps(body).encode())
+                    answer = json.loads(reply.body or b"{}")
+                    text = repr(answer)
+                else:
+                    r = session.post(url, params={"access_token": token}, json=body,
+                                     timeout=(5, 10))
+                    answer, text = r.json(), r.text
+                if answer.get("errcode") == 0:
                     ok[k] += 1
                 else:
-                    errors.append(r.text[:80])
-            except requests.RequestException as exc:
+                    errors.append(text[:80])
+            except (requests.RequestException, TransportError) as exc:
                 errors.append(repr(exc)[:80])
 
     sb.reset()
@@ -264,11 +282,11 @@ def _rounds(res: dict[str, Any], sb: bl.SandboxProcess, args: argparse.Namespace
             wd: Path) -> None:
     """bare, herald, bare, herald, ..., bare: this machine's speed drifts over a minute,
     so each herald run is compared with the bare runs just before and after it."""
-    bares = [bare_pool(sb, args.rows, args.workers)]
+    bares = [bare_pool(sb, args.rows, args.workers, args.bare)]
     rounds: list[dict[str, Any]] = []
     for _ in range(max(1, args.rounds)):
         herald = herald_drain(sb, args.db, wd, args.rows, args.workers, args.batch)
-        bares.append(bare_pool(sb, args.rows, args.workers))
+        bares.append(bare_pool(sb, args.rows, args.workers, args.bare))
         bare = (bares[-2]["rate"] + bares[-1]["rate"]) / 2
         rounds.append({"herald": herald, "herald_over_bare": round(herald["rate"] / bare, 3)})
     res["bare_1"], res["bare_2"] = bares[0], bares[-1]
@@ -326,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=1,
                    help="herald runs, each between two bare runs (bare, herald, bare, "
                         "herald, bare ...): the ratio of each round and their median")
+    p.add_argument("--bare", choices=("requests", "urllib3"), default="requests",
+                   help="the reference pool's HTTP call: requests' session.post (default), "
+                        "or the urllib3 call beneath it that Herald's send threads make")
     p.add_argument("--json", metavar="PATH", help="write the results here")
     args = p.parse_args(argv)
 

@@ -10,15 +10,13 @@ messages) are redacted; an answer's values are checked before anyone relies on t
 
 from __future__ import annotations
 
-import json
+import json as _json
 import math
 from collections.abc import Mapping
 from typing import Any
 
-import requests
-
 from channels.base import Answer, Kind
-from channels.http import make_session, root_cause
+from channels.http import Caller, TransportError, make_session
 from channels.wechat_errors import CONNECTION, HTTP_5XX, NON_JSON, TIMEOUT, Meaning, meaning
 from logs import CLEAN_WINDOW, add_secret, redact
 
@@ -40,43 +38,45 @@ class WeChatClient:
         # (connect, read): a socket timeout in real time even under freezegun
         self.timeout = (min(timeout, 5.0), timeout)
         self.session = make_session(self.api_base, pool_size)
+        self.caller = Caller(self.session, self.api_base, timeout=self.timeout,
+                             answer_max=ANSWER_MAX)
 
     def close(self) -> None:
+        self.caller.close()
         self.session.close()
 
     def call(self, method: str, path: str, *, table: Mapping[int, Meaning] | None = None,
-             **kw: Any) -> Answer:
+             params: Mapping[str, str] | None = None, json: Any = None) -> Answer:
         """One API call; `table` classifies errcodes (default: the subscribe table)."""
         try:
-            resp = self.session.request(method, self.api_base + path, timeout=self.timeout,
-                                        stream=True, **kw)
-        except requests.Timeout as exc:
-            return Answer(TIMEOUT.kind, None, f"{TIMEOUT.text}: {root_cause(exc)}",
-                          timed_out=True)
-        except requests.RequestException as exc:
-            return Answer(CONNECTION.kind, None, f"{CONNECTION.text}: {root_cause(exc)}")
+            # as requests encodes json=: ASCII-escaped, no NaN (a ValueError, not a send)
+            data = None if json is None else _json.dumps(json, allow_nan=False).encode()
+        except (ValueError, TypeError, RecursionError) as exc:
+            return Answer(Kind.PERMANENT, None, f"the request body is not JSON: {exc}"[:200])
         try:
-            if resp.status_code >= 500:
-                return Answer(HTTP_5XX.kind, None, HTTP_5XX.text.format(status=resp.status_code))
-            body = _read_capped(resp)
-        except requests.Timeout as exc:  # the body stopped coming
-            return Answer(TIMEOUT.kind, None, f"{TIMEOUT.text}: {root_cause(exc)}",
-                          timed_out=True)
-        except requests.RequestException as exc:
-            return Answer(CONNECTION.kind, None, f"{CONNECTION.text}: {root_cause(exc)}")
-        finally:
-            resp.close()  # after a whole body the connection is back in the pool already
+            reply = self.caller.exchange(method, path, query=params, body=data)
+        except TransportError as exc:
+            if exc.timed_out:
+                return Answer(TIMEOUT.kind, None, f"{TIMEOUT.text}: {exc.text}", timed_out=True)
+            return Answer(CONNECTION.kind, None, f"{CONNECTION.text}: {exc.text}")
+        if reply.status >= 500:
+            return Answer(HTTP_5XX.kind, None, HTTP_5XX.text.format(status=reply.status))
+        return self._judge(reply.status, reply.body, table)
+
+    def _judge(self, status: int, body: bytes | None, table: Mapping[int, Meaning] | None
+               ) -> Answer:
+        """What an answer means: its errcode in `table`, its msgid as exact text."""
         if body is None:
-            return Answer(NON_JSON.kind, None, f"WeChat's answer (HTTP {resp.status_code}) is "
+            return Answer(NON_JSON.kind, None, f"WeChat's answer (HTTP {status}) is "
                                                f"over {ANSWER_MAX // (1024 * 1024)} MiB")
         try:
-            payload = json.loads(body)
+            payload = _json.loads(body)
             if not isinstance(payload, dict):
                 raise ValueError("not an object")
         except (ValueError, RecursionError):
             # masked whole before the cut: a cut first could leave a secret's first half
             snippet = redact(body[:CLEAN_WINDOW].decode("utf-8", "replace"))[:60]
-            return Answer(NON_JSON.kind, None, f"{NON_JSON.text} (HTTP {resp.status_code}): "
+            return Answer(NON_JSON.kind, None, f"{NON_JSON.text} (HTTP {status}): "
                                                f"{snippet!r}")
         raw = payload.get("errcode", 0)
         if isinstance(raw, bool) or not isinstance(raw, int | str):
@@ -146,21 +146,6 @@ class WeChatClient:
             # on the token endpoint 40001 means a wrong secret, not a stale token
             return Answer(Kind.CREDENTIAL, ans.errcode, ans.reason)
         return ans
-
-
-def _read_capped(resp: requests.Response) -> bytes | None:
-    """The whole answer, or None when it is over ANSWER_MAX (the rest is never read)."""
-    length = resp.headers.get("Content-Length", "")
-    if length.isdigit() and int(length) > ANSWER_MAX:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in resp.iter_content(64 * 1024):
-        size += len(chunk)
-        if size > ANSWER_MAX:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 __all__ = ["ANSWER_MAX", "LEGACY_TOKEN_PATH", "SEND_PATH", "STABLE_TOKEN_PATH",

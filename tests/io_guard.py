@@ -7,8 +7,9 @@
   a write within `wait` seconds: SQLite's write lock (BEGIN IMMEDIATE), and on PostgreSQL
   and MySQL the row locks of every row of access_token, msg_list and push_event.
 
-`NetworkWatch(db, url)` patches requests' HTTPAdapter.send, the one door every remote
-call of Herald goes through (WeChat, Tencent Cloud SMS, webhooks): at each call it
+`NetworkWatch(db, url)` patches urllib3's HTTPConnectionPool.urlopen, the one door every
+remote call of Herald goes through (WeChat through channels/http.py's Caller, Tencent
+Cloud SMS and webhooks through requests, which calls it too): at each call it
 records whether the calling thread is in a transaction, and, with `probe_during`, runs
 a LockProbe while the call is in flight (the remote must be slow enough for the probe
 to see a held lock: a lock held across the call is held for the whole of it).
@@ -25,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool
 
 from db.connection import open_database
 from db.dialects import url_params
@@ -110,11 +111,12 @@ class NetworkWatch:
 
     @contextmanager
     def watching(self) -> Iterator[NetworkWatch]:
-        original = HTTPAdapter.send
+        original = HTTPConnectionPool.urlopen
         watch = self
 
-        def send(adapter: HTTPAdapter, request: Any, *args: Any, **kw: Any) -> Any:
-            path = str(request.path_url).split("?")[0]
+        def urlopen(pool: HTTPConnectionPool, method: str, url: str, *args: Any,
+                    **kw: Any) -> Any:
+            path = str(url).split("?")[0]
             with watch._lock:
                 watch.calls += 1
             if open_transaction(watch.db):
@@ -124,16 +126,16 @@ class NetworkWatch:
                 prober = threading.Thread(target=watch._probe, args=(path,), daemon=True)
                 prober.start()
             try:
-                return original(adapter, request, *args, **kw)
+                return original(pool, method, url, *args, **kw)
             finally:
                 if prober is not None:
                     prober.join()
 
-        HTTPAdapter.send = send  # type: ignore[method-assign,assignment]
+        HTTPConnectionPool.urlopen = urlopen  # type: ignore[method-assign,assignment]
         try:
             yield self
         finally:
-            HTTPAdapter.send = original  # type: ignore[method-assign]
+            HTTPConnectionPool.urlopen = original  # type: ignore[method-assign]
 
     def _probe(self, path: str) -> None:
         time.sleep(0.05)  # let the call get under way

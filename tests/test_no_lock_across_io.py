@@ -1,7 +1,7 @@
 """No database lock is held while Herald waits on a remote, on all three engines.
 
 Every remote call of the daemon (WeChat sends on the three WeChat channels, the token
-endpoint, Tencent Cloud SMS, webhooks) goes through requests' HTTPAdapter.send; the
+endpoint, Tencent Cloud SMS, webhooks) goes through urllib3's HTTPConnectionPool.urlopen; the
 watch (tests/io_guard.py) checks at each call that the calling thread has no
 transaction open, and, while the call is in flight (every remote 1.2 s slow), that
 another connection can take the write lock (SQLite) or lock every row of access_token,

@@ -1,0 +1,254 @@
+"""The WeChat client's HTTP call (channels/http.py's Caller), against hostile answers
+from a real server on loopback: what it sends, what it refuses to read, where it does not
+follow, and that one bad answer leaves the pooled connection usable for the next send.
+
+The Caller skips requests' per-call machinery for speed (bench/drain.py), so each thing
+requests used to do for us and Herald still needs has its test here: the JSON body and
+its headers, the token's query encoding, timeouts, a proxy from the environment, the
+answer cap, and no redirects.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from channels.base import Kind
+from channels.wechat_api import ANSWER_MAX, SEND_PATH, WeChatClient
+
+OK = json.dumps({"errcode": 0, "errmsg": "ok", "msgid": 123456789012345678901}).encode()
+
+
+@dataclass
+class Seen:
+    method: str
+    target: str  # the request line's target: a path, or a whole URL through a proxy
+    headers: dict[str, str]
+    body: bytes
+    connection: int  # which TCP connection (by client port) carried it
+
+
+@dataclass
+class Server:
+    """A loopback HTTP/1.1 server (keep-alive) whose answer to each request is `answer`'s."""
+    answer: Callable[[BaseHTTPRequestHandler, Seen], None]
+    seen: list[Seen] = field(default_factory=list)
+    url: str = ""
+    open_connections: set[int] = field(default_factory=set)  # client ports
+
+
+def _reply(h: BaseHTTPRequestHandler, status: int, body: bytes,
+           headers: dict[str, str] | None = None) -> None:
+    h.send_response(status)
+    for k, v in (headers or {"Content-Length": str(len(body))}).items():
+        h.send_header(k, v)
+    h.end_headers()
+    h.wfile.write(body)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Server]]:
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(answer: Callable[[BaseHTTPRequestHandler, Seen], None]) -> Server:
+        state = Server(answer)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def handle(self) -> None:  # one TCP connection, until the client closes it
+                state.open_connections.add(self.client_address[1])
+                try:
+                    super().handle()
+                finally:
+                    state.open_connections.discard(self.client_address[1])
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                seen = Seen(self.command, self.path, dict(self.headers.items()),
+                            self.rfile.read(length), self.client_address[1])
+                state.seen.append(seen)
+                state.answer(self, seen)
+
+            do_GET = do_POST = _any  # noqa: N815 (http.server's names)
+
+            def log_message(self, *args: Any) -> None: ...
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        state.url = f"http://127.0.0.1:{server.server_address[1]}"
+        return state
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def client_for() -> Iterator[Callable[..., WeChatClient]]:
+    clients: list[WeChatClient] = []
+
+    def make(url: str, timeout: float = 5.0) -> WeChatClient:
+        clients.append(WeChatClient(url, timeout=timeout))
+        return clients[-1]
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+def test_a_send_is_json_with_its_headers_and_the_token_encoded(serve, client_for):
+    server = serve(lambda h, s: _reply(h, 200, OK))
+    client = client_for(server.url)
+    token = "a&b=c d+e/é"  # every character a query must escape
+    body = {"touser": "o-1", "data": {"thing1": {"value": "发货了 ✓"}}}
+    ans = client.send(token, body)
+    assert ans.kind is Kind.SUCCESS and ans.msgid == "123456789012345678901", ans.reason
+    [seen] = server.seen
+    assert seen.method == "POST"
+    path, _, query = seen.target.partition("?")
+    assert path == SEND_PATH
+    assert parse_qs(query) == {"access_token": [token]}
+    headers = {k.lower(): v for k, v in seen.headers.items()}
+    assert headers["content-type"] == "application/json"
+    assert headers["content-length"] == str(len(seen.body))
+    assert headers["user-agent"] == "herald/1"
+    assert json.loads(seen.body) == body
+    assert seen.body.isascii()  # escaped as requests' json= did: any server reads it
+
+
+def test_sends_reuse_one_pooled_connection(serve, client_for):
+    server = serve(lambda h, s: _reply(h, 200, OK))
+    client = client_for(server.url)
+    for _ in range(5):
+        assert client.send("t", {"touser": "o"}).kind is Kind.SUCCESS
+    assert len({s.connection for s in server.seen}) == 1
+
+
+@pytest.mark.parametrize("framing", ["content-length", "close-delimited"])
+def test_an_answer_over_the_cap_is_not_read_and_the_next_send_works(serve, client_for,
+                                                                    framing):
+    big = b"x" * (ANSWER_MAX + 1)
+
+    def answer(h: BaseHTTPRequestHandler, seen: Seen) -> None:
+        if seen.body and json.loads(seen.body).get("touser") == "big":
+            if framing == "content-length":
+                _reply(h, 200, big)
+            else:  # no length: the body ends when the server closes
+                h.close_connection = True
+                _reply(h, 200, big, {"Connection": "close"})
+        else:
+            _reply(h, 200, OK)
+
+    server = serve(answer)
+    client = client_for(server.url)
+    ans = client.send("t", {"touser": "big"})
+    assert ans.kind is Kind.TRANSIENT and "over 4 MiB" in ans.reason, ans.reason
+    after = client.send("t", {"touser": "next"})
+    assert after.kind is Kind.SUCCESS, after.reason
+
+
+def test_a_compressed_answer_that_inflates_past_the_cap_is_cut(serve, client_for):
+    bomb = gzip.compress(b"0" * (64 * 1024 * 1024), compresslevel=9)  # 64 MiB inflated
+    assert len(bomb) < 200_000
+    server = serve(lambda h, s: _reply(h, 200, bomb, {"Content-Length": str(len(bomb)),
+                                                      "Content-Encoding": "gzip"}))
+    client = client_for(server.url)
+    ans = client.send("t", {"touser": "o"})
+    assert "over 4 MiB" in ans.reason, ans.reason
+
+
+def test_a_redirect_is_an_answer_not_a_place_to_go(serve, client_for):
+    elsewhere = serve(lambda h, s: _reply(h, 200, OK))
+    server = serve(lambda h, s: _reply(h, 302, b"", {
+        "Location": elsewhere.url + SEND_PATH, "Content-Length": "0"}))
+    client = client_for(server.url)
+    ans = client.send("secret-token", {"touser": "o"})
+    assert ans.kind is Kind.TRANSIENT and "HTTP 302" in ans.reason, ans.reason
+    assert elsewhere.seen == []  # the token went nowhere else
+
+
+def test_a_5xx_is_transient_and_its_unread_body_does_not_reach_the_next_send(serve,
+                                                                             client_for):
+    calls = []
+
+    def answer(h: BaseHTTPRequestHandler, seen: Seen) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            _reply(h, 502, b"<html>bad gateway</html>" * 100)
+        else:
+            _reply(h, 200, OK)
+
+    server = serve(answer)
+    client = client_for(server.url)
+    first = client.send("t", {"touser": "o"})
+    assert first.kind is Kind.TRANSIENT and "502" in first.reason, first.reason
+    assert client.send("t", {"touser": "o"}).kind is Kind.SUCCESS
+    assert len(server.seen) == 2
+
+
+def test_a_silent_server_times_out_and_a_closed_port_is_refused(serve, client_for):
+    gate = threading.Event()
+    server = serve(lambda h, s: gate.wait(10))
+    try:
+        ans = client_for(server.url, timeout=0.3).send("t", {"touser": "o"})
+    finally:
+        gate.set()
+    assert ans.kind is Kind.TRANSIENT and ans.timed_out, ans.reason
+    assert "timed out" in ans.reason
+
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    refused = client_for(f"http://127.0.0.1:{port}").send("t", {"touser": "o"})
+    assert refused.kind is Kind.TRANSIENT and not refused.timed_out
+    assert f"connection refused (127.0.0.1:{port})" in refused.reason, refused.reason
+
+
+def test_a_proxy_from_the_environment_carries_the_send(serve, client_for, monkeypatch):
+    proxy = serve(lambda h, s: _reply(h, 200, OK))
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = client_for("http://api.weixin.invalid")
+    ans = client.send("tok", {"touser": "o"})
+    assert ans.kind is Kind.SUCCESS, ans.reason
+    [seen] = proxy.seen
+    parts = urlsplit(seen.target)  # a proxy is asked for the whole URL
+    assert (parts.scheme, parts.netloc, parts.path) == ("http", "api.weixin.invalid",
+                                                        SEND_PATH)
+
+
+def test_a_body_that_is_not_json_is_refused_before_anything_is_sent(serve, client_for):
+    server = serve(lambda h, s: _reply(h, 200, OK))
+    ans = client_for(server.url).send("t", {"touser": "o", "n": float("nan")})
+    assert ans.kind is Kind.PERMANENT and "not JSON" in ans.reason, ans.reason
+    assert server.seen == []
+
+
+def test_a_closed_client_closes_its_connections_and_can_send_again(serve, client_for):
+    server = serve(lambda h, s: _reply(h, 200, OK))
+    client = client_for(server.url)
+    assert client.send("t", {"touser": "o"}).kind is Kind.SUCCESS
+    [first] = {s.connection for s in server.seen}
+    assert first in server.open_connections
+    client.close()  # a reload replaces the client: its connections must not linger
+    deadline = time.monotonic() + 5
+    while first in server.open_connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert first not in server.open_connections, "the closed client's connection is open"
+    assert client.send("t", {"touser": "o"}).kind is Kind.SUCCESS
