@@ -5,7 +5,9 @@ One sandbox (a child process, 50 ms a send by default), and for each database, i
 order, with the sandbox's records reset between phases:
 
   bare #1     one process, W threads posting N sends over one pooled requests.Session
-              (bench/drain.py's bare pool): the most one Python process does here
+              (bench/drain.py's bare pool): what one Python process of a team's own
+              does here; `--bare urllib3` makes it use the cheaper call beneath
+              requests that Herald's send threads make
   herald N=1  the real `scheduler.py run`, dispatch.workers W
   herald N=2  the real `scheduler.py run` with dispatch.processes 2, W/2 workers each:
               the same number of sends in flight, on two interpreters (two GILs)
@@ -147,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--db", nargs="+", default=["sqlite", "postgres"],
                     choices=["sqlite", "postgres", "mysql"])
+    ap.add_argument("--bare", choices=("requests", "urllib3"), default="requests",
+                    help="the reference pool's HTTP call (bench/drain.py --bare): requests' "
+                         "session.post, or the urllib3 call Herald's send threads make")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     results: dict[str, Any] = {"machine": bl.machine(), "args": {
@@ -159,14 +164,15 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{dialect}: skipped ({why})")
                     continue
                 load0 = os.getloadavg()[0]
-                bare1 = bare_pool(sb, args.rows, args.width)
+                bare1 = bare_pool(sb, args.rows, args.width, args.bare)
                 runs = [herald(sb, dialect, work, rows=args.rows, width=args.width,
                                processes=n, batch=args.batch) for n in args.processes]
-                bare2 = bare_pool(sb, args.rows, args.width)
+                bare2 = bare_pool(sb, args.rows, args.width, args.bare)
                 bare = statistics.mean([bare1["rate"], bare2["rate"]])
                 for r in runs:
                     r["vs_bare"] = round(r["rate"] / bare, 3)
-                entry = {"db": dialect, "bare": [bare1["rate"], bare2["rate"]],
+                entry = {"db": dialect, "stack": args.bare,
+                         "bare": [bare1["rate"], bare2["rate"]],
                          "bare_cores": [bare1["client_cores"], bare2["client_cores"]],
                          "herald": runs, "load_before": round(load0, 2),
                          "load_after": round(os.getloadavg()[0], 2)}
@@ -180,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _line(e: dict[str, Any]) -> str:
-    parts = [f"{e['db']}: bare {e['bare'][0]:.0f} / {e['bare'][1]:.0f} msg/s"]
+    parts = [f"{e['db']}: bare ({e['stack']}) {e['bare'][0]:.0f} / {e['bare'][1]:.0f} msg/s"]
     for r in e["herald"]:
         parts.append(f"herald {r['processes']}x{r['workers_each']} {r['rate']:.0f} msg/s "
                      f"= {r['vs_bare']:.2f} x bare (accepted {r['accepted']}, duplicates "
