@@ -23,6 +23,7 @@ from commands.common import (
     EXIT_RUNTIME,
     EXIT_USAGE,
     VerbError,
+    actor,
     err,
     load,
     open_queue,
@@ -201,7 +202,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     db = open_queue(cfg, current=True)
     now = clock.now()
     with db.connection_context():
-        report = ops.cancel(db, sel, now=now, dry_run=args.dry_run)
+        report = ops.cancel(db, sel, now=now, dry_run=args.dry_run, actor=actor())
         # filters also match rows on their way out right now: say so (named ids say it
         # in their own reason)
         sending = ops.count(db, sel, "sending", now=now) if not sel.ids else 0
@@ -226,7 +227,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     cfg = load(args, credentials=False)
     db = open_queue(cfg, current=True)
     with db.connection_context():
-        report = ops.retry(db, sel, now=clock.now(), dry_run=args.dry_run)
+        report = ops.retry(db, sel, now=clock.now(), dry_run=args.dry_run, actor=actor())
     code = _report("re-drive", "re-drove", report, dry_run=args.dry_run)
     if report.changed and not args.dry_run:
         out("(back to wait with attempts reset: the next dispatch run sends them)")

@@ -124,7 +124,8 @@ def test_render_ad_hoc_values_and_usage(queue, capsys):
 # ----------------------------------------------------------------- retry and cancel
 
 
-def test_retry_reports_what_it_left_and_why(queue, capsys):
+def test_retry_reports_what_it_left_and_why(queue, capsys, monkeypatch):
+    monkeypatch.setattr("getpass.getuser", lambda: "ops-anna")
     db, cfg = queue
     failed = seed(db, status="fail", errcode=-1, error="gave up after 5 attempts: -1 busy",
                   attempts=5)
@@ -142,7 +143,7 @@ def test_retry_reports_what_it_left_and_why(queue, capsys):
     assert by[failed].error is None and by[failed].errcode is None
     assert by[sent].status == "success"
     show = herald(capsys, "show", str(failed), "--config", cfg)
-    assert "retry" in show.out and "re-driven by cli" in show.out
+    assert "retry" in show.out and "re-driven by cli:ops-anna" in show.out
 
 
 def test_retry_filters_dry_run_and_usage(queue, capsys):
@@ -161,7 +162,8 @@ def test_retry_filters_dry_run_and_usage(queue, capsys):
     assert ran.code == 0 and "re-drove 3 rows" in ran.out
 
 
-def test_cancel_waiting_rows_only(queue, capsys):
+def test_cancel_waiting_rows_only(queue, capsys, monkeypatch):
+    monkeypatch.setattr("getpass.getuser", lambda: "ops-anna")
     db, cfg = queue
     w1 = seed(db, openid="oA")
     w2 = seed(db, openid="oA", send_at=ago(-86400))
@@ -179,7 +181,7 @@ def test_cancel_waiting_rows_only(queue, capsys):
     by = {r.id: r for r in rows(db)}
     assert by[w1].status == by[w2].status == "cancelled"
     assert by[sending].status == "sending" and by[done].status == "success"
-    assert "cancelled by cli" in (by[w1].error or "")
+    assert "cancelled by cli:ops-anna" in (by[w1].error or "")
     assert herald(capsys, "cancel", "--config", cfg).code == 2
     dry = herald(capsys, "cancel", "--template", "order_status", "--dry-run", "--config", cfg)
     assert dry.out.startswith("would cancel 0 rows")
