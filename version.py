@@ -1,3 +1,3 @@
 """Herald's version: what `--version` prints, heartbeats record and metrics report."""
 
-__version__ = "3.0.0"
+__version__ = "3.0.1"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -59,7 +60,8 @@ def _reply(h: BaseHTTPRequestHandler, status: int, body: bytes,
 def serve() -> Iterator[Callable[..., Server]]:
     servers: list[ThreadingHTTPServer] = []
 
-    def start(answer: Callable[[BaseHTTPRequestHandler, Seen], None]) -> Server:
+    def start(answer: Callable[[BaseHTTPRequestHandler, Seen], None],
+              tls: ssl.SSLContext | None = None) -> Server:
         state = Server(answer)
 
         class Handler(BaseHTTPRequestHandler):
@@ -85,9 +87,12 @@ def serve() -> Iterator[Callable[..., Server]]:
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
+        if tls is not None:  # a refused handshake is an OSError that serve_forever skips
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
-        state.url = f"http://127.0.0.1:{server.server_address[1]}"
+        scheme = "http" if tls is None else "https"
+        state.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
         return state
 
     yield start
@@ -252,3 +257,56 @@ def test_a_closed_client_closes_its_connections_and_can_send_again(serve, client
         time.sleep(0.01)
     assert first not in server.open_connections, "the closed client's connection is open"
     assert client.send("t", {"touser": "o"}).kind is Kind.SUCCESS
+
+
+def _self_signed(tmp_path: Any) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 signed by itself, and its key, as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "herald test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_tls_is_verified_and_a_private_ca_bundle_is_honoured(serve, client_for, tmp_path,
+                                                             monkeypatch):
+    """WeChat is reached over HTTPS: a certificate nobody vouches for is refused, and
+    REQUESTS_CA_BUNDLE (read when the client is made) lets a private CA through."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = serve(lambda h, s: _reply(h, 200, OK), tls=context)
+    https = server.url
+    assert https.startswith("https://127.0.0.1:")
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    refused = client_for(https).send("t", {"touser": "o"})
+    assert refused.kind is Kind.TRANSIENT and "TLS error" in refused.reason, refused.reason
+    assert "CERTIFICATE_VERIFY_FAILED" in refused.reason, refused.reason
+    assert server.seen == []
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert)
+    trusted = client_for(https).send("t", {"touser": "o"})
+    assert trusted.kind is Kind.SUCCESS, trusted.reason
+    assert len(server.seen) == 1
