@@ -310,3 +310,169 @@ def test_tls_is_verified_and_a_private_ca_bundle_is_honoured(serve, client_for, 
     trusted = client_for(https).send("t", {"touser": "o"})
     assert trusted.kind is Kind.SUCCESS, trusted.reason
     assert len(server.seen) == 1
+
+# Answers whose framing is broken or hostile, each written raw: (bytes, whether the server
+# closes after them, the kind of Answer the send must come back with).
+FRAMINGS: dict[str, tuple[bytes, bool, Kind]] = {
+    "chunk size not hex": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"zz\r\n{}\r\n0\r\n\r\n", False, Kind.TRANSIENT),
+    "chunk cut short": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n{}",
+                        True, Kind.TRANSIENT),
+    "chunk size of 2^112": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            + b"f" * 28 + b"\r\n{}", True, Kind.TRANSIENT),
+    "chunk trailer of 100 KB": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                b"2\r\n{}\r\n0\r\nX: " + b"a" * 100_000 + b"\r\n\r\n",
+                                False, Kind.TRANSIENT),
+    "length over the body": (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}", True,
+                             Kind.TRANSIENT),
+    "two lengths": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 7\r\n\r\n{}",
+                    False, Kind.TRANSIENT),
+    "negative length": (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n" + OK, True,
+                        Kind.SUCCESS),  # no usable length: the body ends at the close
+    "HTTP/1.0 without length": (b"HTTP/1.0 200 OK\r\n\r\n" + OK, True, Kind.SUCCESS),
+    "101 headers": (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"Content-Length: 2\r\n\r\n{}",
+                    False, Kind.TRANSIENT),
+    "header line of 70 KB": (b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70_000
+                             + b"\r\nContent-Length: 2\r\n\r\n{}", False, Kind.TRANSIENT),
+    "status line not HTTP": (b"HTTX/1.1 200 OK\r\n\r\n", True, Kind.TRANSIENT),
+    "status 99": (b"HTTP/1.1 99 Hm\r\nContent-Length: 2\r\n\r\n{}", False, Kind.TRANSIENT),
+    "nothing": (b"", True, Kind.TRANSIENT),
+    "gzip that is not": (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n"
+                         b"\r\nabcde", False, Kind.TRANSIENT),
+    "deflate that is not": (b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\n"
+                            b"Content-Length: 5\r\n\r\nabcde", False, Kind.TRANSIENT),
+    "21 content codings": (b"HTTP/1.1 200 OK\r\nContent-Encoding: " + b"gzip, " * 20
+                           + b"gzip\r\nContent-Length: 5\r\n\r\nabcde", False, Kind.TRANSIENT),
+}
+
+
+@pytest.mark.parametrize("name", list(FRAMINGS))
+def test_a_broken_framing_is_an_answer_and_the_next_send_works(serve, client_for, name):
+    raw, close, kind = FRAMINGS[name]
+
+    def answer(h: BaseHTTPRequestHandler, seen: Seen) -> None:
+        if json.loads(seen.body)["touser"] == "odd":
+            h.close_connection = close
+            h.wfile.write(raw)
+        else:
+            _reply(h, 200, OK)
+
+    server = serve(answer)
+    client = client_for(server.url, timeout=2.0)
+    odd = client.send("t", {"touser": "odd"})
+    assert odd.kind is kind and not odd.timed_out, odd.reason
+    after = client.send("t", {"touser": "next"})
+    assert after.kind is Kind.SUCCESS, after.reason
+
+def test_a_connection_the_server_closed_while_idle_is_not_reused(serve, client_for):
+    """Servers close keep-alive connections that sat idle (nginx's keepalive_timeout)
+    without saying so in the answer: the next send takes a fresh connection."""
+    import socket
+
+    closed = threading.Event()
+
+    def answer(h: BaseHTTPRequestHandler, seen: Seen) -> None:
+        _reply(h, 200, OK)  # keep-alive: nothing says this connection will close
+        if json.loads(seen.body)["touser"] == "first":
+            h.wfile.flush()
+            h.connection.shutdown(socket.SHUT_RDWR)
+            h.close_connection = True
+            closed.set()
+
+    server = serve(answer)
+    client = client_for(server.url)
+    assert client.send("t", {"touser": "first"}).kind is Kind.SUCCESS
+    assert closed.wait(5)
+    after = client.send("t", {"touser": "second"})
+    assert after.kind is Kind.SUCCESS, after.reason
+    assert len({s.connection for s in server.seen}) == 2
+
+
+@pytest.mark.parametrize("where", ["status line", "chunk size line"])
+def test_a_server_echoing_the_request_line_in_broken_framing_leaks_no_token(serve,
+                                                                           client_for,
+                                                                           where):
+    """The reason of a framing error quotes the server's bytes; a server that echoes
+    the request line puts the token there (a token no TokenManager registered: only its
+    shape, access_token=, can mask it)."""
+    token = "echoed-token-" + "q" * 24
+
+    def answer(h: BaseHTTPRequestHandler, seen: Seen) -> None:
+        line = f"{seen.method} {seen.target} HTTP/1.1".encode()
+        h.close_connection = True
+        if where == "status line":
+            h.wfile.write(line + b"\r\n\r\n")
+        else:
+            h.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          + line + b"\r\n")
+
+    server = serve(answer)
+    ans = client_for(server.url).send(token, {"touser": "o"})
+    assert ans.kind is Kind.TRANSIENT, ans.reason
+    assert SEND_PATH in ans.reason, ans.reason  # the echo is there, the token is not
+    assert "q" * 8 not in ans.reason, ans.reason
+
+
+def test_https_through_a_connect_proxy_keeps_the_token_inside_tls(
+        serve: Callable[..., Server], client_for: Callable[..., WeChatClient], tmp_path: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTPS_PROXY from the environment: the Caller tunnels (CONNECT, with the proxy's
+    credentials from its URL), and the proxy sees ciphertext only."""
+    import base64
+    import socket
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    origin = serve(lambda h, s: _reply(h, 200, OK), tls=context)
+
+    heads: list[bytes] = []
+    upstream_bytes = bytearray()  # what the client sent through the tunnel
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pipe(src: socket.socket, dst: socket.socket, record: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if record:
+                    upstream_bytes.extend(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            dst.close()
+
+    def proxy() -> None:
+        while True:
+            try:
+                client_sock, _ = listener.accept()
+            except OSError:
+                return  # the listener closed: the test is over
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += client_sock.recv(65536)
+            heads.append(head)
+            host, _, port = head.split()[1].decode().rpartition(":")
+            up = socket.create_connection((host, int(port)))
+            client_sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            threading.Thread(target=pipe, args=(client_sock, up, True), daemon=True).start()
+            threading.Thread(target=pipe, args=(up, client_sock, False), daemon=True).start()
+
+    threading.Thread(target=proxy, daemon=True).start()
+    try:
+        port = listener.getsockname()[1]
+        monkeypatch.setenv("HTTPS_PROXY", f"http://herald:p%40ss@127.0.0.1:{port}")
+        monkeypatch.setenv("NO_PROXY", "")
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert)
+        token = "tunnelled-token-0123456789"
+        ans = client_for(origin.url).send(token, {"touser": "o"})
+    finally:
+        listener.close()
+    assert ans.kind is Kind.SUCCESS, ans.reason
+    [head] = heads
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0].startswith(f"CONNECT {urlsplit(origin.url).netloc} "), lines
+    assert f"Proxy-Authorization: Basic {base64.b64encode(b'herald:p@ss').decode()}" in lines
+    [seen] = origin.seen
+    assert parse_qs(urlsplit(seen.target).query) == {"access_token": [token]}
+    assert token.encode() not in upstream_bytes and upstream_bytes  # ciphertext went by
