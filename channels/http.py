@@ -150,7 +150,8 @@ class Caller:
     def _read_capped(self, resp: urllib3.BaseHTTPResponse) -> bytes | None:
         """The whole answer, or None when it is over answer_max (the rest is never read)."""
         length = resp.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > self.answer_max:
+        # isascii: '²'.isdigit() is true, int('²') a ValueError
+        if length.isascii() and length.isdigit() and int(length) > self.answer_max:
             return None
         chunks: list[bytes] = []
         size = 0

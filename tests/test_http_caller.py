@@ -364,6 +364,25 @@ def test_a_broken_framing_is_an_answer_and_the_next_send_works(serve, client_for
     after = client.send("t", {"touser": "next"})
     assert after.kind is Kind.SUCCESS, after.reason
 
+
+@pytest.mark.parametrize("length", ["\xb2", "4\xb9"])
+def test_a_length_of_latin_1_superscript_digits_is_an_answer_not_an_exception(
+        serve, client_for, length):
+    """'²'.isdigit() is true and int('²') a ValueError: a cap check that trusts isdigit()
+    raised out of call(), past every `except` of the send."""
+    def answer(h: BaseHTTPRequestHandler, seen: Seen) -> None:
+        if json.loads(seen.body)["touser"] == "odd":
+            h.close_connection = True  # no usable length: the body ends at the close
+            _reply(h, 200, OK, {"Content-Length": length, "Connection": "close"})
+        else:
+            _reply(h, 200, OK)
+
+    server = serve(answer)
+    client = client_for(server.url)
+    odd = client.send("t", {"touser": "odd"})
+    assert odd.kind is Kind.SUCCESS and odd.msgid == "123456789012345678901", odd.reason
+    assert client.send("t", {"touser": "next"}).kind is Kind.SUCCESS
+
 def test_a_connection_the_server_closed_while_idle_is_not_reused(serve, client_for):
     """Servers close keep-alive connections that sat idle (nginx's keepalive_timeout)
     without saying so in the answer: the next send takes a fresh connection."""
