@@ -135,6 +135,11 @@ class Caller:
         try:
             if resp.status >= 500:
                 return Reply(resp.status, None)
+            if resp.status < 200 or resp.status in (204, 304):
+                # http.client takes a 1xx other than 100 (a 103 Early Hints) for the answer,
+                # and 204 and 304 end at their header: what follows on this connection (the
+                # 103's real answer) belongs to no later request. Not read; closed below.
+                return Reply(resp.status, b"")
             body_read = self._read_capped(resp)
             whole = body_read is not None
             return Reply(resp.status, body_read)

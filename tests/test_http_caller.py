@@ -311,6 +311,12 @@ def test_tls_is_verified_and_a_private_ca_bundle_is_honoured(serve, client_for, 
     assert trusted.kind is Kind.SUCCESS, trusted.reason
     assert len(server.seen) == 1
 
+
+def _answer_bytes(msgid: str) -> bytes:
+    body = json.dumps({"errcode": 0, "errmsg": "ok", "msgid": msgid}).encode()
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
 # Answers whose framing is broken or hostile, each written raw: (bytes, whether the server
 # closes after them, the kind of Answer the send must come back with).
 FRAMINGS: dict[str, tuple[bytes, bool, Kind]] = {
@@ -382,6 +388,37 @@ def test_a_length_of_latin_1_superscript_digits_is_an_answer_not_an_exception(
     odd = client.send("t", {"touser": "odd"})
     assert odd.kind is Kind.SUCCESS and odd.msgid == "123456789012345678901", odd.reason
     assert client.send("t", {"touser": "next"}).kind is Kind.SUCCESS
+
+
+@pytest.mark.parametrize("status", [b"101 Switching Protocols", b"103 Early Hints",
+                                    b"204 No Content", b"304 Not Modified"])
+def test_an_answer_without_a_body_leaves_nothing_for_the_next_send_to_read(
+        serve: Callable[..., Server], client_for: Callable[..., WeChatClient],
+        status: bytes) -> None:
+    """http.client takes any 1xx but 100 for the answer (the real one follows a 103
+    Early Hints on the same connection, once the server has it), and 204 and 304 for
+    answers without a body. What comes after them on that connection answers no send of
+    ours: the connection must not carry the next send, or the next send takes the first
+    one's answer (its msgid, its errcode) for its own."""
+    owed: dict[int, bytes] = {}  # by connection: bytes the server sends when next asked
+
+    def answer(h: BaseHTTPRequestHandler, seen: Seen) -> None:
+        late = owed.pop(seen.connection, b"")
+        if json.loads(seen.body)["touser"] == "first":
+            h.wfile.write(b"HTTP/1.1 " + status + b"\r\nLink: </hint>\r\n\r\n")
+            owed[seen.connection] = _answer_bytes("111")  # the first send's real answer
+        else:
+            h.wfile.write(late + _answer_bytes("222"))
+
+    server = serve(answer)
+    client = client_for(server.url)
+    first = client.send("t", {"touser": "first"})
+    assert first.kind is Kind.TRANSIENT and first.msgid is None, first.reason
+    assert f"HTTP {status[:3].decode()}" in first.reason, first.reason
+    second = client.send("t", {"touser": "second"})
+    assert second.kind is Kind.SUCCESS and second.msgid == "222", (second.msgid,
+                                                                    second.reason)
+
 
 def test_a_connection_the_server_closed_while_idle_is_not_reused(serve, client_for):
     """Servers close keep-alive connections that sat idle (nginx's keepalive_timeout)
