@@ -57,6 +57,9 @@ class RoutingAdapter(HTTPAdapter):
                                                     session.proxies, session.cert)
         if not isinstance(pool, HTTPConnectionPool):  # urllib3 has no other kind
             raise TypeError(f"{type(pool).__name__} is not an HTTPConnectionPool")
+        # as send() does next: with verify=True the pool is given requests' own bundle
+        # (certifi's); without this it would check against the system's store instead
+        self.cert_verify(pool, url, session.verify, session.cert)
         return pool, self.request_url(prepared, session.proxies)
 
 

@@ -532,3 +532,33 @@ def test_https_through_a_connect_proxy_keeps_the_token_inside_tls(
     [seen] = origin.seen
     assert parse_qs(urlsplit(seen.target).query) == {"access_token": [token]}
     assert token.encode() not in upstream_bytes and upstream_bytes  # ciphertext went by
+
+
+def test_with_no_ca_bundle_set_the_send_trusts_what_requests_trusts(serve, client_for,
+                                                                   tmp_path, monkeypatch):
+    """With no bundle set, requests checks a certificate against its own bundle
+    (requests.adapters.DEFAULT_CA_BUNDLE_PATH, certifi's), not the system's store
+    (OpenSSL's defaults, SSL_CERT_FILE): a host without the system's CA certificates
+    still reaches WeChat, and a CA added to the system store vouches for nothing here.
+    The Caller trusts the same."""
+    import requests.adapters
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = serve(lambda h, s: _reply(h, 200, OK), tls=context)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "no-such-dir"))
+    # the system store vouches for the server, requests' bundle does not: refused
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    refused = client_for(server.url).send("t", {"touser": "o"})
+    assert refused.kind is Kind.TRANSIENT, refused.reason
+    assert "CERTIFICATE_VERIFY_FAILED" in refused.reason, refused.reason
+    assert server.seen == []
+    # requests' bundle vouches for it, the system store does not: trusted
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-such-file.pem"))
+    monkeypatch.setattr(requests.adapters, "DEFAULT_CA_BUNDLE_PATH", cert)
+    trusted = client_for(server.url).send("t", {"touser": "o"})
+    assert trusted.kind is Kind.SUCCESS, trusted.reason
+    assert len(server.seen) == 1
