@@ -168,6 +168,9 @@ def build() -> argparse.ArgumentParser:
                    help="never send after this time: ISO 8601, or +1h from now")
     s.add_argument("--dedup-key", metavar="KEY",
                    help="a unique key: a second row with the same key is refused")
+    s.add_argument("--collapse-key", metavar="KEY",
+                   help="updates of one thing (an order): of the rows to one user with this "
+                        "key that are not sent yet, only the newest goes")
 
     s = _verb(sub, "status", cmd_status, "the queue, the daemons and the tokens at a glance",
               "Rows by status (waiting ones split into due, scheduled, retrying and held), "

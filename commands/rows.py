@@ -59,7 +59,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     expire_at = parse_when(args.expire_at, "--expire-at")
     sized: tuple[tuple[str | None, str], ...] = (
         (args.template, "template"), (args.openid, "openid"), (args.app, "app"),
-        (args.dedup_key, "dedup_key"), (args.phone, "phone"))
+        (args.dedup_key, "dedup_key"), (args.phone, "phone"),
+        (args.collapse_key, "collapse_key"))
     for text, column in sized:
         limit = rows.max_length(column)
         if text is not None and limit and len(text) > limit:
@@ -80,7 +81,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                               "params": args.params, "priority": args.priority}
     for field, value in (("send_at", send_at), ("expire_at", expire_at), ("app", args.app),
                          ("page", args.page), ("dedup_key", args.dedup_key),
-                         ("phone", args.phone)):
+                         ("phone", args.phone), ("collapse_key", args.collapse_key)):
         if value is not None:
             values[field] = value
     db = open_queue(cfg)
@@ -96,7 +97,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     due = send_at or clock.now()  # (the column's default: now)
     extra = "".join(f", {name} {value}" for name, value in (
         ("expire_at", human.stamp(expire_at) if expire_at else None),
-        ("dedup_key", args.dedup_key), ("priority", args.priority or None)) if value)
+        ("dedup_key", args.dedup_key), ("collapse_key", args.collapse_key),
+        ("priority", args.priority or None)) if value)
     print(f"queued #{row_id}: template {args.template}, openid {args.openid}, "
           f"app {args.app or 'default'}, send_at {human.when(due, clock.now())}{extra}")
     return EXIT_OK

@@ -60,7 +60,9 @@ def serve(cfg: Config) -> int:
         reload=lambda: reload_serve(ctx, needs=serve_credentials),
         beat=lambda: _beat(ctx, started),
         # only while every listener's thread still serves
-        healthy=lambda _mono: all(li.alive for li in listeners)))
+        healthy=lambda _mono: all(li.alive for li in listeners),
+        unhealthy="a web listener stopped serving: watchdog pings stopped (systemd "
+                  "restarts serve)"))
     shell.install()
     try:
         listeners += start(ctx)

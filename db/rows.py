@@ -18,7 +18,7 @@ Push = PushEvent
 
 # what the `insert` verb may set (the rest are Herald's own or defaults)
 INSERTABLE = ("template", "openid", "params", "priority", "send_at", "expire_at", "app",
-              "page", "dedup_key", "phone")
+              "page", "dedup_key", "phone", "collapse_key")
 
 
 def max_length(column: str) -> int | None:

@@ -15,7 +15,7 @@ Across daemons sharing a database it never lets more than N through: each daemon
 counts after its own claim committed, so of two daemons deciding at once at least one
 sees the other's row in `sending` and counts it (both may then wait: the row that
 waits because of a send in flight looks again after CAP_RECHECK, as that send may
-still fail).
+still fail; so does a row behind sends this run itself let through).
 """
 
 from __future__ import annotations
@@ -138,10 +138,11 @@ def _caps(db: object, tset: TemplateSet, jobs: Sequence[Ask], which: Iterable[in
         leave = total - cap.max + 1  # sends that must leave the window to make room
         if leave <= len(counted.sent):
             until = counted.sent[leave - 1] + timedelta(seconds=cap.per)
-        elif counted.in_flight:
-            until = now + CAP_RECHECK  # a send in flight may still fail
         else:
-            until = now + timedelta(seconds=cap.per)  # behind this run's own sends
+            # behind sends still in flight, another daemon's or this run's own: any of
+            # them may fail and leave room, so look again soon; once they succeeded, the
+            # next look finds their sent_at and waits until the oldest leaves the window
+            until = now + CAP_RECHECK
         out[i] = _expired_first(job.row, until, "the cap lets it through") or Hold(
             until, f"{spending_db.HELD_CAP}: {text}; waits until {_stamp(until)}",
             f"capped ({text}): waits until {_stamp(until)}", "capped")

@@ -414,6 +414,9 @@ def test_templates_grants_daemons(world) -> None:
     t = s.get(base + "/templates?preview=order_status", timeout=10).text
     assert "order_status" in t and "vip_pay_success" in t and 'data-preview="ok"' in t
     assert 'data-valid="file"' in t and "thing2" in t
+    # each data key with the type its name gives it (the subscribe channel's rule)
+    for key, kind in (("thing2", "thing"), ("amount3", "amount"), ("thing11", "thing")):
+        assert f'<td class="mono">{key}</td><td>{kind}</td>' in t, key
     bad = s.get(base + "/templates", params={"preview": "order_status", "params": "[1]"},
                 timeout=10).text
     assert 'data-preview="error"' in bad and "missing" in bad

@@ -69,6 +69,66 @@ def test_serve_speaks_to_systemd_through_the_shell(tmp_path: Path) -> None:
     assert "config reloaded" in err and "Traceback" not in err
 
 
+# `serve` with one listener whose loop the test can end from outside (SIGUSR2): the
+# loop is told to close its sockets, as Listener.stop does, and its thread ends
+_SERVE_WITH_A_FRAGILE_LISTENER = """
+import signal, sys
+from web import server
+started = []
+original = server.Listener.start
+def start(self):
+    started.append(self)
+    return original(self)
+server.Listener.start = start
+def end_a_loop(*_):
+    s = started[0].server
+    s.trigger.pull_trigger(lambda: server._close_all_but_trigger(s))
+signal.signal(signal.SIGUSR2, end_a_loop)
+import scheduler
+sys.argv = ["scheduler.py", "--config", sys.argv[1], "serve"]
+sys.exit(scheduler.main())
+"""
+
+
+@pytest.mark.slow
+def test_serve_stops_the_watchdog_when_a_listener_stops_serving(tmp_path: Path) -> None:
+    """systemd restarts `serve` only if the pings stop: a listener whose thread died
+    (the push receiver no longer answers WeChat) must stop them, and say so."""
+    data = config_data(folder=tmp_path, web={"listen": f"127.0.0.1:{free_port()}"},
+                       console={"listen": None})
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    init_schema(connect(data["database"]))
+    listener = NotifyListener(tmp_path / "notify.sock")
+    env = clean_env(NOTIFY_SOCKET=str(listener.path), WATCHDOG_USEC="400000")
+    env.pop("WATCHDOG_PID", None)
+    errors = tmp_path / "serve.err"
+    with errors.open("w") as err_file:
+        proc = subprocess.Popen([sys.executable, "-c", _SERVE_WITH_A_FRAGILE_LISTENER,
+                                 str(cfg)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=err_file, text=True)
+        try:
+            assert wait_for(lambda: listener.seen("READY=1") >= 1, timeout=30), \
+                listener.messages
+            assert wait_for(lambda: listener.seen("WATCHDOG=1") >= 2, timeout=5)
+            proc.send_signal(signal.SIGUSR2)
+            assert wait_for(lambda: "a web listener stopped serving" in errors.read_text(),
+                            timeout=10), errors.read_text()
+            pinged = listener.seen("WATCHDOG=1")
+            # a reload takes the loop round several ticks: still no ping after it
+            proc.send_signal(signal.SIGHUP)
+            assert wait_for(lambda: listener.seen("READY=1") == 2, timeout=10)
+            assert listener.seen("WATCHDOG=1") <= pinged + 1  # one may have been in flight
+            assert proc.poll() is None  # it does not exit: systemd's watchdog restarts it
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        finally:
+            proc.kill()
+    text = errors.read_text()
+    assert text.count("watchdog pings stopped") == 1, text
+    assert "Traceback" not in text
+
+
 class Parts:
     """A process's parts as the shell sees them, each switchable by the test."""
 

@@ -303,6 +303,11 @@ def test_dispatch_moves_a_row_outside_its_window_to_the_opening(any_db, sandbox,
 # ------------------------------------------------------------------ per-user caps
 
 
+def _utc(at: datetime) -> datetime:
+    """A stamp read back from any engine as an aware UTC datetime."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
 def _sent(db, openid: str, template: str, ago: timedelta) -> int:
     at = datetime.now(UTC) - ago
     d = dialect_of(db)
@@ -322,9 +327,35 @@ def test_a_cap_of_two_a_day_lets_two_through_and_holds_the_third(any_db, sandbox
     assert [get(any_db, i).status for i in ids] == ["success", "success", "wait"]
     third = get(any_db, ids[2])
     assert third.error.startswith("held: capped") and third.attempts == 0
-    first_sent = get(any_db, ids[0]).sent_at
-    # behind this run's own sends: a day on (the first send leaves the window then)
-    assert abs((third.send_at - (first_sent + timedelta(days=1))).total_seconds()) < 5
+    # behind this run's own sends, which might still fail: it looks again in a minute
+    held_at = datetime.now(UTC)
+    assert abs((_utc(third.send_at) - (held_at + spend.CAP_RECHECK)).total_seconds()) < 5
+    # a minute on, both were delivered: it waits until the first leaves the window
+    later = held_at + spend.CAP_RECHECK + timedelta(seconds=5)
+    with any_db.connection_context():
+        dispatch.run(rt, now=lambda: later)
+    third = get(any_db, ids[2])
+    first_sent = _utc(get(any_db, ids[0]).sent_at)
+    assert third.status == "wait" and third.attempts == 0
+    assert abs((_utc(third.send_at) - (first_sent + timedelta(days=1))).total_seconds()) < 5
+
+
+def test_a_row_capped_behind_sends_that_then_fail_goes_at_the_next_look(
+        any_db, sandbox, runtime_factory, tmp_path):
+    """The cap counts this run's own sends before they are answered; when they fail, the
+    row held behind them is not kept waiting for a whole window."""
+    rt = runtime(runtime_factory, any_db, sandbox, tmp_path,
+                 order_capped={"per_user": {"max": 2, "per": "1d"}})
+    sandbox.inject(40003, times=2, openid="oA")  # invalid openid: the first two fail
+    ids = [insert_sql(any_db, template="order_capped", openid="oA", params=GOOD)
+           for _ in range(3)]
+    with any_db.connection_context():
+        dispatch.run(rt)
+    assert [get(any_db, i).status for i in ids] == ["fail", "fail", "wait"]
+    later = datetime.now(UTC) + spend.CAP_RECHECK + timedelta(seconds=5)
+    with any_db.connection_context():
+        dispatch.run(rt, now=lambda: later)
+    assert get(any_db, ids[2]).status == "success"
 
 
 def test_a_capped_row_waits_until_the_oldest_counted_send_leaves_the_window(

@@ -42,6 +42,8 @@ def rows(db) -> list[MsgList]:
      "unknown app 'shop' (configured: default)"),
     (["order_status", "oU", "--params", GOOD, "--expire-at", "2020-01-01T00:00"], "expired"),
     (["order_status", "oU", "--params", '{"goods_name": "Tea"}'], "'goods_price' is undefined"),
+    (["order_status", "oU", "--params", GOOD, "--collapse-key", "k" * 129],
+     "collapse_key is 129 characters, at most 128"),
 ])
 def test_enqueue_refuses_what_dispatch_would_fail(queue, capsys, argv, reason):
     db, cfg = queue
@@ -56,14 +58,16 @@ def test_enqueue_inserts_a_good_row_with_its_options(queue, capsys):
     db, cfg = queue
     ran = herald(capsys, "--config", cfg, "enqueue", "order_status", "oU", "--params", GOOD,
                  "--priority", "3", "--send-at", "+1h", "--expire-at", "+2h",
-                 "--dedup-key", "order-1", "--page", "pages/x?id=1")
+                 "--dedup-key", "order-1", "--page", "pages/x?id=1",
+                 "--collapse-key", "order:1")
     assert ran.code == 0, ran.text
     [row] = rows(db)
-    assert row.priority == 3 and row.dedup_key == "order-1"
+    assert row.priority == 3 and row.dedup_key == "order-1" and row.collapse_key == "order:1"
     # it says what it queued: the id, template, openid, app, send_at and the options
     assert re.fullmatch(rf"queued #{row.id}: template order_status, openid oU, app default, "
                         r"send_at \S+ \S+ UTC \(in (59 min|1 h)\), expire_at \S+ \S+ UTC, "
-                        r"dedup_key order-1, priority 3", ran.out.strip()), ran.out
+                        r"dedup_key order-1, collapse_key order:1, priority 3",
+                        ran.out.strip()), ran.out
     assert 3500 < (row.send_at - clock.now()).total_seconds() <= 3600
     again = herald(capsys, "--config", cfg, "enqueue", "order_status", "oU", "--params", GOOD,
                    "--dedup-key", "order-1")
