@@ -110,7 +110,9 @@ class Caller:
 
     def close(self) -> None:
         """Close the pools this caller took (urllib3's pool manager forgets a pool on
-        clear() but leaves its connections open); a later call takes fresh ones."""
+        clear() but leaves its connections open). Close the session after it, as
+        WeChatClient.close does: then a later call takes fresh pools (with the session
+        still open, its pool manager would hand back the closed ones)."""
         routes, self._routes = self._routes, {}
         for pool, _ in routes.values():
             pool.close()

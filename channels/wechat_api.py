@@ -129,7 +129,8 @@ class WeChatClient:
         if ans.kind is Kind.SUCCESS:
             p = ans.payload or {}
             token, ttl = p.get("access_token"), p.get("expires_in")
-            if not isinstance(token, str) or not token.strip() or len(token) > 2048:
+            if (not isinstance(token, str) or not token or len(token) > 2048
+                    or not token.isascii() or not token.isprintable() or " " in token):
                 return Answer(Kind.TRANSIENT, ans.errcode,
                               "token answer lacks a usable access_token")
             if (isinstance(ttl, bool) or not isinstance(ttl, int | float)

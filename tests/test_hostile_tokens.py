@@ -85,7 +85,13 @@ def test_a_token_answer_without_a_token_is_transient(db, sandbox, runtime_factor
     rt = runtime_factory(db, sandbox)
     for bad in ({"expires_in": 7200}, {"access_token": "", "expires_in": 7200},
                 {"access_token": "x" * 5000, "expires_in": 7200},
-                {"access_token": 12345, "expires_in": 7200}):
+                {"access_token": 12345, "expires_in": 7200},
+                # WeChat's tokens are printable ASCII: anything else could not be sent
+                # (a lone surrogate fails to encode at every send) or is not WeChat's
+                {"access_token": "tok-\udc80-en", "expires_in": 7200},
+                {"access_token": "tok en", "expires_in": 7200},
+                {"access_token": "tok\r\nX-Injected: 1", "expires_in": 7200},
+                {"access_token": "tök", "expires_in": 7200}):
         client = WeChatClient(sandbox.url, timeout=2)
         sandbox.token_answer(bad)
         ans = client.stable_token(APPID, SECRET)
