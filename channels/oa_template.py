@@ -137,7 +137,8 @@ class OaTemplate(ChannelKind):
                               f"miniprogram_app {mini_app!r} is not a configured mini program")
             body = {**body, "miniprogram": {**body["miniprogram"], "appid": appid}}
         return self.client.call("POST", TEMPLATE_SEND_PATH, table=ERRCODES_OA,
-                                params={"access_token": token or ""}, json=body)
+                                params={"access_token": token or ""}, json=body,
+                                errcode_required=True)
 
 
 __all__ = ["ERRCODES_OA", "TEMPLATE_SEND_PATH", "OaTemplate"]

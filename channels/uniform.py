@@ -146,7 +146,8 @@ class Uniform(ChannelKind):
         msg["miniprogram"] = {**msg["miniprogram"], "appid": appid}
         body = {**built.body, "mp_template_msg": msg}
         return self.client.call("POST", UNIFORM_PATH, table=ERRCODES_UNIFORM,
-                                params={"access_token": token or ""}, json=body)
+                                params={"access_token": token or ""}, json=body,
+                                errcode_required=True)
 
 
 __all__ = ["ERRCODES_UNIFORM", "UNIFORM_PATH", "Uniform"]

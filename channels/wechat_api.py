@@ -46,8 +46,11 @@ class WeChatClient:
         self.session.close()
 
     def call(self, method: str, path: str, *, table: Mapping[int, Meaning] | None = None,
-             params: Mapping[str, str] | None = None, json: Any = None) -> Answer:
-        """One API call; `table` classifies errcodes (default: the subscribe table)."""
+             params: Mapping[str, str] | None = None, json: Any = None,
+             errcode_required: bool = False) -> Answer:
+        """One API call; `table` classifies errcodes (default: the subscribe table).
+        `errcode_required`: an answer without an errcode is not a success (every send
+        endpoint answers with one; the token endpoints succeed without)."""
         try:
             # as requests encodes json=: ASCII-escaped, no NaN (a ValueError, not a send)
             data = None if json is None else _json.dumps(json, allow_nan=False).encode()
@@ -61,10 +64,10 @@ class WeChatClient:
             return Answer(CONNECTION.kind, None, f"{CONNECTION.text}: {exc.text}")
         if reply.status >= 500:
             return Answer(HTTP_5XX.kind, None, HTTP_5XX.text.format(status=reply.status))
-        return self._judge(reply.status, reply.body, table)
+        return self._judge(reply.status, reply.body, table, errcode_required)
 
-    def _judge(self, status: int, body: bytes | None, table: Mapping[int, Meaning] | None
-               ) -> Answer:
+    def _judge(self, status: int, body: bytes | None, table: Mapping[int, Meaning] | None,
+               errcode_required: bool = False) -> Answer:
         """What an answer means: its errcode in `table`, its msgid as exact text."""
         if body is None:
             return Answer(NON_JSON.kind, None, f"WeChat's answer (HTTP {status}) is "
@@ -78,6 +81,11 @@ class WeChatClient:
             snippet = redact(body[:CLEAN_WINDOW].decode("utf-8", "replace"))[:60]
             return Answer(NON_JSON.kind, None, f"{NON_JSON.text} (HTTP {status}): "
                                                f"{snippet!r}")
+        if errcode_required and "errcode" not in payload:
+            # a proxy's or a broken gateway's `{}` must not mark a row delivered
+            snippet = redact(body[:CLEAN_WINDOW].decode("utf-8", "replace"))[:60]
+            return Answer(NON_JSON.kind, None, f"WeChat's answer (HTTP {status}) has no "
+                                               f"errcode: {snippet!r}")
         raw = payload.get("errcode", 0)
         if isinstance(raw, bool) or not isinstance(raw, int | str):
             return Answer(NON_JSON.kind, None, f"unexpected errcode {redact(repr(raw))[:40]}")
@@ -102,7 +110,8 @@ class WeChatClient:
 
     def send(self, token: str, body: dict[str, Any]) -> Answer:
         """POST one subscribe message. msgid comes back as exact text (it exceeds 2^53)."""
-        return self.call("POST", SEND_PATH, params={"access_token": token}, json=body)
+        return self.call("POST", SEND_PATH, params={"access_token": token}, json=body,
+                         errcode_required=True)
 
     def stable_token(self, appid: str, secret: str) -> Answer:
         # an errmsg may echo what was sent: the reason must never hold the secret, even

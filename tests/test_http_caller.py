@@ -562,3 +562,13 @@ def test_with_no_ca_bundle_set_the_send_trusts_what_requests_trusts(serve, clien
     trusted = client_for(server.url).send("t", {"touser": "o"})
     assert trusted.kind is Kind.SUCCESS, trusted.reason
     assert len(server.seen) == 1
+
+
+@pytest.mark.parametrize("answer", [b"{}", b'{"msgid": 5}', b'{"errmsg": "ok"}'])
+def test_a_send_answer_without_an_errcode_is_not_a_delivery(serve, client_for, answer):
+    """Every send endpoint answers with an errcode: a `{}` from a proxy or a broken
+    gateway must not mark the row delivered (the token endpoints succeed without one)."""
+    server = serve(lambda h, s: _reply(h, 200, answer))
+    ans = client_for(server.url).send("t", {"touser": "o"})
+    assert ans.kind is Kind.TRANSIENT and "has no errcode" in ans.reason, ans.reason
+    assert ans.msgid is None
