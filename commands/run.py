@@ -107,7 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         beat=daemon.beat,
         healthy=lambda mono: rt.heartbeat.healthy(mono, hung_after),
         unhealthy=f"dispatch made no progress for {hung_after:.0f}s: watchdog pings stopped",
-        status=lambda: queue_status(rt)))
+        status=lambda: queue_status(rt),
+        orphaned=processes.supervisor_gone() if share else None))
     shell.install()
     # new and newly due rows go out within a second, not at the next poll (which stays
     # as the fallback)

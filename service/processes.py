@@ -32,6 +32,10 @@ sends them. A child that dies GIVE_UP times within GIVE_UP_WINDOW, or exits 2 (b
 configuration), makes the supervisor stop the others and exit non-zero, so systemd
 restarts the unit (Restart=on-failure) or gives up on it.
 
+A child whose supervisor dies (kill -9, the OOM killer; outside systemd nothing else
+kills the children) sees within half a second that its parent changed and stops as at
+SIGTERM, so no orphan sends beside the next supervisor's children.
+
 SIGTERM (and SIGINT) go to every child, which stop as one process does (no new send,
 in-flight ones recorded) within http.timeout + 5 s; a child still there at that bound
 is killed. SIGHUP goes to every child; each reloads whole or refuses, as one process
@@ -52,6 +56,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +66,9 @@ from notify import notify, watchdog_interval
 log = logging.getLogger("herald.processes")
 
 SHARE_ENV = "HERALD_DISPATCH_SHARE"  # "k/n": set by the supervisor for its k-th child
+# the supervisor's pid, so a child notices when it is gone (kill -9, OOM) and stops
+# instead of sending on as an orphan beside the supervisor's next children
+PARENT_ENV = "HERALD_DISPATCH_SUPERVISOR"
 ROOT = Path(__file__).resolve().parent.parent
 BACKOFF_FIRST = 1.0  # seconds before a dead child is started again, doubling...
 BACKOFF_MAX = 30.0  # ...up to this
@@ -87,6 +95,17 @@ def child_share(env: dict[str, str] | os._Environ[str] | None = None) -> tuple[i
         raise ConfigError([f"{SHARE_ENV}={raw[:20]!r}: expected k/n with 0 <= k < n "
                            "(set by `herald run` for its dispatch processes only)"])
     return int(m.group(1)), int(m.group(2))
+
+
+def supervisor_gone(env: dict[str, str] | os._Environ[str] | None = None
+                    ) -> Callable[[], bool] | None:
+    """For a dispatch process: a check that its supervisor has died (the child was
+    handed to another parent), None for a plain `herald run`."""
+    raw = (os.environ if env is None else env).get(PARENT_ENV, "")
+    if not raw.isascii() or not raw.isdigit():
+        return None
+    parent = int(raw)
+    return lambda: os.getppid() != parent
 
 
 @dataclass
@@ -158,6 +177,7 @@ class Supervisor:
     def _env(self, k: int) -> dict[str, str]:
         env = dict(os.environ)
         env[SHARE_ENV] = f"{k}/{self.n}"
+        env[PARENT_ENV] = str(os.getpid())
         env["NOTIFY_SOCKET"] = self.address
         env["WATCHDOG_USEC"] = str(int(self.child_window * 1e6))
         env.pop("WATCHDOG_PID", None)  # ours; the child's pid is not known before it runs
@@ -402,4 +422,5 @@ def supervise(cfg: Config) -> int:
     return Supervisor(cfg, cfg.dispatch.processes).run()
 
 
-__all__ = ["SHARE_ENV", "Supervisor", "child_command", "child_share", "supervise"]
+__all__ = ["PARENT_ENV", "SHARE_ENV", "Supervisor", "child_command", "child_share",
+           "supervise", "supervisor_gone"]

@@ -52,6 +52,8 @@ class Service:
     healthy: Callable[[float], bool]  # (monotonic now) -> may the watchdog be pinged
     unhealthy: str = ""  # said once when the pings stop ("" says nothing)
     status: Callable[[], str] | None = None  # the STATUS= line, if the process has one
+    # a dispatch process whose supervisor died stops as at SIGTERM (service/processes.py)
+    orphaned: Callable[[], bool] | None = None
 
 
 class Shell:
@@ -89,6 +91,12 @@ class Shell:
         last_ping = last_status = last_beat = last_watch = float("-inf")
         try:
             while not self.stop.wait(TICK):
+                if self.service.orphaned is not None and self.service.orphaned():
+                    log.error("the supervising `herald run` is gone: stopping this "
+                              "dispatch process")
+                    self.signals.append("supervisor gone")
+                    self.service.stopping.set()
+                    break
                 mono = time.monotonic()
                 if ping_every and mono - last_ping >= ping_every and self._healthy(mono):
                     notify("WATCHDOG=1")

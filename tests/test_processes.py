@@ -242,6 +242,39 @@ def test_a_killed_process_is_started_again_and_its_rows_recovered(
 
 
 @pytest.mark.slow
+def test_the_children_stop_when_their_supervisor_is_killed(tmp_path: Path,
+                                                          sandbox: Any) -> None:
+    """kill -9 of the supervisor (outside systemd nothing kills the rest): each child
+    sees it is gone within a tick and stops as at SIGTERM, instead of sending on as an
+    orphan beside the next supervisor's children."""
+    sandbox.latency = 0.3  # sends in flight when the supervisor dies
+    cfg, db = _setup(tmp_path, database_url("sqlite", tmp_path), sandbox, workers=2,
+                     batch_size=4)
+    _fill(db, 200, 1)
+    d = Supervised(cfg, tmp_path / "run.log").start()
+    kids: dict[int, int] = {}
+    try:
+        d.wait_ready()
+        kids = d.children()
+        assert len(kids) == 2
+        assert wait_for(lambda: _counts(db)["success"] >= 2, timeout=30)
+        assert d.proc is not None
+        d.proc.kill()
+        d.proc.wait()
+        assert wait_for(lambda: not any(_alive(p) for p in kids.values()), timeout=15), \
+            d.tail()
+    finally:
+        d.close()
+        for pid in kids.values():
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert d.text().count("the supervising `herald run` is gone") == 2, d.tail()
+    counts = _counts(db)
+    assert counts["sending"] == 0, counts  # claims not sent went back to wait
+    assert 0 < counts["success"] < 200 and counts["wait"] > 0, counts
+
+
+@pytest.mark.slow
 def test_sigterm_stops_every_process_within_the_bound(tmp_path: Path, sandbox: Any) -> None:
     sandbox.latency = 1.0  # sends in flight when the signal comes
     cfg, db = _setup(tmp_path, database_url("sqlite", tmp_path), sandbox)
