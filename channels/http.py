@@ -78,6 +78,18 @@ class TransportError(Exception):
         self.timed_out = timed_out
 
 
+# what a request or the reading of its answer raises when no usable answer came
+_FAILURES = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError)
+
+
+def _failure(exc: BaseException) -> TransportError:
+    # urllib3 2 makes NewConnectionError a ConnectTimeoutError: a refused connection did
+    # not time out (nothing was sent, no "it may have delivered")
+    timed_out = (isinstance(exc, urllib3.exceptions.TimeoutError)
+                 and not isinstance(exc, urllib3.exceptions.NewConnectionError))
+    return TransportError(root_cause(exc), timed_out=timed_out)
+
+
 class Caller:
     """Requests to one base URL over a session's pooled connections, without requests'
     per-call machinery (merging settings, cookies, hooks, redirects, a Response): a
@@ -129,13 +141,8 @@ class Caller:
                                 headers=self._headers if body is None else self._json_headers,
                                 retries=False, redirect=False, assert_same_host=False,
                                 timeout=self._timeout, preload_content=False)
-        except urllib3.exceptions.NewConnectionError as exc:  # (a ConnectTimeoutError too)
-            raise TransportError(root_cause(exc), timed_out=False) from None
-        except urllib3.exceptions.TimeoutError as exc:
-            raise TransportError(root_cause(exc), timed_out=True) from None
-        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError,
-                ValueError) as exc:
-            raise TransportError(root_cause(exc), timed_out=False) from None
+        except _FAILURES as exc:
+            raise _failure(exc) from None
         whole = False
         try:
             if resp.status >= 500:
@@ -148,10 +155,8 @@ class Caller:
             body_read = self._read_capped(resp)
             whole = body_read is not None
             return Reply(resp.status, body_read)
-        except urllib3.exceptions.TimeoutError as exc:  # the body stopped coming
-            raise TransportError(root_cause(exc), timed_out=True) from None
-        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
-            raise TransportError(root_cause(exc), timed_out=False) from None
+        except _FAILURES as exc:  # the body stopped coming, or came broken
+            raise _failure(exc) from None
         finally:
             if not whole:
                 resp.close()  # an unread rest must not reach the next request

@@ -77,15 +77,12 @@ class WeChatClient:
             if not isinstance(payload, dict):
                 raise ValueError("not an object")
         except (ValueError, RecursionError):
-            # masked whole before the cut: a cut first could leave a secret's first half
-            snippet = redact(body[:CLEAN_WINDOW].decode("utf-8", "replace"))[:60]
             return Answer(NON_JSON.kind, None, f"{NON_JSON.text} (HTTP {status}): "
-                                               f"{snippet!r}")
+                                               f"{_excerpt(body)!r}")
         if errcode_required and "errcode" not in payload:
             # a proxy's or a broken gateway's `{}` must not mark a row delivered
-            snippet = redact(body[:CLEAN_WINDOW].decode("utf-8", "replace"))[:60]
             return Answer(NON_JSON.kind, None, f"WeChat's answer (HTTP {status}) has no "
-                                               f"errcode: {snippet!r}")
+                                               f"errcode: {_excerpt(body)!r}")
         raw = payload.get("errcode", 0)
         if isinstance(raw, bool) or not isinstance(raw, int | str):
             return Answer(NON_JSON.kind, None, f"unexpected errcode {redact(repr(raw))[:40]}")
@@ -156,6 +153,12 @@ class WeChatClient:
             # on the token endpoint 40001 means a wrong secret, not a stale token
             return Answer(Kind.CREDENTIAL, ans.errcode, ans.reason)
         return ans
+
+
+def _excerpt(body: bytes) -> str:
+    """The start of an answer for a reason: masked whole before the cut (a cut first
+    could leave a secret's first half)."""
+    return redact(body[:CLEAN_WINDOW].decode("utf-8", "replace"))[:60]
 
 
 __all__ = ["ANSWER_MAX", "LEGACY_TOKEN_PATH", "SEND_PATH", "STABLE_TOKEN_PATH",
