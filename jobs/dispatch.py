@@ -63,6 +63,7 @@ from logs import redact
 from policy import TOKEN_WAIT, decide, quota_wait
 from runtime import Runtime
 from templates import RenderError, Request, Template, render_row
+from templates import spending_decide as spend
 from tokens import TokenUnavailable
 
 log = logging.getLogger("herald.dispatch")
@@ -492,7 +493,6 @@ def _spend(rt: Runtime, st: _State, jobs: list[Job], now: datetime) -> list[Job]
     may go now; the others wait (send_at moved, attempt refunded) or fail."""
     if not any(j.request.template.spend.any for j in jobs):
         return jobs
-    from templates import spending_decide as spend  # only where a template uses the keys
     asks = [spend.Ask(j.row, j.request.template, j.app, j.request.recipient) for j in jobs]
     go: list[Job] = []
     for job, decision in zip(jobs, spend.decide(rt.db, rt.templates.current, asks, now,
