@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 import threading
 import time
@@ -38,11 +37,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from requests.utils import get_environ_proxies
 
 from channels.base import Kind, Meaning
-from channels.http import root_cause
+from channels.http import make_session, root_cause
 from logs import CLEAN_WINDOW, MASK, add_secret, redact
 
 ACTION = "SendSms"
@@ -300,18 +297,9 @@ class SmsClient:
         add_secret(secret_key)
         # (connect, read): as in channels/wechat_api.py
         self.timeout = (min(timeout, 5.0), timeout)
-        self.session = requests.Session()
-        # Read proxy and CA variables once, not on every request (see wechat_api.py).
-        self.session.trust_env = False
-        self.session.proxies = get_environ_proxies(self.url)
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if bundle:
-            self.session.verify = bundle
-        # One connection per sender thread, kept alive; the SDK's session would keep 10.
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 4), max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers["User-Agent"] = "herald/1"
+        # proxies and the CA bundle read once, one kept-alive connection per sender
+        # thread (the SDK's session would keep 10): channels/http.py, as the WeChat client
+        self.session = make_session(self.url, pool_size)
         # The signing key changes once a UTC day; derive it once per day, not per send.
         self._key_lock = threading.Lock()
         self._key_date = ""
